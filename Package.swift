@@ -1,0 +1,108 @@
+// swift-tools-version: 6.1
+// SwiftDetectron: a portable, Swift-native Detectron.
+//
+// Layering (arrows point down only):
+//   C shims (CBLAS, CLibJPEG + CJPEGShim, CLinuxShim)
+//     → Portability → Storage, BLAS, Imaging → … → DetectronCLI
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "SwiftDetectron",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "detectron", targets: ["DetectronCLI"]),
+        .library(name: "Portability", targets: ["Portability"]),
+        .library(name: "Storage", targets: ["Storage"]),
+        .library(name: "Imaging", targets: ["Imaging"]),
+        .library(name: "BLAS", targets: ["BLAS"]),
+        .plugin(name: "DoctorPlugin", targets: ["DoctorPlugin"]),
+        .plugin(name: "PortabilityTestPlugin", targets: ["PortabilityTestPlugin"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // MARK: C shims — all C lives here, one target per concern.
+        .systemLibrary(
+            name: "CBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibJPEG",
+            pkgConfig: "libjpeg",
+            providers: [.apt(["libjpeg-dev"])]
+        ),
+        .target(
+            name: "CJPEGShim",
+            dependencies: ["CLibJPEG"],
+            cSettings: [.unsafeFlags(["-O2"])]
+        ),
+        .target(
+            name: "CLinuxShim",
+            cSettings: [.define("_GNU_SOURCE")]
+        ),
+
+        // MARK: Portability — threads, processes, shared memory, permissions, host facts.
+        .target(
+            name: "Portability",
+            dependencies: [
+                "CLinuxShim",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: Storage — Context → Tensor → Blob → Workspace.
+        .target(name: "Storage", swiftSettings: strict),
+
+        // MARK: BLAS — Swift layer over OpenBLAS.
+        .target(name: "BLAS", dependencies: ["CBLAS"], swiftSettings: strict),
+
+        // MARK: Imaging — JPEG decode/encode (libjpeg-turbo through CJPEGShim).
+        .target(name: "Imaging", dependencies: ["CJPEGShim", "Storage"], swiftSettings: strict),
+
+        // MARK: CLI
+        .executableTarget(
+            name: "DetectronCLI",
+            dependencies: [
+                "Portability", "Storage", "BLAS", "Imaging",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: Plugins
+        .plugin(
+            name: "DoctorPlugin",
+            capability: .command(
+                intent: .custom(verb: "doctor", description: "Build and run `detectron doctor`: the host report."),
+                permissions: []
+            )
+        ),
+        .plugin(
+            name: "PortabilityTestPlugin",
+            capability: .command(
+                intent: .custom(verb: "portability-test", description: "Run the portability test suite and print its report."),
+                permissions: []
+            )
+        ),
+
+        // MARK: Tests — one target per module.
+        .testTarget(name: "PortabilityTests", dependencies: ["Portability", "DetectronCLI"], swiftSettings: strict),
+        .testTarget(name: "StorageTests", dependencies: ["Storage"], swiftSettings: strict),
+        .testTarget(name: "BLASTests", dependencies: ["BLAS"], swiftSettings: strict),
+        .testTarget(
+            name: "ImagingTests",
+            dependencies: ["Imaging"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,82 @@
+import CBLAS
+
+/// Whether a matrix operand is used as stored or transposed.
+public enum Transpose: Sendable {
+    case none, transpose
+
+    var cblas: CBLAS_TRANSPOSE { self == .none ? CblasNoTrans : CblasTrans }
+}
+
+/// A thin, checked Swift layer over OpenBLAS (row-major, float32).
+///
+/// OpenBLAS keeps one thread count per process; ``threadCount`` reads and sets it, so the
+/// engine can give BLAS the same core budget its own thread pool uses (see
+/// `Portability.CPUBudget`) and the two never oversubscribe the cores together.
+public enum BLAS {
+    /// The number of threads OpenBLAS uses for one call.
+    public static var threadCount: Int {
+        get { Int(openblas_get_num_threads()) }
+        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+    }
+
+    /// The kernel family OpenBLAS selected for this CPU (e.g. `Haswell`, `SkylakeX`).
+    public static var coreName: String { String(cString: openblas_get_corename()) }
+
+    /// OpenBLAS's build configuration string.
+    public static var configuration: String { String(cString: openblas_get_config()) }
+
+    /// `C = alpha · op(A) · op(B) + beta · C`, row-major.
+    ///
+    /// `op(A)` is m×k and `op(B)` is k×n; `lda`, `ldb`, `ldc` are the row strides of the stored
+    /// matrices (defaulting to their packed widths). The buffers must be large enough for those
+    /// shapes and strides: this is checked, and a violation is a programming error.
+    public static func sgemm(
+        _ transA: Transpose, _ transB: Transpose,
+        m: Int, n: Int, k: Int,
+        alpha: Float = 1,
+        a: UnsafePointer<Float>, lda: Int? = nil,
+        b: UnsafePointer<Float>, ldb: Int? = nil,
+        beta: Float = 0,
+        c: UnsafeMutablePointer<Float>, ldc: Int? = nil
+    ) {
+        let lda = lda ?? (transA == .none ? k : m)
+        let ldb = ldb ?? (transB == .none ? n : k)
+        let ldc = ldc ?? n
+        precondition(m >= 0 && n >= 0 && k >= 0, "sgemm: negative dimension m=\(m) n=\(n) k=\(k)")
+        precondition(lda >= max(1, transA == .none ? k : m), "sgemm: lda \(lda) too small")
+        precondition(ldb >= max(1, transB == .none ? n : k), "sgemm: ldb \(ldb) too small")
+        precondition(ldc >= max(1, n), "sgemm: ldc \(ldc) too small")
+        guard m > 0, n > 0 else { return }
+        cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas,
+                    blasint(m), blasint(n), blasint(k),
+                    alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+    }
+
+    /// `y = alpha · op(A) · x + beta · y`, with A stored m×n row-major.
+    public static func sgemv(
+        _ trans: Transpose, m: Int, n: Int, alpha: Float = 1,
+        a: UnsafePointer<Float>, lda: Int? = nil,
+        x: UnsafePointer<Float>, beta: Float = 0, y: UnsafeMutablePointer<Float>
+    ) {
+        guard m > 0, n > 0 else { return }
+        cblas_sgemv(CblasRowMajor, trans.cblas, blasint(m), blasint(n), alpha, a, blasint(lda ?? n), x, 1, beta, y, 1)
+    }
+
+    /// `y += alpha · x` over `count` elements.
+    public static func saxpy(count: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        guard count > 0 else { return }
+        cblas_saxpy(blasint(count), alpha, x, 1, y, 1)
+    }
+
+    /// `x *= alpha` over `count` elements.
+    public static func sscal(count: Int, alpha: Float, x: UnsafeMutablePointer<Float>) {
+        guard count > 0 else { return }
+        cblas_sscal(blasint(count), alpha, x, 1)
+    }
+
+    /// The dot product of two vectors of `count` elements.
+    public static func sdot(count: Int, x: UnsafePointer<Float>, y: UnsafePointer<Float>) -> Float {
+        guard count > 0 else { return 0 }
+        return cblas_sdot(blasint(count), x, 1, y, 1)
+    }
+}

@@ -1,0 +1,201 @@
+#include "sd_linux.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gnu/libc-version.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <sys/resource.h>
+
+int sd_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+static long long soft_limit(int resource) {
+    struct rlimit r;
+    if (getrlimit(resource, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return -1;
+    return (long long)r.rlim_cur;
+}
+
+static int set_soft_limit(int resource, long long value) {
+    struct rlimit r;
+    if (getrlimit(resource, &r) != 0) return -1;
+    r.rlim_cur = value < 0 ? RLIM_INFINITY : (rlim_t)value;
+    return setrlimit(resource, &r);
+}
+
+long long sd_rlimit_nofile(void) { return soft_limit(RLIMIT_NOFILE); }
+long long sd_rlimit_nproc(void) { return soft_limit(RLIMIT_NPROC); }
+int sd_set_rlimit_nproc(long long value) { return set_soft_limit(RLIMIT_NPROC, value); }
+int sd_set_rlimit_nofile(long long value) { return set_soft_limit(RLIMIT_NOFILE, value); }
+
+int sd_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+int sd_affinity_cpu_count(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+    return CPU_COUNT(&set);
+}
+
+int sd_restrict_affinity(int count) {
+    cpu_set_t set, keep;
+    CPU_ZERO(&set);
+    CPU_ZERO(&keep);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    int kept = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && kept < count; cpu++) {
+        if (CPU_ISSET(cpu, &set)) { CPU_SET(cpu, &keep); kept++; }
+    }
+    return sched_setaffinity(0, sizeof keep, &keep);
+}
+
+int sd_set_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0); }
+
+void sd_set_thread_name(const char *name) {
+    char buf[16];
+    strncpy(buf, name, 15);
+    buf[15] = 0;
+    pthread_setname_np(pthread_self(), buf);
+}
+
+const char *sd_glibc_version(void) { return gnu_get_libc_version(); }
+
+int sd_cpu_supports(const char *feature) {
+    __builtin_cpu_init();
+    if (strcmp(feature, "avx2") == 0) return __builtin_cpu_supports("avx2");
+    if (strcmp(feature, "avx512f") == 0) return __builtin_cpu_supports("avx512f");
+    if (strcmp(feature, "fma") == 0) return __builtin_cpu_supports("fma");
+    if (strcmp(feature, "sse4.2") == 0) return __builtin_cpu_supports("sse4.2");
+    if (strcmp(feature, "avx") == 0) return __builtin_cpu_supports("avx");
+    return 0;
+}
+
+const char *sd_signal_abbrev(int sig) { return sigabbrev_np(sig); }
+
+int sd_wifexited(int status) { return WIFEXITED(status); }
+int sd_wexitstatus(int status) { return WEXITSTATUS(status); }
+int sd_wifsignaled(int status) { return WIFSIGNALED(status); }
+int sd_wtermsig(int status) { return WTERMSIG(status); }
+int sd_wcoredump(int status) { return WCOREDUMP(status); }
+
+// ---------------------------------------------------------------------------------------------
+// Spawning. The child shares the parent's memory until execve (CLONE_VM|CLONE_VFORK), so it may
+// only make raw system calls and write its result into `spawn_args`; the parent sleeps until
+// the child has exec'ed or exited.
+
+typedef struct {
+    const char *path;
+    char *const *argv;
+    char *const *envp;
+    const char *cwd;
+    const sd_fd_map *fds;
+    int nfds;
+    int death_signal;
+    int new_session;
+    pid_t parent;
+    sigset_t old_mask;
+    volatile int err;
+    const char *volatile step;
+} spawn_args;
+
+static int in_map(const spawn_args *a, int fd) {
+    for (int i = 0; i < a->nfds; i++) if (a->fds[i].child_fd == fd) return 1;
+    return 0;
+}
+
+static int child_main(void *arg) {
+    spawn_args *a = (spawn_args *)arg;
+    // Default dispositions for every signal a handler was installed for; then the mask back.
+    for (int sig = 1; sig < _NSIG; sig++) {
+        struct sigaction sa;
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        if (syscall(SYS_rt_sigaction, sig, NULL, &sa, _NSIG / 8) != 0) continue;
+        if (sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL) {
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = SIG_DFL;
+            syscall(SYS_rt_sigaction, sig, &sa, NULL, _NSIG / 8);
+        }
+    }
+    if (a->new_session && setsid() < 0) { a->step = "setsid"; a->err = errno; _exit(127); }
+    if (a->death_signal > 0) {
+        if (prctl(PR_SET_PDEATHSIG, a->death_signal, 0, 0, 0) != 0) { a->step = "prctl"; a->err = errno; _exit(127); }
+        // The parent may have died before prctl took effect.
+        if (getppid() != a->parent) _exit(127);
+    }
+    // Move descriptors in two passes so that a source that is also a target is not clobbered:
+    // first lift every source above the highest target, then dup2 into place.
+    int high = 3;
+    for (int i = 0; i < a->nfds; i++) if (a->fds[i].child_fd >= high) high = a->fds[i].child_fd + 1;
+    int lifted[64];
+    int n = a->nfds < 64 ? a->nfds : 64;
+    for (int i = 0; i < n; i++) {
+        int src = a->fds[i].parent_fd;
+        if (src < 0) {
+            src = open("/dev/null", O_RDWR | O_CLOEXEC);
+            if (src < 0) { a->step = "open /dev/null"; a->err = errno; _exit(127); }
+        }
+        lifted[i] = fcntl(src, F_DUPFD_CLOEXEC, high);
+        if (lifted[i] < 0) { a->step = "dup"; a->err = errno; _exit(127); }
+    }
+    for (int i = 0; i < n; i++) {
+        if (dup2(lifted[i], a->fds[i].child_fd) < 0) { a->step = "dup2"; a->err = errno; _exit(127); }
+    }
+    // Close everything else above stderr that is not a target: no descriptor leaks into the child.
+    int top = 2;
+    for (int i = 0; i < n; i++) if (a->fds[i].child_fd > top) top = a->fds[i].child_fd;
+    for (int fd = 3; fd <= top; fd++) if (!in_map(a, fd)) close(fd);
+    if (syscall(SYS_close_range, (unsigned)top + 1, ~0U, 0) != 0) {
+        int maxfd = (int)sysconf(_SC_OPEN_MAX);
+        if (maxfd < 0 || maxfd > 65536) maxfd = 65536;
+        for (int fd = top + 1; fd < maxfd; fd++) close(fd);
+    }
+    if (a->cwd && chdir(a->cwd) != 0) { a->step = "chdir"; a->err = errno; _exit(127); }
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &a->old_mask, NULL, _NSIG / 8);
+    execve(a->path, a->argv, a->envp);
+    a->step = "execve";
+    a->err = errno;
+    _exit(127);
+}
+
+int sd_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd,
+             const sd_fd_map *fds, int nfds, int death_signal, int new_session,
+             pid_t *pid_out, const char **failed_step) {
+    if (nfds > 64) { *failed_step = "arguments"; return E2BIG; }
+    spawn_args a;
+    memset(&a, 0, sizeof a);
+    a.path = path; a.argv = argv; a.envp = envp; a.cwd = cwd; a.fds = fds; a.nfds = nfds;
+    a.death_signal = death_signal; a.new_session = new_session; a.parent = getpid();
+    a.err = 0; a.step = NULL;
+
+    size_t stack_size = 256 * 1024;
+    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) { *failed_step = "mmap"; return errno; }
+
+    // Block every signal so that no handler of ours runs in the child before exec.
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &a.old_mask);
+    pid_t pid = clone(child_main, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+    int clone_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &a.old_mask, NULL);
+    munmap(stack, stack_size);
+
+    if (pid < 0) { *failed_step = "clone"; return clone_errno; }
+    if (a.err != 0) {
+        // The child failed before exec and has exited: reap it so it leaves no zombie.
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        *failed_step = a.step;
+        return a.err;
+    }
+    *pid_out = pid;
+    return 0;
+}

@@ -1,0 +1,9 @@
+import ArgumentParser
+
+struct Detectron: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "detectron",
+        abstract: "SwiftDetectron: a portable, Swift-native Detectron.",
+        subcommands: [Doctor.self]
+    )
+}

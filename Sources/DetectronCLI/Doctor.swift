@@ -1,0 +1,45 @@
+import ArgumentParser
+import BLAS
+import Imaging
+import Portability
+
+/// `detectron doctor`: what this host offers, and whether it is enough.
+struct Doctor: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Report the host's facts (cores, memory, /dev/shm, limits, BLAS, JPEG, workers) and a verdict.",
+        discussion: "Exits non-zero when a required capability is missing. --json prints one JSON object instead of the table."
+    )
+
+    @Flag(help: "Print one JSON object instead of the table.")
+    var json = false
+
+    @Option(help: "An output directory to check for writability (created if missing).")
+    var outputDir: String?
+
+    func run() throws {
+        let report = Self.report(outputDirectory: outputDir)
+        print(json ? report.json() : report.table())
+        if !report.ready { throw ExitCode(1) }
+    }
+
+    static func report(outputDirectory: String?) -> HostReport {
+        var report = HostReport.collect(outputDirectory: outputDirectory) {
+            Result { () throws(SpawnError) in
+                let child = try WorkerGuard.spawnWorker(role: WorkerRoles.doctorProbe)
+                guard let status = child.wait(timeout: 10) else {
+                    child.terminate(grace: 1)
+                    throw SpawnError.timedOut(pid: child.pid, seconds: 10)
+                }
+                guard status.isSuccess else {
+                    throw SpawnError.system(call: "worker probe \(status)", errno: 0, path: child.executable)
+                }
+            }
+        }
+        let budget = CPUBudget.detect()
+        BLAS.threadCount = budget.threads
+        report.facts.append(HostFact("blas.core", "BLAS core type", "OpenBLAS \(BLAS.coreName)", .ok))
+        report.facts.append(HostFact("blas.threads", "BLAS threads", String(BLAS.threadCount), .ok))
+        report.facts.append(HostFact("jpeg.version", "JPEG library", JPEG.libraryVersion, .ok))
+        return report
+    }
+}

@@ -1,0 +1,11 @@
+import Portability
+
+/// The worker roles the `detectron` executable can be started in.
+enum WorkerRoles {
+    static let doctorProbe = "doctor-probe"
+
+    static let all: [String: WorkerEntry] = [
+        // Proves that this executable can start itself as a worker: guard, spawn and reaping.
+        doctorProbe: { _ in 0 },
+    ]
+}

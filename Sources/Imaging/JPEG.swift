@@ -1,0 +1,137 @@
+import CJPEGShim
+import Foundation
+
+/// Why a JPEG could not be decoded or encoded.
+public enum JPEGError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The bytes are not a JPEG at all.
+    case notJPEG(source: String, detail: String)
+    /// The data ends before the image does.
+    case truncated(source: String, detail: String)
+    /// libjpeg refused the data.
+    case corrupt(source: String, detail: String)
+    /// The arguments were invalid (scale, channels, quality, colour space).
+    case invalidArgument(source: String, detail: String)
+    case outOfMemory(source: String)
+    /// The file could not be read or written.
+    case io(path: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case let .notJPEG(s, d): return "\(s) is not a JPEG: \(d)"
+        case let .truncated(s, d): return "\(s) is truncated (\(d)); re-download or re-encode the file"
+        case let .corrupt(s, d): return "\(s) is a corrupt JPEG: \(d)"
+        case let .invalidArgument(s, d): return "cannot process \(s): \(d)"
+        case let .outOfMemory(s): return "out of memory while processing \(s)"
+        case let .io(p, d): return "\(p): \(d)"
+        }
+    }
+}
+
+/// Decoding and encoding with libjpeg-turbo.
+///
+/// Decoding gives 3-channel 8-bit HWC pixels in RGB or BGR order (grey files are expanded),
+/// optionally downscaled by 1/2, 1/4 or 1/8 in the DCT domain — far cheaper than decoding at
+/// full size and resizing. Corrupt, truncated and non-JPEG input throws ``JPEGError``; the C
+/// library never prints, exits or crashes the process.
+public enum JPEG {
+    /// The DCT-domain downscale factors libjpeg can apply while decoding.
+    public enum Scale: Int, Sendable, CaseIterable {
+        case full = 1, half = 2, quarter = 4, eighth = 8
+
+        /// The largest downscale that keeps both sides at least `minWidth`×`minHeight`,
+        /// given the full size.
+        public static func largest(keeping minWidth: Int, _ minHeight: Int, ofWidth width: Int, height: Int) -> Scale {
+            for s in [Scale.eighth, .quarter, .half] {
+                let w = (width + s.rawValue - 1) / s.rawValue
+                let h = (height + s.rawValue - 1) / s.rawValue
+                if w >= minWidth && h >= minHeight { return s }
+            }
+            return .full
+        }
+    }
+
+    /// A JPEG's dimensions without decoding its pixels.
+    public struct Info: Sendable, Equatable {
+        public var width: Int
+        public var height: Int
+        public var components: Int
+    }
+
+    /// The library version string.
+    public static var libraryVersion: String { String(cString: sd_jpeg_version()) }
+
+    /// Reads the header of `data`. `source` names the input in errors (a path, say).
+    public static func info(_ data: [UInt8], source: String = "JPEG data") throws(JPEGError) -> Info {
+        let r = data.withUnsafeBufferPointer { sd_jpeg_probe($0.baseAddress, $0.count, 1) }
+        try check(r, source: source)
+        return Info(width: Int(r.source_width), height: Int(r.source_height), components: Int(r.components))
+    }
+
+    /// Decodes `data` to 3-channel pixels in `order`, downscaled by `scale`.
+    public static func decode(_ data: [UInt8], order: ChannelOrder = .rgb, scale: Scale = .full,
+                              source: String = "JPEG data") throws(JPEGError) -> Image {
+        let probe = data.withUnsafeBufferPointer { sd_jpeg_probe($0.baseAddress, $0.count, Int32(scale.rawValue)) }
+        try check(probe, source: source)
+        let w = Int(probe.width), h = Int(probe.height)
+        var pixels = [UInt8](repeating: 0, count: w * h * 3)
+        let r = data.withUnsafeBufferPointer { src in
+            pixels.withUnsafeMutableBufferPointer { dst in
+                sd_jpeg_decode(src.baseAddress, src.count, Int32(scale.rawValue), order == .bgr ? 1 : 0,
+                               dst.baseAddress, dst.count)
+            }
+        }
+        try check(r, source: source)
+        return Image(width: w, height: h, channels: 3, order: order, pixels: pixels)
+    }
+
+    /// Reads and decodes the file at `path`; errors name the path.
+    public static func decode(contentsOf path: String, order: ChannelOrder = .rgb, scale: Scale = .full) throws(JPEGError) -> Image {
+        try decode(try readFile(path), order: order, scale: scale, source: path)
+    }
+
+    /// Encodes `image` at `quality` (1–100).
+    public static func encode(_ image: Image, quality: Int = 90) throws(JPEGError) -> [UInt8] {
+        var out: UnsafeMutablePointer<UInt8>?
+        var size: UInt = 0
+        let r = image.pixels.withUnsafeBufferPointer { px in
+            sd_jpeg_encode(px.baseAddress, Int32(image.width), Int32(image.height), Int32(image.channels),
+                           image.order == .bgr ? 1 : 0, Int32(quality), &out, &size)
+        }
+        defer { sd_jpeg_free(out) }
+        try check(r, source: "\(image.width)×\(image.height) image")
+        guard let out else { throw .outOfMemory(source: "JPEG encoder") }
+        return Array(UnsafeBufferPointer(start: out, count: Int(size)))
+    }
+
+    /// Encodes `image` and writes it to `path` atomically (a temporary file renamed into place).
+    public static func write(_ image: Image, to path: String, quality: Int = 90) throws(JPEGError) {
+        let bytes = try encode(image, quality: quality)
+        do {
+            try Data(bytes).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw .io(path: path, detail: "cannot write: \(error.localizedDescription)")
+        }
+    }
+
+    static func readFile(_ path: String) throws(JPEGError) -> [UInt8] {
+        do {
+            return [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        } catch {
+            throw .io(path: path, detail: "cannot read: \(error.localizedDescription)")
+        }
+    }
+
+    private static func check(_ r: sd_jpeg_result, source: String) throws(JPEGError) {
+        let message = withUnsafeBytes(of: r.message) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        switch Int(r.status) {
+        case Int(SD_JPEG_OK.rawValue): return
+        case Int(SD_JPEG_NOT_JPEG.rawValue): throw .notJPEG(source: source, detail: message)
+        case Int(SD_JPEG_TRUNCATED.rawValue): throw .truncated(source: source, detail: message)
+        case Int(SD_JPEG_BAD_ARGUMENT.rawValue): throw .invalidArgument(source: source, detail: message)
+        case Int(SD_JPEG_NO_MEMORY.rawValue): throw .outOfMemory(source: source)
+        default: throw .corrupt(source: source, detail: message)
+        }
+    }
+}

@@ -1,0 +1,140 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The kind and ordinal of the device a ``Context`` allocates on.
+public struct DeviceOption: Hashable, Sendable, CustomStringConvertible, Codable {
+    public enum Kind: String, Sendable, Codable { case cpu, cuda }
+    public var kind: Kind
+    public var ordinal: Int
+
+    public init(kind: Kind, ordinal: Int = 0) {
+        self.kind = kind
+        self.ordinal = ordinal
+    }
+
+    public static let cpu = DeviceOption(kind: .cpu)
+    public var description: String { kind == .cpu ? "cpu" : "\(kind.rawValue):\(ordinal)" }
+}
+
+/// A snapshot of a context's memory accounting.
+public struct MemoryAccounting: Equatable, Sendable, CustomStringConvertible {
+    /// Bytes currently allocated and not yet freed.
+    public var liveBytes: Int = 0
+    /// The largest `liveBytes` ever reached.
+    public var peakBytes: Int = 0
+    /// Allocations currently alive.
+    public var liveAllocations: Int = 0
+    /// Allocations ever made.
+    public var totalAllocations: Int = 0
+
+    public init() {}
+
+    public var description: String {
+        "live \(liveBytes) B in \(liveAllocations) allocations (peak \(peakBytes) B, \(totalAllocations) ever)"
+    }
+}
+
+/// Where all tensor memory comes from.
+///
+/// A context owns one device's memory: it allocates, frees and copies raw bytes, and keeps live
+/// accounting that can be read at any time (``accounting``). Every byte a ``Tensor`` holds is
+/// allocated through its context, so a workspace's memory can be checked for leaks by comparing
+/// accounting snapshots.
+///
+/// ## Implementing a GPU context
+/// A CUDA context implements the same protocol: `device` is `.init(kind: .cuda, ordinal: n)`;
+/// `allocate` calls `cudaMalloc` (or a caching allocator, as Caffe2's `CUDAContext` does with
+/// cub) after `cudaSetDevice(ordinal)`; `free` calls `cudaFree`; `copy(from:to:byteCount:)` is a
+/// device-to-device `cudaMemcpyAsync` on the context's stream followed by a stream
+/// synchronisation, and ``copyFromHost(_:to:byteCount:)`` / ``copyToHost(_:to:byteCount:)`` are
+/// the host↔device variants. Operators never touch raw pointers of another device: they ask the
+/// tensor's context to move the bytes.
+public protocol Context: AnyObject, Sendable {
+    /// The device this context allocates on.
+    var device: DeviceOption { get }
+    /// Allocates `byteCount` bytes (aligned to at least 64 bytes). Zero bytes gives a valid,
+    /// unique pointer.
+    func allocate(byteCount: Int) throws(StorageError) -> UnsafeMutableRawPointer
+    /// Returns memory obtained from ``allocate(byteCount:)`` with the same `byteCount`.
+    func free(_ pointer: UnsafeMutableRawPointer, byteCount: Int)
+    /// Copies bytes between two buffers of this context's device.
+    func copy(from source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, byteCount: Int)
+    /// Copies host bytes into this context's device memory.
+    func copyFromHost(_ source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, byteCount: Int)
+    /// Copies this context's device memory to host bytes.
+    func copyToHost(_ source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, byteCount: Int)
+    /// The accounting as it stands now.
+    var accounting: MemoryAccounting { get }
+}
+
+/// Host memory: 64-byte aligned, with live accounting.
+///
+/// There is no shared default instance: whoever builds a workspace chooses its context, so two
+/// workspaces (or two tests) never see each other's accounting.
+public final class CPUContext: Context {
+    /// The alignment of every allocation, in bytes (a cache line; enough for AVX-512).
+    public static let alignment = 64
+
+    private let stats = Mutex(MemoryAccounting())
+    /// An optional ceiling on live bytes; allocations past it throw ``StorageError/outOfMemory(requested:limit:device:)``.
+    public let byteLimit: Int?
+
+    public init(byteLimit: Int? = nil) {
+        self.byteLimit = byteLimit
+    }
+
+    public var device: DeviceOption { .cpu }
+
+    public var accounting: MemoryAccounting { stats.withLock { $0 } }
+
+    public func allocate(byteCount: Int) throws(StorageError) -> UnsafeMutableRawPointer {
+        precondition(byteCount >= 0, "negative allocation")
+        let limitHit: Bool = stats.withLock { s in
+            if let limit = byteLimit, s.liveBytes + byteCount > limit { return true }
+            s.liveBytes += byteCount
+            s.peakBytes = max(s.peakBytes, s.liveBytes)
+            s.liveAllocations += 1
+            s.totalAllocations += 1
+            return false
+        }
+        if limitHit {
+            throw .outOfMemory(requested: byteCount, limit: byteLimit ?? 0, device: device)
+        }
+        var raw: UnsafeMutableRawPointer?
+        let rc = posix_memalign(&raw, Self.alignment, max(byteCount, 1))
+        guard rc == 0, let raw else {
+            stats.withLock { s in
+                s.liveBytes -= byteCount
+                s.liveAllocations -= 1
+            }
+            throw .outOfMemory(requested: byteCount, limit: byteLimit ?? 0, device: device)
+        }
+        return raw
+    }
+
+    public func free(_ pointer: UnsafeMutableRawPointer, byteCount: Int) {
+        Glibc.free(pointer)
+        stats.withLock { s in
+            s.liveBytes -= byteCount
+            s.liveAllocations -= 1
+        }
+    }
+
+    public func copy(from source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, byteCount: Int) {
+        guard byteCount > 0 else { return }
+        destination.copyMemory(from: source, byteCount: byteCount)
+    }
+
+    public func copyFromHost(_ source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, byteCount: Int) {
+        copy(from: source, to: destination, byteCount: byteCount)
+    }
+
+    public func copyToHost(_ source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, byteCount: Int) {
+        copy(from: source, to: destination, byteCount: byteCount)
+    }
+}
