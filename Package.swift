@@ -78,6 +78,9 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // A child process for the portability tests (worker roles, parent death, kills, users).
+        .executableTarget(name: "PortabilityProbe", dependencies: ["Portability"], swiftSettings: strict),
+
         // MARK: Plugins
         .plugin(
             name: "DoctorPlugin",
@@ -95,7 +98,7 @@ let package = Package(
         ),
 
         // MARK: Tests — one target per module.
-        .testTarget(name: "PortabilityTests", dependencies: ["Portability", "DetectronCLI"], swiftSettings: strict),
+        .testTarget(name: "PortabilityTests", dependencies: ["Portability", "PortabilityProbe"], swiftSettings: strict),
         .testTarget(name: "StorageTests", dependencies: ["Storage"], swiftSettings: strict),
         .testTarget(name: "BLASTests", dependencies: ["BLAS"], swiftSettings: strict),
         .testTarget(

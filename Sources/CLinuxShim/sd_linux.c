@@ -27,7 +27,7 @@ static long long soft_limit(int resource) {
 static int set_soft_limit(int resource, long long value) {
     struct rlimit r;
     if (getrlimit(resource, &r) != 0) return -1;
-    r.rlim_cur = value < 0 ? RLIM_INFINITY : (rlim_t)value;
+    r.rlim_cur = value < 0 ? r.rlim_max : (rlim_t)value;
     return setrlimit(resource, &r);
 }
 

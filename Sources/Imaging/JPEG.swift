@@ -55,6 +55,12 @@ public enum JPEG {
         public var width: Int
         public var height: Int
         public var components: Int
+
+        public init(width: Int, height: Int, components: Int) {
+            self.width = width
+            self.height = height
+            self.components = components
+        }
     }
 
     /// The library version string.

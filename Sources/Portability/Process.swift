@@ -25,7 +25,7 @@ public struct Signal: RawRepresentable, Hashable, Sendable, CustomStringConverti
 }
 
 /// How a child process ended.
-public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
+public enum TerminationStatus: Equatable, Sendable, CustomStringConvertible {
     case exited(code: Int32)
     case signaled(Signal, coreDumped: Bool)
 
@@ -142,7 +142,7 @@ public final class ChildProcess: @unchecked Sendable {
     public let standardError: FileHandle?
 
     private let cond = Condition()
-    private var status: ExitStatus?
+    private var status: TerminationStatus?
 
     init(pid: Int32, executable: String, stdin: FileHandle?, stdout: FileHandle?, stderr: FileHandle?) {
         self.pid = pid
@@ -161,12 +161,12 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     /// The exit status if the child has ended (reaping it), without blocking.
-    public func poll() -> ExitStatus? {
+    public func poll() -> TerminationStatus? {
         cond.withLock {
             if let status { return status }
             var s: Int32 = 0
             let r = waitpid(pid, &s, WNOHANG)
-            if r == pid { status = ExitStatus(waitStatus: s) }
+            if r == pid { status = TerminationStatus(waitStatus: s) }
             else if r < 0 && errno == ECHILD { status = .exited(code: -1) }
             return status
         }
@@ -177,7 +177,7 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Waits for the child to end, at most `timeout` seconds (nil: forever); nil on time-out.
     @discardableResult
-    public func wait(timeout: Double? = nil) -> ExitStatus? {
+    public func wait(timeout: Double? = nil) -> TerminationStatus? {
         let deadline = timeout.map { monotonicSeconds() + $0 }
         var pause = 0.0005
         while true {
@@ -197,7 +197,7 @@ public final class ChildProcess: @unchecked Sendable {
     /// Ends the child gracefully, then forcefully: SIGTERM, up to `grace` seconds, then SIGKILL;
     /// always reaps. Returns how it ended.
     @discardableResult
-    public func terminate(grace: Double = 3) -> ExitStatus {
+    public func terminate(grace: Double = 3) -> TerminationStatus {
         if let s = poll() { return s }
         send(.term)
         if let s = wait(timeout: grace) { return s }
@@ -272,7 +272,7 @@ public enum Processes {
     /// Runs a process to completion and collects its standard output and error. With a
     /// `timeout`, a child still running then is terminated and ``SpawnError/timedOut(pid:seconds:)``
     /// is thrown.
-    public static func run(_ config: ProcessConfiguration, timeout: Double? = nil) throws(SpawnError) -> (status: ExitStatus, output: String, error: String) {
+    public static func run(_ config: ProcessConfiguration, timeout: Double? = nil) throws(SpawnError) -> (status: TerminationStatus, output: String, error: String) {
         var c = config
         c.standardOutput = .pipe
         c.standardError = .pipe
@@ -339,6 +339,11 @@ public enum Limits {
     public static var openFiles: Int? { let v = sd_rlimit_nofile(); return v < 0 ? nil : Int(v) }
     /// `ulimit -u`: processes of this user.
     public static var processes: Int? { let v = sd_rlimit_nproc(); return v < 0 ? nil : Int(v) }
+
+    /// Sets the soft `ulimit -u` (nil: unlimited, up to the hard limit). Root is exempt from it.
+    public static func setProcesses(_ value: Int?) -> Bool { sd_set_rlimit_nproc(Int64(value ?? -1)) == 0 }
+    /// Sets the soft `ulimit -n` (nil: up to the hard limit).
+    public static func setOpenFiles(_ value: Int?) -> Bool { sd_set_rlimit_nofile(Int64(value ?? -1)) == 0 }
 
     static func describe(_ value: Int?) -> String { value.map(String.init) ?? "unlimited" }
 }

@@ -1,0 +1,181 @@
+import Foundation
+import Glibc
+@testable import Portability
+import Testing
+
+@Suite("Files and permissions", .serialized)
+struct FilesTests {
+    @Test("an atomic write replaces the file and sets the mode, less the umask")
+    func atomicWrite() throws {
+        let dir = makeTempDirectory("atomic")
+        let path = dir + "/out.txt"
+        try Files.writeAtomically(Array("one".utf8), to: path)
+        try Files.writeAtomically(Array("two".utf8), to: path, permissions: [.ownerReadWrite])
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "two")
+        var st = stat()
+        stat(path, &st)
+        #expect(st.st_mode & 0o777 == 0o600)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["out.txt"])
+    }
+
+    @Test("a writer killed between write and rename leaves the old file intact")
+    func killBeforeRename() throws {
+        let dir = makeTempDirectory("atomickill")
+        let path = dir + "/model_final.pkl"
+        try Files.writeAtomically(Array("good".utf8), to: path)
+        var env = ProcessInfo.processInfo.environment
+        env["SWIFTDETECTRON_TEST_PAUSE_BEFORE_RENAME"] = "30"
+        var config = ProcessConfiguration(executable: probePath, arguments: ["atomic-write", path, "partial-new-content"], environment: env)
+        config.standardOutput = .pipe
+        let child = try Processes.spawn(config)
+        let line = String(decoding: child.standardOutput!.availableData, as: UTF8.self)
+        #expect(line.hasPrefix("paused"), "\(line)")
+        child.send(.kill)
+        #expect(child.wait(timeout: 5) == .signaled(.kill, coreDumped: false))
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "good")
+    }
+
+    @Test("the writability check names the path, the missing permission, and owner versus mode bits")
+    func unwritableNamed() throws {
+        let dir = makeTempDirectory("perm")
+        let locked = dir + "/locked"
+        try FileManager.default.createDirectory(atPath: locked, withIntermediateDirectories: false)
+        chmod(locked, 0o555)
+        if isRoot {
+            // Root bypasses mode bits: check as nobody, in a child that drops its uid.
+            let notOwned = try probe(["--as-nobody", "check-writable", locked])
+            #expect(notOwned.status == .exited(code: 10), "\(notOwned.output)")
+            #expect(notOwned.output.contains("cannot write to \(locked): you do not own it and its mode bits (555) deny you write permission"), "\(notOwned.output)")
+            chown(locked, 65534, 65534)
+            let owned = try probe(["--as-nobody", "check-writable", locked])
+            #expect(owned.output.contains("you own it, but its mode bits (555) deny the owner write permission: chmod u+w \(locked)"), "\(owned.output)")
+            let writable = try probe(["check-writable", locked])
+            #expect(writable.output == "writable\n")
+        } else {
+            guard access(locked, W_OK) != 0 else {
+                print("skipped: this user can write a 0555 directory (CAP_DAC_OVERRIDE?)")
+                return
+            }
+            #expect(throws: FileAccessError.permissionDenied(path: locked, missing: "write", userOwnsIt: true, mode: "555")) {
+                try Files.checkWritableDirectory(locked)
+            }
+        }
+        #expect(throws: FileAccessError.doesNotExist(path: dir + "/missing")) {
+            try Files.checkWritableDirectory(dir + "/missing")
+        }
+    }
+
+    @Test("an atomic write into an unwritable directory fails with the named error, not a crash")
+    func atomicWriteUnwritable() throws {
+        let dir = makeTempDirectory("permwrite")
+        chmod(dir, 0o555)
+        let args = (isRoot ? ["--as-nobody"] : []) + ["atomic-write", dir + "/x.json", "{}"]
+        let r = try probe(args)
+        #expect(r.status == .exited(code: 9))
+        #expect(r.output.contains("cannot write to \(dir)"), "\(r.output)")
+    }
+
+    @Test("the temporary directory skips unwritable candidates")
+    func temporaryDirectory() throws {
+        #expect(try Files.temporaryDirectory(environment: ["TMPDIR": "/nonexistent"]) == "/tmp")
+        let out = makeTempDirectory("tmpout")
+        #expect(try Files.temporaryDirectory(environment: ["TMPDIR": out]) == out)
+    }
+}
+
+@Suite("CPU budget")
+struct CPUBudgetTests {
+    func fixture(_ files: [String: String]) -> String {
+        let root = makeTempDirectory("cgroup")
+        for (path, text) in files {
+            let full = root + path
+            try! FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: full, contents: Data(text.utf8))
+        }
+        return root
+    }
+
+    @Test("cgroup v2 cpu.max quota rounds up and caps the thread count")
+    func cgroupV2() {
+        let root = fixture([
+            "/proc/self/cgroup": "0::/docker/abc\n",
+            "/sys/fs/cgroup/docker/abc/cpu.max": "150000 100000\n",
+            "/sys/fs/cgroup/docker/cpu.max": "max 100000\n",
+        ])
+        let b = CPUBudget.detect(root: root, environment: [:], affinity: 8, online: 16)
+        #expect(b.cgroupQuota == 1.5)
+        #expect(b.threads == 2)
+    }
+
+    @Test("the tightest quota on the path wins")
+    func cgroupV2Ancestor() {
+        let root = fixture([
+            "/proc/self/cgroup": "0::/a/b\n",
+            "/sys/fs/cgroup/a/b/cpu.max": "400000 100000\n",
+            "/sys/fs/cgroup/a/cpu.max": "100000 100000\n",
+        ])
+        #expect(CPUBudget.detect(root: root, environment: [:], affinity: 8, online: 8).threads == 1)
+    }
+
+    @Test("cgroup v1 cfs quota and period")
+    func cgroupV1() {
+        let root = fixture([
+            "/proc/self/cgroup": "12:memory:/x\n4:cpu,cpuacct:/x\n",
+            "/sys/fs/cgroup/cpu,cpuacct/x/cpu.cfs_quota_us": "300000\n",
+            "/sys/fs/cgroup/cpu,cpuacct/x/cpu.cfs_period_us": "100000\n",
+        ])
+        let b = CPUBudget.detect(root: root, environment: [:], affinity: 8, online: 8)
+        #expect(b.cgroupQuota == 3)
+        #expect(b.threads == 3)
+    }
+
+    @Test("unlimited quota (-1, max) leaves the affinity mask in charge")
+    func unlimited() {
+        let root = fixture([
+            "/proc/self/cgroup": "0::/\n",
+            "/sys/fs/cgroup/cpu.max": "max 100000\n",
+        ])
+        let b = CPUBudget.detect(root: root, environment: [:], affinity: 3, online: 8)
+        #expect(b.cgroupQuota == nil)
+        #expect(b.threads == 3)
+    }
+
+    @Test("the environment variable, then a config value, override the decision")
+    func overrides() {
+        let root = fixture([:])
+        #expect(CPUBudget.detect(root: root, environment: ["DETECTRON_NUM_THREADS": "5"], affinity: 2, online: 2).threads == 5)
+        #expect(CPUBudget.detect(root: root, environment: ["DETECTRON_NUM_THREADS": "5"], affinity: 2, online: 2, override: 1).threads == 1)
+        #expect(CPUBudget.detect(root: root, environment: ["DETECTRON_NUM_THREADS": "zero"], affinity: 2, online: 2).threads == 2)
+    }
+
+    @Test("the live affinity mask is counted")
+    func liveAffinity() {
+        let b = CPUBudget.detect()
+        #expect(b.affinity >= 1 && b.affinity <= b.online)
+        #expect(b.threads >= 1)
+    }
+}
+
+@Suite("Host report")
+struct HostReportTests {
+    @Test("the report has every documented key and a verdict; JSON parses")
+    func keys() throws {
+        let report = HostReport.collect(outputDirectory: makeTempDirectory("doctor"))
+        let keys = Set(report.facts.map(\.key))
+        for k in ["kernel", "distribution", "glibc", "cpu.model", "cpu.isa", "cores.online", "cores.affinity",
+                  "cores.cgroup_quota", "cores.usable", "memory.total_mb", "memory.cgroup_limit_mb", "shm.dev_shm",
+                  "shm.transport", "paths.temp", "paths.output", "paths.home", "user.root", "limits.nofile", "limits.nproc"] {
+            #expect(keys.contains(k), "missing \(k)")
+        }
+        #expect(report.table().split(separator: "\n").last!.hasPrefix("verdict: "))
+        let obj = try JSONSerialization.jsonObject(with: Data(report.json().utf8)) as? [String: Any]
+        #expect(obj?["ready"] as? Bool == report.ready)
+    }
+
+    @Test("an unwritable output directory makes the verdict fail, naming it")
+    func missingCapability() {
+        let report = HostReport.collect(outputDirectory: "/proc/sd-not-writable")
+        #expect(!report.ready)
+        #expect(report.verdict.contains("output directory"))
+    }
+}
