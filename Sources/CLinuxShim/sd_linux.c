@@ -113,16 +113,15 @@ static int in_map(const spawn_args *a, int fd) {
 
 static int child_main(void *arg) {
     spawn_args *a = (spawn_args *)arg;
-    // Default dispositions for every signal a handler was installed for; then the mask back.
+    // Every signal back to its default disposition, ignored ones included (a runtime that
+    // ignores SIGPIPE must not pass that on), as posix_spawn's SETSIGDEF does. The mask is
+    // emptied just before exec.
     for (int sig = 1; sig < _NSIG; sig++) {
-        struct sigaction sa;
         if (sig == SIGKILL || sig == SIGSTOP) continue;
-        if (syscall(SYS_rt_sigaction, sig, NULL, &sa, _NSIG / 8) != 0) continue;
-        if (sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL) {
-            memset(&sa, 0, sizeof sa);
-            sa.sa_handler = SIG_DFL;
-            syscall(SYS_rt_sigaction, sig, &sa, NULL, _NSIG / 8);
-        }
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_DFL;
+        sigaction(sig, &sa, NULL);
     }
     if (a->new_session && setsid() < 0) { a->step = "setsid"; a->err = errno; _exit(127); }
     if (a->death_signal > 0) {
@@ -158,7 +157,9 @@ static int child_main(void *arg) {
         for (int fd = top + 1; fd < maxfd; fd++) close(fd);
     }
     if (a->cwd && chdir(a->cwd) != 0) { a->step = "chdir"; a->err = errno; _exit(127); }
-    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &a->old_mask, NULL, _NSIG / 8);
+    sigset_t empty;
+    sigemptyset(&empty);
+    sigprocmask(SIG_SETMASK, &empty, NULL);
     execve(a->path, a->argv, a->envp);
     a->step = "execve";
     a->err = errno;

@@ -115,10 +115,18 @@ struct JPEGTests {
                 #expect(img.pixels.count == img.width * img.height * 3)
             }
         }
+        // A frame header that declares a zero-height image is refused.
         var header = bytes
-        header[2] = 0x00  // the first marker after SOI is no longer a marker
-        header[3] = 0x00
-        #expect(throws: JPEGError.self) { try JPEG.decode(header, source: "header.jpg") }
+        let sof = try #require((2..<header.count - 1).first { header[$0] == 0xFF && header[$0 + 1] == 0xC0 })
+        header[sof + 5] = 0  // height, high byte
+        header[sof + 6] = 0  // height, low byte
+        do {
+            _ = try JPEG.decode(header, source: "header.jpg")
+            Issue.record("a zero-height frame decoded")
+        } catch {
+            guard case .corrupt = error else { Issue.record("unexpected \(error)"); return }
+            #expect(error.description.hasPrefix("header.jpg is a corrupt JPEG: "))
+        }
     }
 
     @Test("a missing file names the path")

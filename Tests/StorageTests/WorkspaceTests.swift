@@ -70,9 +70,11 @@ struct WorkspaceTests {
                 try t.zero()
                 ws.feedBlob("blob\(i)", t)
             }
-            let net = TestNet(name: "n")
-            weakNet = net
-            try ws.addNet(net)
+            do {
+                let net = TestNet(name: "n")
+                weakNet = net
+                try ws.addNet(net)
+            }
             #expect(ctx.accounting.liveAllocations == 50)
             ws.reset()
             #expect(ctx.accounting.liveBytes == start.liveBytes)
