@@ -59,11 +59,11 @@ int sd_restrict_affinity(int count) {
 
 int sd_set_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0); }
 
-void sd_set_thread_name(const char *name) {
+void sd_set_thread_name(pthread_t thread, const char *name) {
     char buf[16];
     strncpy(buf, name, 15);
     buf[15] = 0;
-    pthread_setname_np(pthread_self(), buf);
+    pthread_setname_np(thread, buf);
 }
 
 const char *sd_glibc_version(void) { return gnu_get_libc_version(); }

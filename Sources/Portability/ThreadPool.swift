@@ -41,11 +41,10 @@ public final class ThreadPool: @unchecked Sendable {
         self.threadCount = threadCount
         self.name = name
         for i in 0..<threadCount {
-            let box = Unmanaged.passRetained(WorkerStart(shared: shared, name: "\(name)-\(i)"))
+            let box = Unmanaged.passRetained(WorkerStart(shared: shared))
             var tid = pthread_t()
             let rc = pthread_create(&tid, nil, { raw in
                 let start = Unmanaged<WorkerStart>.fromOpaque(raw!).takeRetainedValue()
-                sd_set_thread_name(start.name)
                 ThreadPool.workerLoop(start.shared)
                 return nil
             }, box.toOpaque())
@@ -54,17 +53,15 @@ public final class ThreadPool: @unchecked Sendable {
                 // Fewer threads than asked for still work: the caller thread takes part in loops.
                 break
             }
+            // Named here, not by the thread itself, so the name is set when init returns.
+            sd_set_thread_name(tid, "\(name)-\(i)")
             shared.threads.append(tid)
         }
     }
 
     private final class WorkerStart: @unchecked Sendable {
         let shared: Shared
-        let name: String
-        init(shared: Shared, name: String) {
-            self.shared = shared
-            self.name = name
-        }
+        init(shared: Shared) { self.shared = shared }
     }
 
     deinit { shutdown() }

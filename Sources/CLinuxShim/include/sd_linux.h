@@ -4,6 +4,7 @@
 #define SD_LINUX_H
 
 #include <stddef.h>
+#include <pthread.h>
 #include <sys/types.h>
 
 /// memfd_create(name, MFD_CLOEXEC); -1 with errno when unavailable.
@@ -18,8 +19,8 @@ int sd_restrict_affinity(int count);
 /// prctl(PR_SET_PDEATHSIG, sig).
 int sd_set_parent_death_signal(int sig);
 
-/// Names the calling thread (at most 15 bytes are kept).
-void sd_set_thread_name(const char *name);
+/// Names a thread (at most 15 bytes are kept).
+void sd_set_thread_name(pthread_t thread, const char *name);
 
 /// glibc's version string, e.g. "2.36".
 const char *sd_glibc_version(void);
