@@ -106,64 +106,89 @@ typedef struct {
     const char *volatile step;
 } spawn_args;
 
+// The child runs on the parent's memory and thread-local storage until execve, so it makes raw
+// system calls only: no libc wrapper that a sanitizer intercepts, no errno, no locks.
+__attribute__((no_sanitize("thread", "address", "memory")))
 static int in_map(const spawn_args *a, int fd) {
     for (int i = 0; i < a->nfds; i++) if (a->fds[i].child_fd == fd) return 1;
     return 0;
 }
 
+// A system call without libc: returns -errno on failure.
+__attribute__((no_sanitize("thread", "address", "memory")))
+static long raw_call(long number, long a1, long a2, long a3, long a4) {
+#if defined(__x86_64__)
+    long ret;
+    register long r10 __asm__("r10") = a4;
+    __asm__ volatile ("syscall" : "=a"(ret) : "a"(number), "D"(a1), "S"(a2), "d"(a3), "r"(r10) : "rcx", "r11", "memory");
+    return ret;
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = number;
+    register long x0 __asm__("x0") = a1;
+    register long x1 __asm__("x1") = a2;
+    register long x2 __asm__("x2") = a3;
+    register long x3 __asm__("x3") = a4;
+    __asm__ volatile ("svc #0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3) : "memory");
+    return x0;
+#else
+    long ret = syscall(number, a1, a2, a3, a4);
+    return ret < 0 ? -errno : ret;
+#endif
+}
+
+__attribute__((no_sanitize("thread", "address", "memory")))
 static int child_main(void *arg) {
     spawn_args *a = (spawn_args *)arg;
+    long r;
     // Every signal back to its default disposition, ignored ones included (a runtime that
-    // ignores SIGPIPE must not pass that on), as posix_spawn's SETSIGDEF does. The mask is
-    // emptied just before exec.
+    // ignores SIGPIPE must not pass that on), as posix_spawn's SETSIGDEF does. A zeroed kernel
+    // sigaction is SIG_DFL with no flags and an empty mask.
+    unsigned long kact[4] = {0, 0, 0, 0};
     for (int sig = 1; sig < _NSIG; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = SIG_DFL;
-        sigaction(sig, &sa, NULL);
+        raw_call(SYS_rt_sigaction, sig, (long)kact, 0, _NSIG / 8);
     }
-    if (a->new_session && setsid() < 0) { a->step = "setsid"; a->err = errno; _exit(127); }
+    if (a->new_session && (r = raw_call(SYS_setsid, 0, 0, 0, 0)) < 0) { a->step = "setsid"; a->err = (int)-r; raw_call(SYS_exit_group, 127, 0, 0, 0); }
     if (a->death_signal > 0) {
-        if (prctl(PR_SET_PDEATHSIG, a->death_signal, 0, 0, 0) != 0) { a->step = "prctl"; a->err = errno; _exit(127); }
+        if ((r = raw_call(SYS_prctl, PR_SET_PDEATHSIG, a->death_signal, 0, 0)) < 0) { a->step = "prctl"; a->err = (int)-r; raw_call(SYS_exit_group, 127, 0, 0, 0); }
         // The parent may have died before prctl took effect.
-        if (getppid() != a->parent) _exit(127);
+        if (raw_call(SYS_getppid, 0, 0, 0, 0) != a->parent) raw_call(SYS_exit_group, 127, 0, 0, 0);
     }
     // Move descriptors in two passes so that a source that is also a target is not clobbered:
-    // first lift every source above the highest target, then dup2 into place.
+    // first lift every source above the highest target, then dup into place.
     int high = 3;
     for (int i = 0; i < a->nfds; i++) if (a->fds[i].child_fd >= high) high = a->fds[i].child_fd + 1;
     int lifted[64];
     int n = a->nfds < 64 ? a->nfds : 64;
     for (int i = 0; i < n; i++) {
-        int src = a->fds[i].parent_fd;
+        long src = a->fds[i].parent_fd;
         if (src < 0) {
-            src = open("/dev/null", O_RDWR | O_CLOEXEC);
-            if (src < 0) { a->step = "open /dev/null"; a->err = errno; _exit(127); }
+            src = raw_call(SYS_openat, AT_FDCWD, (long)"/dev/null", O_RDWR | O_CLOEXEC, 0);
+            if (src < 0) { a->step = "open /dev/null"; a->err = (int)-src; raw_call(SYS_exit_group, 127, 0, 0, 0); }
         }
-        lifted[i] = fcntl(src, F_DUPFD_CLOEXEC, high);
-        if (lifted[i] < 0) { a->step = "dup"; a->err = errno; _exit(127); }
+        r = raw_call(SYS_fcntl, src, F_DUPFD_CLOEXEC, high, 0);
+        if (r < 0) { a->step = "dup"; a->err = (int)-r; raw_call(SYS_exit_group, 127, 0, 0, 0); }
+        lifted[i] = (int)r;
     }
     for (int i = 0; i < n; i++) {
-        if (dup2(lifted[i], a->fds[i].child_fd) < 0) { a->step = "dup2"; a->err = errno; _exit(127); }
+        r = raw_call(SYS_dup3, lifted[i], a->fds[i].child_fd, 0, 0);
+        if (r < 0) { a->step = "dup2"; a->err = (int)-r; raw_call(SYS_exit_group, 127, 0, 0, 0); }
     }
     // Close everything else above stderr that is not a target: no descriptor leaks into the child.
     int top = 2;
     for (int i = 0; i < n; i++) if (a->fds[i].child_fd > top) top = a->fds[i].child_fd;
-    for (int fd = 3; fd <= top; fd++) if (!in_map(a, fd)) close(fd);
-    if (syscall(SYS_close_range, (unsigned)top + 1, ~0U, 0) != 0) {
-        int maxfd = (int)sysconf(_SC_OPEN_MAX);
-        if (maxfd < 0 || maxfd > 65536) maxfd = 65536;
-        for (int fd = top + 1; fd < maxfd; fd++) close(fd);
+    for (int fd = 3; fd <= top; fd++) if (!in_map(a, fd)) raw_call(SYS_close, fd, 0, 0, 0);
+    if (raw_call(SYS_close_range, (long)top + 1, (long)~0U, 0, 0) != 0) {
+        for (int fd = top + 1; fd < 65536; fd++) raw_call(SYS_close, fd, 0, 0, 0);
     }
-    if (a->cwd && chdir(a->cwd) != 0) { a->step = "chdir"; a->err = errno; _exit(127); }
-    sigset_t empty;
-    sigemptyset(&empty);
-    sigprocmask(SIG_SETMASK, &empty, NULL);
-    execve(a->path, a->argv, a->envp);
+    if (a->cwd && (r = raw_call(SYS_chdir, (long)a->cwd, 0, 0, 0)) < 0) { a->step = "chdir"; a->err = (int)-r; raw_call(SYS_exit_group, 127, 0, 0, 0); }
+    unsigned long empty_mask = 0;
+    raw_call(SYS_rt_sigprocmask, SIG_SETMASK, (long)&empty_mask, 0, _NSIG / 8);
+    r = raw_call(SYS_execve, (long)a->path, (long)a->argv, (long)a->envp, 0);
     a->step = "execve";
-    a->err = errno;
-    _exit(127);
+    a->err = (int)-r;
+    raw_call(SYS_exit_group, 127, 0, 0, 0);
+    return 127;
 }
 
 int sd_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd,

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BLAS
+import Foundation
 import Imaging
 import Portability
 
@@ -38,6 +39,8 @@ struct Doctor: ParsableCommand {
         let budget = CPUBudget.detect()
         BLAS.threadCount = budget.threads
         report.facts.append(HostFact("blas.core", "BLAS core type", "OpenBLAS \(BLAS.coreName)", .ok))
+        let coreType = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"]
+        report.facts.append(HostFact("blas.coretype_env", "OPENBLAS_CORETYPE", coreType ?? "unset (OpenBLAS detects the CPU)"))
         report.facts.append(HostFact("blas.threads", "BLAS threads", String(BLAS.threadCount), .ok))
         report.facts.append(HostFact("jpeg.version", "JPEG library", JPEG.libraryVersion, .ok))
         return report
