@@ -60,7 +60,7 @@ let package = Package(
         ),
 
         // MARK: Storage — Context → Tensor → Blob → Workspace.
-        .target(name: "Storage", swiftSettings: strict),
+        .target(name: "Storage", dependencies: ["Portability"], swiftSettings: strict),
 
         // MARK: BLAS — Swift layer over OpenBLAS.
         .target(name: "BLAS", dependencies: ["CBLAS"], swiftSettings: strict),

@@ -191,6 +191,8 @@ static int child_main(void *arg) {
     return 127;
 }
 
+extern int __clone(int (*fn)(void *), void *stack, int flags, void *arg, ...);
+
 int sd_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd,
              const sd_fd_map *fds, int nfds, int death_signal, int new_session,
              pid_t *pid_out, const char **failed_step) {
@@ -209,7 +211,9 @@ int sd_spawn(const char *path, char *const argv[], char *const envp[], const cha
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &a.old_mask);
-    pid_t pid = clone(child_main, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+    // glibc's __clone is the same function as clone, but sanitizers intercept only `clone` (and
+    // treat it as a fork, which a CLONE_VM child is not).
+    pid_t pid = __clone(child_main, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
     int clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &a.old_mask, NULL);
     munmap(stack, stack_size);

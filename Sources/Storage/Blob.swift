@@ -1,4 +1,4 @@
-import Synchronization
+import Portability
 
 /// A named, type-erased holder: a ``Tensor``, a scalar, a string or any `Sendable` Swift value.
 ///
@@ -8,11 +8,11 @@ import Synchronization
 public final class Blob: Sendable, CustomStringConvertible {
     /// The blob's name in its workspace.
     public let name: String
-    private let slot: Mutex<(any Sendable)?>
+    private let slot: Locked<(any Sendable)?>
 
     public init(name: String, value: (any Sendable)? = nil) {
         self.name = name
-        self.slot = Mutex(value)
+        self.slot = Locked(value)
     }
 
     /// Whether the blob holds nothing.

@@ -1,4 +1,4 @@
-import Synchronization
+import Portability
 
 #if canImport(Glibc)
 import Glibc
@@ -80,7 +80,7 @@ public final class CPUContext: Context {
     /// The alignment of every allocation, in bytes (a cache line; enough for AVX-512).
     public static let alignment = 64
 
-    private let stats = Mutex(MemoryAccounting())
+    private let stats = Locked(MemoryAccounting())
     /// An optional ceiling on live bytes; allocations past it throw ``StorageError/outOfMemory(requested:limit:device:)``.
     public let byteLimit: Int?
 

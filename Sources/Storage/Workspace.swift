@@ -1,4 +1,4 @@
-import Synchronization
+import Portability
 
 /// A net that a ``Workspace`` can hold by name. The operator layer supplies the implementation.
 public protocol WorkspaceNet: AnyObject, Sendable {
@@ -25,7 +25,7 @@ public final class Workspace: Sendable {
         var blobs: [String: Blob] = [:]
         var nets: [String: any WorkspaceNet] = [:]
     }
-    private let tables = Mutex(Tables())
+    private let tables = Locked(Tables())
 
     public init(context: any Context) {
         self.context = context

@@ -3,83 +3,85 @@ import Glibc
 @testable import Portability
 import Testing
 
-@Suite("Files and permissions", .serialized)
-struct FilesTests {
-    @Test("an atomic write replaces the file and sets the mode, less the umask")
-    func atomicWrite() throws {
-        let dir = makeTempDirectory("atomic")
-        let path = dir + "/out.txt"
-        try Files.writeAtomically(Array("one".utf8), to: path)
-        try Files.writeAtomically(Array("two".utf8), to: path, permissions: [.ownerReadWrite])
-        #expect(try String(contentsOfFile: path, encoding: .utf8) == "two")
-        var st = stat()
-        stat(path, &st)
-        #expect(st.st_mode & 0o777 == 0o600)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["out.txt"])
-    }
+extension Spawning {
+    @Suite("Files and permissions", .serialized)
+    struct FilesTests {
+        @Test("an atomic write replaces the file and sets the mode, less the umask")
+        func atomicWrite() throws {
+            let dir = makeTempDirectory("atomic")
+            let path = dir + "/out.txt"
+            try Files.writeAtomically(Array("one".utf8), to: path)
+            try Files.writeAtomically(Array("two".utf8), to: path, permissions: [.ownerReadWrite])
+            #expect(try String(contentsOfFile: path, encoding: .utf8) == "two")
+            var st = stat()
+            stat(path, &st)
+            #expect(st.st_mode & 0o777 == 0o600)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["out.txt"])
+        }
 
-    @Test("a writer killed between write and rename leaves the old file intact")
-    func killBeforeRename() throws {
-        let dir = makeTempDirectory("atomickill")
-        let path = dir + "/model_final.pkl"
-        try Files.writeAtomically(Array("good".utf8), to: path)
-        var env = ProcessInfo.processInfo.environment
-        env["SWIFTDETECTRON_TEST_PAUSE_BEFORE_RENAME"] = "30"
-        var config = ProcessConfiguration(executable: probePath, arguments: ["atomic-write", path, "partial-new-content"], environment: env)
-        config.standardOutput = .pipe
-        let child = try Processes.spawn(config)
-        let line = String(decoding: child.standardOutput!.availableData, as: UTF8.self)
-        #expect(line.hasPrefix("paused"), "\(line)")
-        child.send(.kill)
-        #expect(child.wait(timeout: 5) == .signaled(.kill, coreDumped: false))
-        #expect(try String(contentsOfFile: path, encoding: .utf8) == "good")
-    }
+        @Test("a writer killed between write and rename leaves the old file intact")
+        func killBeforeRename() throws {
+            let dir = makeTempDirectory("atomickill")
+            let path = dir + "/model_final.pkl"
+            try Files.writeAtomically(Array("good".utf8), to: path)
+            var env = ProcessInfo.processInfo.environment
+            env["SWIFTDETECTRON_TEST_PAUSE_BEFORE_RENAME"] = "30"
+            var config = ProcessConfiguration(executable: probePath, arguments: ["atomic-write", path, "partial-new-content"], environment: env)
+            config.standardOutput = .pipe
+            let child = try Processes.spawn(config)
+            let line = String(decoding: child.standardOutput!.availableData, as: UTF8.self)
+            #expect(line.hasPrefix("paused"), "\(line)")
+            child.send(.kill)
+            #expect(child.wait(timeout: 5) == .signaled(.kill, coreDumped: false))
+            #expect(try String(contentsOfFile: path, encoding: .utf8) == "good")
+        }
 
-    @Test("the writability check names the path, the missing permission, and owner versus mode bits")
-    func unwritableNamed() throws {
-        let dir = makeTempDirectory("perm")
-        let locked = dir + "/locked"
-        try FileManager.default.createDirectory(atPath: locked, withIntermediateDirectories: false)
-        chmod(locked, 0o555)
-        if isRoot {
-            // Root bypasses mode bits: check as nobody, in a child that drops its uid.
-            let notOwned = try probe(["--as-nobody", "check-writable", locked])
-            #expect(notOwned.status == .exited(code: 10), "\(notOwned.output)")
-            #expect(notOwned.output.contains("cannot write to \(locked): you do not own it and its mode bits (555) deny you write permission"), "\(notOwned.output)")
-            chown(locked, 65534, 65534)
-            let owned = try probe(["--as-nobody", "check-writable", locked])
-            #expect(owned.output.contains("you own it, but its mode bits (555) deny the owner write permission: chmod u+w \(locked)"), "\(owned.output)")
-            let writable = try probe(["check-writable", locked])
-            #expect(writable.output == "writable\n")
-        } else {
-            guard access(locked, W_OK) != 0 else {
-                print("skipped: this user can write a 0555 directory (CAP_DAC_OVERRIDE?)")
-                return
+        @Test("the writability check names the path, the missing permission, and owner versus mode bits")
+        func unwritableNamed() throws {
+            let dir = makeTempDirectory("perm")
+            let locked = dir + "/locked"
+            try FileManager.default.createDirectory(atPath: locked, withIntermediateDirectories: false)
+            chmod(locked, 0o555)
+            if isRoot {
+                // Root bypasses mode bits: check as nobody, in a child that drops its uid.
+                let notOwned = try probe(["--as-nobody", "check-writable", locked])
+                #expect(notOwned.status == .exited(code: 10), "\(notOwned.output)")
+                #expect(notOwned.output.contains("cannot write to \(locked): you do not own it and its mode bits (555) deny you write permission"), "\(notOwned.output)")
+                chown(locked, 65534, 65534)
+                let owned = try probe(["--as-nobody", "check-writable", locked])
+                #expect(owned.output.contains("you own it, but its mode bits (555) deny the owner write permission: chmod u+w \(locked)"), "\(owned.output)")
+                let writable = try probe(["check-writable", locked])
+                #expect(writable.output == "writable\n")
+            } else {
+                guard access(locked, W_OK) != 0 else {
+                    print("skipped: this user can write a 0555 directory (CAP_DAC_OVERRIDE?)")
+                    return
+                }
+                #expect(throws: FileAccessError.permissionDenied(path: locked, missing: "write", userOwnsIt: true, mode: "555")) {
+                    try Files.checkWritableDirectory(locked)
+                }
             }
-            #expect(throws: FileAccessError.permissionDenied(path: locked, missing: "write", userOwnsIt: true, mode: "555")) {
-                try Files.checkWritableDirectory(locked)
+            #expect(throws: FileAccessError.doesNotExist(path: dir + "/missing")) {
+                try Files.checkWritableDirectory(dir + "/missing")
             }
         }
-        #expect(throws: FileAccessError.doesNotExist(path: dir + "/missing")) {
-            try Files.checkWritableDirectory(dir + "/missing")
+
+        @Test("an atomic write into an unwritable directory fails with the named error, not a crash")
+        func atomicWriteUnwritable() throws {
+            let dir = makeTempDirectory("permwrite")
+            chmod(dir, 0o555)
+            let args = (isRoot ? ["--as-nobody"] : []) + ["atomic-write", dir + "/x.json", "{}"]
+            let r = try probe(args)
+            #expect(r.status == .exited(code: 9))
+            #expect(r.output.contains("cannot write to \(dir)"), "\(r.output)")
         }
-    }
 
-    @Test("an atomic write into an unwritable directory fails with the named error, not a crash")
-    func atomicWriteUnwritable() throws {
-        let dir = makeTempDirectory("permwrite")
-        chmod(dir, 0o555)
-        let args = (isRoot ? ["--as-nobody"] : []) + ["atomic-write", dir + "/x.json", "{}"]
-        let r = try probe(args)
-        #expect(r.status == .exited(code: 9))
-        #expect(r.output.contains("cannot write to \(dir)"), "\(r.output)")
-    }
-
-    @Test("the temporary directory skips unwritable candidates")
-    func temporaryDirectory() throws {
-        #expect(try Files.temporaryDirectory(environment: ["TMPDIR": "/nonexistent"]) == "/tmp")
-        let out = makeTempDirectory("tmpout")
-        #expect(try Files.temporaryDirectory(environment: ["TMPDIR": out]) == out)
+        @Test("the temporary directory skips unwritable candidates")
+        func temporaryDirectory() throws {
+            #expect(try Files.temporaryDirectory(environment: ["TMPDIR": "/nonexistent"]) == "/tmp")
+            let out = makeTempDirectory("tmpout")
+            #expect(try Files.temporaryDirectory(environment: ["TMPDIR": out]) == out)
+        }
     }
 }
 

@@ -6,14 +6,22 @@ import Testing
 
 struct InjectedError: Error, Equatable { let index: Int }
 
+/// An atomic counter shared by closures (a class, so closures capture a reference).
+final class Counter: Sendable {
+    private let atomic = Atomic<Int>(0)
+    func add(_ n: Int = 1) { atomic.add(n, ordering: .relaxed) }
+    func subtract(_ n: Int = 1) { atomic.subtract(n, ordering: .relaxed) }
+    var value: Int { atomic.load(ordering: .relaxed) }
+}
+
 @Suite("Thread pool")
 struct ThreadPoolTests {
     @Test("every index runs exactly once")
     func coversAll() throws {
         let pool = ThreadPool(threadCount: 3, name: "cover")
-        let hits = Mutex([Int](repeating: 0, count: 1000))
+        let hits = Locked([Int](repeating: 0, count: 1000))
         pool.parallelFor(1000) { i in hits.withLock { $0[i] += 1 } }
-        #expect(hits.withLock { $0 } == [Int](repeating: 1, count: 1000))
+        #expect(hits.current == [Int](repeating: 1, count: 1000))
     }
 
     @Test("the first error reaches the caller, unstarted iterations never start, started ones finish — 1,000 randomized runs, no hang")
@@ -24,14 +32,14 @@ struct ThreadPoolTests {
             for _ in 0..<1000 {
                 let count = Int.random(in: 2...200, using: &rng)
                 let failing = Set((0..<Int.random(in: 1...3, using: &rng)).map { _ in Int.random(in: 0..<count, using: &rng) })
-                let running = Atomic<Int>(0)
-                let started = Mutex(Set<Int>())
-                let finished = Mutex(Set<Int>())
+                let running = Counter()
+                let started = Locked(Set<Int>())
+                let finished = Locked(Set<Int>())
                 var caught: InjectedError?
                 do throws(InjectedError) {
                     try pool.parallelFor(count) { i throws(InjectedError) in
-                        running.add(1, ordering: .relaxed)
-                        defer { running.subtract(1, ordering: .relaxed) }
+                        running.add()
+                        defer { running.subtract() }
                         started.withLock { _ = $0.insert(i) }
                         if Int.random(in: 0..<4) == 0 { usleep(UInt32.random(in: 0...200)) }
                         if failing.contains(i) { throw InjectedError(index: i) }
@@ -41,8 +49,8 @@ struct ThreadPoolTests {
                     caught = error
                 }
                 // Nothing of the loop runs after the call returned.
-                #expect(running.load(ordering: .relaxed) == 0)
-                let s = started.withLock { $0 }, f = finished.withLock { $0 }
+                #expect(running.value == 0)
+                let s = started.current, f = finished.current
                 #expect(caught != nil)
                 if let caught {
                     #expect(failing.contains(caught.index))
@@ -59,31 +67,31 @@ struct ThreadPoolTests {
     @Test("after a failure no new iteration starts")
     func cancellation() {
         let pool = ThreadPool(threadCount: 2, name: "cancel")
-        let started = Atomic<Int>(0)
+        let started = Counter()
         #expect(throws: InjectedError.self) {
             try pool.parallelFor(10_000) { i throws(InjectedError) in
-                started.add(1, ordering: .relaxed)
+                started.add()
                 if i == 0 { throw InjectedError(index: 0) }
                 usleep(100)
             }
         }
         // Index 0 fails at once; at most a few iterations per thread were already under way.
-        #expect(started.load(ordering: .relaxed) < 100)
+        #expect(started.value < 100)
     }
 
     @Test("nested parallelFor inside a pool task does not deadlock")
     func nested() {
         withWatchdog(seconds: 30, "nested loops") {
             let pool = ThreadPool(threadCount: 2, name: "nested")
-            let total = Atomic<Int>(0)
+            let total = Counter()
             for _ in 0..<50 {
                 pool.parallelFor(8) { _ in
                     pool.parallelFor(8) { _ in
-                        pool.parallelFor(4) { _ in total.add(1, ordering: .relaxed) }
+                        pool.parallelFor(4) { _ in total.add() }
                     }
                 }
             }
-            #expect(total.load(ordering: .relaxed) == 50 * 8 * 8 * 4)
+            #expect(total.value == 50 * 8 * 8 * 4)
         }
     }
 
@@ -106,9 +114,9 @@ struct ThreadPoolTests {
         pool.shutdown()
         #expect(threadNames().filter { $0.hasPrefix("named-pool-") }.isEmpty)
         // A shut-down pool still runs work, on the caller.
-        var ran = false
-        pool.parallelFor(3) { _ in ran = true }
-        #expect(ran)
+        let ran = Counter()
+        pool.parallelFor(3) { _ in ran.add() }
+        #expect(ran.value == 3)
     }
 
     @Test("1,000 create/destroy cycles leave no threads behind")
@@ -129,16 +137,21 @@ struct ThreadPoolTests {
         try #require(f.count == 6, "unexpected probe output: \(r.output)")
         #expect(f[1] == f[2], "thread count grew: \(r.output)")
         let growth = (Int(f[5].trimmingCharacters(in: .whitespacesAndNewlines))! - Int(f[4])!)
-        #expect(growth < 1024, "RSS grew by \(growth) KiB over 900 cycles")
+        if dlsym(nil, "__tsan_init") != nil {  // RTLD_DEFAULT
+            // ThreadSanitizer keeps shadow state for every thread that ever ran.
+            print("RSS bound not checked under ThreadSanitizer (grew \(growth) KiB)")
+        } else {
+            #expect(growth < 1024, "RSS grew by \(growth) KiB over 900 cycles")
+        }
     }
 
     @Test("the execute API runs queued jobs and shutdown drains them")
     func executeDrains() {
         let pool = ThreadPool(threadCount: 2, name: "exec")
-        let n = Atomic<Int>(0)
-        for _ in 0..<100 { pool.execute { n.add(1, ordering: .relaxed) } }
+        let n = Counter()
+        for _ in 0..<100 { pool.execute { n.add() } }
         pool.shutdown()
-        #expect(n.load(ordering: .relaxed) == 100)
+        #expect(n.value == 100)
     }
 }
 
