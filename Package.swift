@@ -66,7 +66,7 @@ let package = Package(
         .target(name: "BLAS", dependencies: ["CBLAS"], swiftSettings: strict),
 
         // MARK: Imaging — JPEG decode/encode (libjpeg-turbo through CJPEGShim).
-        .target(name: "Imaging", dependencies: ["CJPEGShim", "Storage"], swiftSettings: strict),
+        .target(name: "Imaging", dependencies: ["CJPEGShim", "Storage", "Portability"], swiftSettings: strict),
 
         // MARK: CLI
         .executableTarget(

@@ -1,5 +1,6 @@
 import CJPEGShim
 import Foundation
+import Portability
 
 /// Why a JPEG could not be decoded or encoded.
 public enum JPEGError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -112,10 +113,10 @@ public enum JPEG {
     /// Encodes `image` and writes it to `path` atomically (a temporary file renamed into place).
     public static func write(_ image: Image, to path: String, quality: Int = 90) throws(JPEGError) {
         let bytes = try encode(image, quality: quality)
-        do {
-            try Data(bytes).write(to: URL(fileURLWithPath: path), options: .atomic)
+        do throws(FileAccessError) {
+            try Files.writeAtomically(bytes, to: path)
         } catch {
-            throw .io(path: path, detail: "cannot write: \(error.localizedDescription)")
+            throw .io(path: path, detail: error.description)
         }
     }
 
