@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "Storage", targets: ["Storage"]),
         .library(name: "Imaging", targets: ["Imaging"]),
         .library(name: "BLAS", targets: ["BLAS"]),
+        .library(name: "Operators", targets: ["Operators"]),
         .plugin(name: "DoctorPlugin", targets: ["DoctorPlugin"]),
         .plugin(name: "PortabilityTestPlugin", targets: ["PortabilityTestPlugin"]),
     ],
@@ -65,6 +66,9 @@ let package = Package(
         // MARK: BLAS — Swift layer over OpenBLAS.
         .target(name: "BLAS", dependencies: ["CBLAS"], swiftSettings: strict),
 
+        // MARK: Operators — Caffe2-style ops, gradients, nets and executors.
+        .target(name: "Operators", dependencies: ["Storage", "BLAS", "Portability"], swiftSettings: strict),
+
         // MARK: Imaging — JPEG decode/encode (libjpeg-turbo through CJPEGShim).
         .target(name: "Imaging", dependencies: ["CJPEGShim", "Storage", "Portability"], swiftSettings: strict),
 
@@ -101,6 +105,7 @@ let package = Package(
         .testTarget(name: "PortabilityTests", dependencies: ["Portability", "PortabilityProbe"], swiftSettings: strict),
         .testTarget(name: "StorageTests", dependencies: ["Storage"], swiftSettings: strict),
         .testTarget(name: "BLASTests", dependencies: ["BLAS"], swiftSettings: strict),
+        .testTarget(name: "OperatorsTests", dependencies: ["Operators"], swiftSettings: strict),
         .testTarget(
             name: "ImagingTests",
             dependencies: ["Imaging"],

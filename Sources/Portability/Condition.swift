@@ -1,12 +1,13 @@
 import Glibc
 
-/// A mutex with a condition variable: the one blocking primitive the pool and the process
-/// waiters need. It lives on the heap so the pthread objects never move.
-final class Condition: @unchecked Sendable {
+/// A mutex with a condition variable (pthread, so ThreadSanitizer sees it): the blocking
+/// primitive of the pool, the process waiters and the net executors. It lives on the heap so the
+/// pthread objects never move.
+public final class Condition: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let cond: UnsafeMutablePointer<pthread_cond_t>
 
-    init() {
+    public init() {
         mutex = .allocate(capacity: 1)
         cond = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
@@ -24,20 +25,20 @@ final class Condition: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    func lock() { pthread_mutex_lock(mutex) }
-    func unlock() { pthread_mutex_unlock(mutex) }
+    public func lock() { pthread_mutex_lock(mutex) }
+    public func unlock() { pthread_mutex_unlock(mutex) }
 
-    func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+    public func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
         lock()
         defer { unlock() }
         return try body()
     }
 
     /// Waits (the lock held) until signalled.
-    func wait() { pthread_cond_wait(cond, mutex) }
+    public func wait() { pthread_cond_wait(cond, mutex) }
 
     /// Waits (the lock held) until signalled or `seconds` pass; false on time-out.
-    func wait(seconds: Double) -> Bool {
+    public func wait(seconds: Double) -> Bool {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         let total = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9 + max(0, seconds)
@@ -47,8 +48,8 @@ final class Condition: @unchecked Sendable {
         return pthread_cond_timedwait(cond, mutex, &deadline) != ETIMEDOUT
     }
 
-    func signal() { pthread_cond_signal(cond) }
-    func broadcast() { pthread_cond_broadcast(cond) }
+    public func signal() { pthread_cond_signal(cond) }
+    public func broadcast() { pthread_cond_broadcast(cond) }
 }
 
 /// Seconds on the monotonic clock.

@@ -10,9 +10,13 @@ import Glibc
 /// - the call returns (or throws) only after every iteration that did start has finished, so
 ///   nothing of the loop runs after it.
 ///
-/// Nested use is safe: a `parallelFor` called from inside one of this pool's jobs runs inline on
-/// that thread (the outer loop already keeps the workers busy), so it can never wait for a
-/// worker that is waiting for it.
+/// Nested use is safe. A `parallelFor` called from inside one of this pool's jobs queues helpers
+/// like any other, and its caller works through the iterations itself: helpers only help, so
+/// the loop finishes even when every other worker is busy. The caller then waits only for
+/// helpers that are running iterations of this very loop (a late helper finds the loop closed and
+/// leaves), and those never wait for anything but loops nested deeper still — so no cycle of
+/// waits, and no deadlock, can form. The threads stay the same fixed set: nesting never
+/// oversubscribes the cores.
 ///
 /// ``shutdown()`` (also run when the pool is released) finishes queued jobs and joins every
 /// thread. Pools are cheap to create and destroy.
@@ -110,7 +114,7 @@ public final class ThreadPool: @unchecked Sendable {
     /// See the type's documentation for the error, cancellation and nesting contract.
     public func parallelFor<E: Error>(_ count: Int, _ body: (Int) throws(E) -> Void) throws(E) {
         guard count > 0 else { return }
-        if count == 1 || isWorkerThread || liveThreadCount == 0 {
+        if count == 1 || liveThreadCount == 0 {
             for i in 0..<count { try body(i) }
             return
         }

@@ -9,11 +9,17 @@ public final class Blob: Sendable, CustomStringConvertible {
     /// The blob's name in its workspace.
     public let name: String
     private let slot: Locked<(any Sendable)?>
+    /// The context that counts this blob for leak checks (a workspace's), if any.
+    private let tracker: (any Context)?
 
-    public init(name: String, value: (any Sendable)? = nil) {
+    public init(name: String, value: (any Sendable)? = nil, trackedBy tracker: (any Context)? = nil) {
         self.name = name
         self.slot = Locked(value)
+        self.tracker = tracker
+        tracker?.track(tensors: 0, blobs: 1)
     }
+
+    deinit { tracker?.track(tensors: 0, blobs: -1) }
 
     /// Whether the blob holds nothing.
     public var isEmpty: Bool { slot.withLock { $0 == nil } }

@@ -31,11 +31,15 @@ public struct MemoryAccounting: Equatable, Sendable, CustomStringConvertible {
     public var liveAllocations: Int = 0
     /// Allocations ever made.
     public var totalAllocations: Int = 0
+    /// Tensors made in this context and not yet released.
+    public var liveTensors: Int = 0
+    /// Blobs of workspaces using this context, not yet released.
+    public var liveBlobs: Int = 0
 
     public init() {}
 
     public var description: String {
-        "live \(liveBytes) B in \(liveAllocations) allocations (peak \(peakBytes) B, \(totalAllocations) ever)"
+        "live \(liveBytes) B in \(liveAllocations) allocations (peak \(peakBytes) B, \(totalAllocations) ever), \(liveTensors) tensors, \(liveBlobs) blobs"
     }
 }
 
@@ -70,6 +74,8 @@ public protocol Context: AnyObject, Sendable {
     func copyToHost(_ source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, byteCount: Int)
     /// The accounting as it stands now.
     var accounting: MemoryAccounting { get }
+    /// Counts tensors and blobs coming and going (`delta` is +1 or -1), for leak checks.
+    func track(tensors: Int, blobs: Int)
 }
 
 /// Host memory: 64-byte aligned, with live accounting.
@@ -122,6 +128,13 @@ public final class CPUContext: Context {
         stats.withLock { s in
             s.liveBytes -= byteCount
             s.liveAllocations -= 1
+        }
+    }
+
+    public func track(tensors: Int, blobs: Int) {
+        stats.withLock { s in
+            s.liveTensors += tensors
+            s.liveBlobs += blobs
         }
     }
 

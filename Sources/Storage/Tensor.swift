@@ -45,7 +45,10 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
         self.context = context
         self.dtype = dtype
         self.shape = shape
+        context.track(tensors: 1, blobs: 0)
     }
+
+    deinit { context.track(tensors: -1, blobs: 0) }
 
     /// Makes a tensor holding `values` in row-major order.
     public convenience init<T: TensorElement>(_ values: [T], shape: [Int], context: any Context) throws(StorageError) {

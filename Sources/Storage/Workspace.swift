@@ -38,7 +38,7 @@ public final class Workspace: Sendable {
     public func createBlob(_ name: String) -> Blob {
         tables.withLock { t in
             if let b = t.blobs[name] { return b }
-            let b = Blob(name: name)
+            let b = Blob(name: name, trackedBy: context)
             t.blobs[name] = b
             return b
         }

@@ -1,0 +1,177 @@
+import Portability
+import Storage
+
+/// A net made runnable in a workspace: its ops created and checked, and their dependencies known.
+///
+/// Two executors give identical results:
+/// - `simple` runs the ops in program order on the calling thread;
+/// - `dag` runs every op whose inputs are ready on the thread pool, in parallel. Dependencies
+///   follow program order exactly — read-after-write, write-after-write and write-after-read on
+///   every blob — so in-place ops and reused gradient blobs are safe.
+///
+/// When an op throws — forward or gradient, on any thread, several at once — ``run()`` throws
+/// the first error, naming the op (type, name, position) and the blob; no op starts after it;
+/// the call returns only after the ops already running have finished; and the net, its
+/// executor and the pool are ready for the next run. A net run from inside a pool job (an op
+/// that runs a nested net) executes its ops in order on that thread, so it never waits for a
+/// pool thread that may be waiting for it.
+public final class Net: WorkspaceNet, @unchecked Sendable {
+    public let name: String
+    public let def: NetDef
+    public let workspace: Workspace
+    let ops: [any Operator]
+    /// For each op, the ops that must finish before it starts.
+    let predecessorCounts: [Int]
+    /// For each op, the ops waiting for it.
+    let successors: [[Int]]
+    public let pool: ThreadPool?
+    public let seed: UInt64
+
+    /// Creates the ops of `def` in `workspace`, checking types, input counts, arguments and that
+    /// every input exists, is an external input, or is produced by an earlier op.
+    public init(_ def: NetDef, workspace: Workspace, registry: OperatorRegistry = .standard,
+                pool: ThreadPool? = nil, seed: UInt64 = 0) throws(OperatorError) {
+        self.name = def.name
+        self.def = def
+        self.workspace = workspace
+        self.pool = pool
+        self.seed = seed
+        var available = Set(def.externalInputs)
+        var made: [any Operator] = []
+        for (index, opDef) in def.ops.enumerated() {
+            let at = OpLocation(type: opDef.type, name: opDef.name, index: index, net: def.name)
+            guard let schema = registry.schema(opDef.type) else {
+                throw .unknownOperator(type: opDef.type, at: at, suggestion: closestName(to: opDef.type, in: registry.types))
+            }
+            guard schema.inputs.contains(opDef.inputs.count) else {
+                throw .wrongInputCount(at: at, expected: Self.describe(schema.inputs), got: opDef.inputs.count)
+            }
+            guard schema.outputs.contains(opDef.outputs.count) else {
+                throw .badArgument(name: "outputs", at: at, reason: "must number \(Self.describe(schema.outputs)), got \(opDef.outputs.count)")
+            }
+            for input in opDef.inputs where !available.contains(input) && !workspace.hasBlob(input) {
+                throw .missingInput(blob: input, at: at)
+            }
+            if !schema.allowsInPlace, let shared = opDef.outputs.first(where: opDef.inputs.contains) {
+                throw .badInput(blob: shared, at: at, reason: "cannot be both an input and an output of \(opDef.type) (it does not run in place)")
+            }
+            made.append(try schema.make(OpIO(def: opDef, location: at, workspace: workspace)))
+            available.formUnion(opDef.outputs)
+        }
+        self.ops = made
+        (self.predecessorCounts, self.successors) = Self.dependencies(def.ops)
+    }
+
+    private static func describe(_ r: ClosedRange<Int>) -> String {
+        r.lowerBound == r.upperBound ? "\(r.lowerBound)" : (r.upperBound == Int.max ? "at least \(r.lowerBound)" : "\(r.lowerBound)...\(r.upperBound)")
+    }
+
+    /// Program-order hazards on every blob: RAW, WAW and WAR.
+    static func dependencies(_ ops: [OperatorDef]) -> ([Int], [[Int]]) {
+        var lastWriter: [String: Int] = [:]
+        var readersSinceWrite: [String: [Int]] = [:]
+        var preds = [Set<Int>](repeating: [], count: ops.count)
+        for (j, op) in ops.enumerated() {
+            for b in op.inputs {
+                if let w = lastWriter[b] { preds[j].insert(w) }
+            }
+            for b in op.outputs {
+                if let w = lastWriter[b] { preds[j].insert(w) }
+                for r in readersSinceWrite[b] ?? [] where r != j { preds[j].insert(r) }
+            }
+            for b in op.inputs { readersSinceWrite[b, default: []].append(j) }
+            for b in op.outputs {
+                lastWriter[b] = j
+                readersSinceWrite[b] = []
+            }
+        }
+        var succ = [[Int]](repeating: [], count: ops.count)
+        for (j, p) in preds.enumerated() {
+            for i in p.sorted() { succ[i].append(j) }
+        }
+        return (preds.map(\.count), succ)
+    }
+
+    /// Runs every op once.
+    public func run() throws(OperatorError) {
+        let ctx = ExecutionContext(pool: pool, seed: seed)
+        if def.executor == .simple || pool == nil || pool!.liveThreadCount == 0 || pool!.isWorkerThread {
+            for op in ops { try Self.runOne(op, ctx) }
+            return
+        }
+        try DAGRun(net: self, ctx: ctx).execute()
+    }
+
+    static func runOne(_ op: any Operator, _ ctx: ExecutionContext) throws(OperatorError) {
+        do {
+            try op.run(ctx)
+        } catch let e as OpRunError {
+            throw .runFailed(at: op.io.location, blob: e.blob, message: e.message)
+        } catch let e as OperatorError {
+            throw e
+        } catch {
+            throw .runFailed(at: op.io.location, blob: nil, message: String(describing: error))
+        }
+    }
+}
+
+/// One run of the dag executor: ready ops go to the pool; the caller waits until all ran or, after
+/// an error, until the running ones have finished.
+private final class DAGRun: @unchecked Sendable {
+    let net: Net
+    let ctx: ExecutionContext
+    let cond = Condition()
+    var pending: [Int]
+    var running = 0
+    var finished = 0
+    var firstError: OperatorError?
+
+    init(net: Net, ctx: ExecutionContext) {
+        self.net = net
+        self.ctx = ctx
+        self.pending = net.predecessorCounts
+    }
+
+    func execute() throws(OperatorError) {
+        let total = net.ops.count
+        guard total > 0 else { return }
+        let roots = cond.withLock { () -> [Int] in
+            let r = (0..<total).filter { pending[$0] == 0 }
+            running += r.count
+            return r
+        }
+        for i in roots { schedule(i) }
+        let error: OperatorError? = cond.withLock {
+            while running > 0 { cond.wait() }
+            return firstError
+        }
+        if let error { throw error }
+    }
+
+    private func schedule(_ i: Int) {
+        net.pool!.execute { [self] in
+            var failure: OperatorError?
+            do throws(OperatorError) {
+                try Net.runOne(net.ops[i], ctx)
+            } catch {
+                failure = error
+            }
+            let ready: [Int] = cond.withLock {
+                running -= 1
+                finished += 1
+                if let failure, firstError == nil { firstError = failure }
+                var next: [Int] = []
+                if firstError == nil {
+                    for s in net.successors[i] {
+                        pending[s] -= 1
+                        if pending[s] == 0 { next.append(s) }
+                    }
+                    running += next.count
+                }
+                if running == 0 { cond.broadcast() }
+                return next
+            }
+            for s in ready { schedule(s) }
+        }
+    }
+}

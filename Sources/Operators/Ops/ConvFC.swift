@@ -1,0 +1,308 @@
+import BLAS
+import Storage
+
+/// Convolution geometry (NCHW), from Caffe2's arguments: `kernel` or `kernel_h`/`kernel_w`,
+/// `stride`, `pad` or `pad_t`/`pad_l`/`pad_b`/`pad_r`, `dilation`, `group`. Output sizes use floor.
+struct ConvGeometry: Sendable, Equatable {
+    var kh = 1, kw = 1, sh = 1, sw = 1, padT = 0, padL = 0, padB = 0, padR = 0, dh = 1, dw = 1, group = 1
+
+    init(_ io: OpIO, needsKernel: Bool = true) throws(OperatorError) {
+        if io.has("kernels") {
+            let k = try io.ints("kernels")
+            try io.argument("kernels", k.count == 2, "must hold 2 values")
+            (kh, kw) = (k[0], k[1])
+        } else if io.has("kernel_h") || io.has("kernel_w") {
+            (kh, kw) = (try io.int("kernel_h"), try io.int("kernel_w"))
+        } else if needsKernel || io.has("kernel") {
+            let k = try io.int("kernel")
+            (kh, kw) = (k, k)
+        }
+        let s = try io.int("stride", 1)
+        (sh, sw) = (try io.int("stride_h", s), try io.int("stride_w", s))
+        let p = try io.int("pad", 0)
+        (padT, padL, padB, padR) = (try io.int("pad_t", p), try io.int("pad_l", p), try io.int("pad_b", p), try io.int("pad_r", p))
+        let d = try io.int("dilation", 1)
+        (dh, dw) = (try io.int("dilation_h", d), try io.int("dilation_w", d))
+        group = try io.int("group", 1)
+        try io.argument("kernel", kh > 0 && kw > 0, "must be positive, got \(kh)×\(kw)")
+        try io.argument("stride", sh > 0 && sw > 0, "must be positive, got \(sh)×\(sw)")
+        try io.argument("pad", min(padT, padL, padB, padR) >= 0, "must be ≥ 0")
+        try io.argument("dilation", dh > 0 && dw > 0, "must be positive")
+        try io.argument("group", group > 0, "must be positive, got \(group)")
+        try io.argument("order", (try io.string("order", "NCHW")) == "NCHW", "must be NCHW")
+    }
+
+    func outputSize(h: Int, w: Int) -> (Int, Int) {
+        ((h + padT + padB - (dh * (kh - 1) + 1)) / sh + 1, (w + padL + padR - (dw * (kw - 1) + 1)) / sw + 1)
+    }
+
+    var isPointwise: Bool { kh == 1 && kw == 1 && sh == 1 && sw == 1 && padT == 0 && padL == 0 && padB == 0 && padR == 0 }
+
+    /// Unfolds `channels` planes of x (h×w) into col ((channels·kh·kw) × (ho·wo)).
+    func im2col(_ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, col: UnsafeMutablePointer<Float>) {
+        var row = 0
+        for c in 0..<channels {
+            let plane = x + c * h * w
+            for ki in 0..<kh {
+                for kj in 0..<kw {
+                    let dst = col + row * ho * wo
+                    for oy in 0..<ho {
+                        let iy = oy * sh - padT + ki * dh
+                        let out = dst + oy * wo
+                        if iy < 0 || iy >= h {
+                            out.update(repeating: 0, count: wo)
+                            continue
+                        }
+                        let src = plane + iy * w
+                        for ox in 0..<wo {
+                            let ix = ox * sw - padL + kj * dw
+                            out[ox] = (ix >= 0 && ix < w) ? src[ix] : 0
+                        }
+                    }
+                    row += 1
+                }
+            }
+        }
+    }
+
+    /// Folds col back, adding into dx (the adjoint of ``im2col``).
+    func col2imAdd(_ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, dx: UnsafeMutablePointer<Float>) {
+        var row = 0
+        for c in 0..<channels {
+            let plane = dx + c * h * w
+            for ki in 0..<kh {
+                for kj in 0..<kw {
+                    let src = col + row * ho * wo
+                    for oy in 0..<ho {
+                        let iy = oy * sh - padT + ki * dh
+                        if iy < 0 || iy >= h { continue }
+                        let dst = plane + iy * w
+                        let s = src + oy * wo
+                        for ox in 0..<wo {
+                            let ix = ox * sw - padL + kj * dw
+                            if ix >= 0 && ix < w { dst[ix] += s[ox] }
+                        }
+                    }
+                    row += 1
+                }
+            }
+        }
+    }
+}
+
+/// `Conv(X, W[, b]) -> Y`, NCHW, by im2col + sgemm (1×1 stride-1 convolutions skip im2col).
+final class ConvOp: Operator, @unchecked Sendable {
+    let io: OpIO
+    let geo: ConvGeometry
+    private var col: [Float] = []
+
+    init(_ io: OpIO) throws(OperatorError) {
+        self.io = io
+        geo = try ConvGeometry(io)
+    }
+
+    /// Checks X and W against each other and returns (n, c, h, w, m, ho, wo).
+    static func shapes(_ io: OpIO, _ geo: ConvGeometry, x: Tensor, w: Tensor) throws(OpRunError) -> (Int, Int, Int, Int, Int, Int, Int) {
+        try io.require(x.rank == 4, input: 0, "must be NCHW, has shape \(x.shape)")
+        try io.require(w.rank == 4, input: 1, "must be (M, C/group, kh, kw), has shape \(w.shape)")
+        let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let m = w.shape[0]
+        try io.require(c % geo.group == 0 && m % geo.group == 0, input: 1, "channels \(c) → \(m) are not divisible by group \(geo.group)")
+        try io.require(w.shape[1] == c / geo.group && w.shape[2] == geo.kh && w.shape[3] == geo.kw, input: 1,
+                       "has shape \(w.shape), expected \([m, c / geo.group, geo.kh, geo.kw]) for input \(x.shape)")
+        let (ho, wo) = geo.outputSize(h: h, w: wd)
+        try io.require(ho > 0 && wo > 0, input: 0, "of size \(h)×\(wd) is smaller than the \(geo.kh)×\(geo.kw) kernel with this padding")
+        return (n, c, h, wd, m, ho, wo)
+    }
+
+    func run(_ ctx: ExecutionContext) throws {
+        let (x, xd) = try io.inputData(0)
+        let (w, wdata) = try io.inputData(1)
+        let (n, c, h, wd, m, ho, wo) = try Self.shapes(io, geo, x: x, w: w)
+        var bias: UnsafeBufferPointer<Float>?
+        if io.inputCount > 2 {
+            let (b, bd) = try io.inputData(2)
+            try io.require(b.count == m, input: 2, "has \(b.count) values for \(m) output channels")
+            bias = bd
+        }
+        let (_, y) = try io.outputData(0, shape: [n, m, ho, wo])
+        let g = geo.group, cg = c / g, mg = m / g, k = cg * geo.kh * geo.kw, hw = ho * wo
+        if !geo.isPointwise && col.count < k * hw { col = [Float](repeating: 0, count: k * hw) }
+        for img in 0..<n {
+            for gi in 0..<g {
+                let xg = xd.baseAddress! + (img * c + gi * cg) * h * wd
+                let yg = y.baseAddress! + (img * m + gi * mg) * hw
+                let wg = wdata.baseAddress! + gi * mg * k
+                if geo.isPointwise {
+                    BLAS.sgemm(.none, .none, m: mg, n: hw, k: k, a: wg, b: xg, c: yg)
+                } else {
+                    col.withUnsafeMutableBufferPointer { cb in
+                        geo.im2col(xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, col: cb.baseAddress!)
+                        BLAS.sgemm(.none, .none, m: mg, n: hw, k: k, a: wg, b: cb.baseAddress!, c: yg)
+                    }
+                }
+            }
+            if let bias {
+                for oc in 0..<m {
+                    let p = y.baseAddress! + (img * m + oc) * hw
+                    let bv = bias[oc]
+                    for i in 0..<hw { p[i] += bv }
+                }
+            }
+        }
+    }
+}
+
+/// `ConvGradient(X, W, dY) -> (dW[, db][, dX])`: the `no_bias` and `compute_dX` arguments say
+/// which outputs there are.
+final class ConvGradientOp: Operator, @unchecked Sendable {
+    let io: OpIO
+    let geo: ConvGeometry
+    let hasBias: Bool
+    let computeDX: Bool
+    private var col: [Float] = []
+
+    init(_ io: OpIO) throws(OperatorError) {
+        self.io = io
+        geo = try ConvGeometry(io)
+        hasBias = !(try io.bool("no_bias", false))
+        computeDX = try io.bool("compute_dX", true)
+        try io.argument("outputs", io.outputCount == 1 + (hasBias ? 1 : 0) + (computeDX ? 1 : 0), "do not match no_bias/compute_dX")
+    }
+
+    func run(_ ctx: ExecutionContext) throws {
+        let (x, xd) = try io.inputData(0)
+        let (w, wdata) = try io.inputData(1)
+        let (n, c, h, wd, m, ho, wo) = try ConvOp.shapes(io, geo, x: x, w: w)
+        let (dy, dyd) = try io.inputData(2)
+        try io.require(dy.shape == [n, m, ho, wo], input: 2, "has shape \(dy.shape), expected \([n, m, ho, wo])")
+        let (_, dw) = try io.outputData(0, shape: w.shape)
+        dw.update(repeating: 0)
+        var db: UnsafeMutableBufferPointer<Float>?
+        if hasBias {
+            db = try io.outputData(1, shape: [m]).1
+            db!.update(repeating: 0)
+        }
+        var dx: UnsafeMutableBufferPointer<Float>?
+        if computeDX {
+            dx = try io.outputData(hasBias ? 2 : 1, shape: x.shape).1
+            dx!.update(repeating: 0)
+        }
+        let g = geo.group, cg = c / g, mg = m / g, k = cg * geo.kh * geo.kw, hw = ho * wo
+        if col.count < k * hw { col = [Float](repeating: 0, count: k * hw) }
+        for img in 0..<n {
+            for gi in 0..<g {
+                let xg = xd.baseAddress! + (img * c + gi * cg) * h * wd
+                let dyg = dyd.baseAddress! + (img * m + gi * mg) * hw
+                let wg = wdata.baseAddress! + gi * mg * k
+                let dwg = dw.baseAddress! + gi * mg * k
+                col.withUnsafeMutableBufferPointer { cb in
+                    let cp = cb.baseAddress!
+                    let source: UnsafePointer<Float>
+                    if geo.isPointwise {
+                        source = xg
+                    } else {
+                        geo.im2col(xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, col: cp)
+                        source = UnsafePointer(cp)
+                    }
+                    // dW_g += dY_g (mg × hw) · colᵀ (hw × k)
+                    BLAS.sgemm(.none, .transpose, m: mg, n: k, k: hw, a: dyg, b: source, beta: 1, c: dwg)
+                    if let dx {
+                        let dxg = dx.baseAddress! + (img * c + gi * cg) * h * wd
+                        if geo.isPointwise {
+                            BLAS.sgemm(.transpose, .none, m: k, n: hw, k: mg, a: wg, b: dyg, beta: 1, c: dxg)
+                        } else {
+                            // dcol = W_gᵀ (k × mg) · dY_g (mg × hw), folded back into dX
+                            BLAS.sgemm(.transpose, .none, m: k, n: hw, k: mg, a: wg, b: dyg, c: cp)
+                            geo.col2imAdd(cp, channels: cg, h: h, w: wd, ho: ho, wo: wo, dx: dxg)
+                        }
+                    }
+                }
+            }
+            if let db {
+                for oc in 0..<m {
+                    let p = dyd.baseAddress! + (img * m + oc) * hw
+                    var acc: Float = 0
+                    for i in 0..<hw { acc += p[i] }
+                    db[oc] += acc
+                }
+            }
+        }
+    }
+}
+
+/// `FC(X, W, b; axis=1) -> Y = X·Wᵀ + b`, W stored (out, in) as in Caffe2.
+final class FCOp: Operator, @unchecked Sendable {
+    let io: OpIO
+    let axis: Int
+    init(_ io: OpIO) throws(OperatorError) {
+        self.io = io
+        axis = try io.int("axis", 1)
+    }
+
+    static func shapes(_ io: OpIO, axis: Int, x: Tensor, w: Tensor) throws(OpRunError) -> (Int, Int, Int) {
+        try io.require(axis >= 0 && axis <= x.rank, input: 0, "has rank \(x.rank); axis \(axis) is out of range")
+        let mRows = x.shape[..<axis].reduce(1, *), k = x.shape[axis...].reduce(1, *)
+        try io.require(w.rank == 2 && w.shape[1] == k, input: 1, "has shape \(w.shape), expected (N, \(k)) for input \(x.shape)")
+        return (mRows, k, w.shape[0])
+    }
+
+    func run(_ ctx: ExecutionContext) throws {
+        let (x, xd) = try io.inputData(0)
+        let (w, wd) = try io.inputData(1)
+        let (mRows, k, nOut) = try Self.shapes(io, axis: axis, x: x, w: w)
+        let (b, bd) = try io.inputData(2)
+        try io.require(b.count == nOut, input: 2, "has \(b.count) values for \(nOut) outputs")
+        let (_, y) = try io.outputData(0, shape: Array(x.shape[..<axis]) + [nOut])
+        for r in 0..<mRows { (y.baseAddress! + r * nOut).update(from: bd.baseAddress!, count: nOut) }
+        BLAS.sgemm(.none, .transpose, m: mRows, n: nOut, k: k, a: xd.baseAddress!, b: wd.baseAddress!, beta: 1, c: y.baseAddress!)
+    }
+}
+
+/// `FCGradient(X, W, dY) -> (dW, db[, dX])`.
+final class FCGradientOp: Operator, @unchecked Sendable {
+    let io: OpIO
+    let axis: Int
+    init(_ io: OpIO) throws(OperatorError) {
+        self.io = io
+        axis = try io.int("axis", 1)
+    }
+
+    func run(_ ctx: ExecutionContext) throws {
+        let (x, xd) = try io.inputData(0)
+        let (w, wd) = try io.inputData(1)
+        let (mRows, k, nOut) = try FCOp.shapes(io, axis: axis, x: x, w: w)
+        let (dy, dyd) = try io.inputData(2)
+        try io.require(dy.count == mRows * nOut, input: 2, "has shape \(dy.shape), expected \(mRows)×\(nOut)")
+        let (_, dw) = try io.outputData(0, shape: w.shape)
+        BLAS.sgemm(.transpose, .none, m: nOut, n: k, k: mRows, a: dyd.baseAddress!, b: xd.baseAddress!, c: dw.baseAddress!)
+        let (_, db) = try io.outputData(1, shape: [nOut])
+        db.update(repeating: 0)
+        for r in 0..<mRows { for j in 0..<nOut { db[j] += dyd[r * nOut + j] } }
+        if io.outputCount > 2 {
+            let (_, dx) = try io.outputData(2, shape: x.shape)
+            BLAS.sgemm(.none, .none, m: mRows, n: k, k: nOut, a: dyd.baseAddress!, b: wd.baseAddress!, c: dx.baseAddress!)
+        }
+    }
+}
+
+func registerConvAndFC(_ r: inout OperatorRegistry) {
+    r.register("Conv", OperatorSchema(inputs: 2...3, outputs: 1...1, gradient: { g in
+        var args = g.def.arguments
+        let hasBias = g.def.inputs.count > 2
+        if !hasBias { args["no_bias"] = .int(1) }
+        var outs = [g.inputGradient(1)]
+        if hasBias { outs.append(g.inputGradient(2)) }
+        outs.append(g.inputGradient(0))
+        return GradientResult(ops: [OperatorDef("ConvGradient", inputs: [g.input(0), g.input(1), g.outputGradient(0)!],
+                                                outputs: outs, arguments: args)],
+                              inputsWithGradient: Set(g.def.inputs.indices))
+    }) { io throws(OperatorError) in try ConvOp(io) })
+    r.register("ConvGradient", OperatorSchema(inputs: 3...3, outputs: 1...3) { io throws(OperatorError) in try ConvGradientOp(io) })
+    r.register("FC", OperatorSchema(inputs: 3...3, outputs: 1...1, gradient: { g in
+        GradientResult(ops: [OperatorDef("FCGradient", inputs: [g.input(0), g.input(1), g.outputGradient(0)!],
+                                         outputs: [g.inputGradient(1), g.inputGradient(2), g.inputGradient(0)], arguments: g.def.arguments)],
+                       inputsWithGradient: [0, 1, 2])
+    }) { io throws(OperatorError) in try FCOp(io) })
+    r.register("FCGradient", OperatorSchema(inputs: 3...3, outputs: 2...3) { io throws(OperatorError) in try FCGradientOp(io) })
+}

@@ -1,0 +1,130 @@
+import Foundation
+import Storage
+
+/// Detectron's RoIAlign (Caffe2 `RoIAlign`), without the half-pixel offset:
+/// `roi_w = max((x2 − x1)·scale, 1)`, bins of roi_w/pooled_w, `sampling_ratio`² bilinear samples a
+/// bin at ((i + 0.5)/ratio of the bin), averaged; a sample beyond [−1, H] × [−1, W] is 0 but still
+/// counts. `sampling_ratio ≤ 0` picks ⌈roi_h/pooled_h⌉ samples (Caffe2's adaptive rule).
+/// `RoIAlign(X, rois) -> Y (R, C, pooled_h, pooled_w)`; rois are (R, 5) = [batch, x1, y1, x2, y2].
+/// `RoIAlignGradient(X, rois, dY) -> dX` scatters with the same weights.
+final class RoIAlignOp: Operator, @unchecked Sendable {
+    let io: OpIO
+    let scale: Float
+    let ph: Int
+    let pw: Int
+    let ratio: Int
+    let gradient: Bool
+
+    init(_ io: OpIO, gradient: Bool) throws(OperatorError) {
+        self.io = io
+        self.gradient = gradient
+        scale = Float(try io.float("spatial_scale", 1))
+        ph = try io.int("pooled_h", 1)
+        pw = try io.int("pooled_w", 1)
+        ratio = try io.int("sampling_ratio", -1)
+        try io.argument("pooled_h", ph > 0 && pw > 0, "and pooled_w must be positive")
+        try io.argument("order", (try io.string("order", "NCHW")) == "NCHW", "must be NCHW")
+    }
+
+    /// The 4 corner offsets and weights of a bilinear sample, or nil when outside the map.
+    @inline(__always)
+    static func bilinear(y yIn: Float, x xIn: Float, h: Int, w: Int) -> (Int, Int, Int, Int, Float, Float, Float, Float)? {
+        if yIn < -1 || yIn > Float(h) || xIn < -1 || xIn > Float(w) { return nil }
+        var y = max(yIn, 0), x = max(xIn, 0)
+        var yLo = Int(y), xLo = Int(x), yHi: Int, xHi: Int
+        if yLo >= h - 1 {
+            yLo = h - 1
+            yHi = h - 1
+            y = Float(yLo)
+        } else {
+            yHi = yLo + 1
+        }
+        if xLo >= w - 1 {
+            xLo = w - 1
+            xHi = w - 1
+            x = Float(xLo)
+        } else {
+            xHi = xLo + 1
+        }
+        let ly = y - Float(yLo), lx = x - Float(xLo), hy = 1 - ly, hx = 1 - lx
+        return (yLo * w + xLo, yLo * w + xHi, yHi * w + xLo, yHi * w + xHi, hy * hx, hy * lx, ly * hx, ly * lx)
+    }
+
+    func run(_ ctx: ExecutionContext) throws {
+        let (x, xd) = try io.inputData(0)
+        try io.require(x.rank == 4, input: 0, "must be NCHW, has shape \(x.shape)")
+        let (rois, rd) = try io.inputData(1)
+        try io.require(rois.rank == 2 && rois.shape[1] == 5, input: 1, "must be (R, 5) = [batch, x1, y1, x2, y2], has shape \(rois.shape)")
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let r = rois.shape[0]
+        for i in 0..<r {
+            let b = Int(rd[i * 5])
+            try io.require(b >= 0 && b < n, input: 1, "roi \(i) has batch index \(b), outside 0..<\(n)")
+        }
+        let (ph, pw, scale, ratio) = (self.ph, self.pw, self.scale, self.ratio)
+        var dyd: UnsafeBufferPointer<Float>?
+        let out: UnsafeMutableBufferPointer<Float>
+        if gradient {
+            let (dy, d) = try io.inputData(2)
+            try io.require(dy.shape == [r, c, ph, pw], input: 2, "has shape \(dy.shape), expected \([r, c, ph, pw])")
+            dyd = d
+            out = try io.outputData(0, shape: x.shape).1
+            out.update(repeating: 0)
+        } else {
+            out = try io.outputData(0, shape: [r, c, ph, pw]).1
+        }
+        // Forward: one task per roi. Backward: scatter-adds may hit the same cells from different
+        // rois, so it runs one roi after another.
+        let work = { (i: Int) in
+            let roi = rd.baseAddress! + i * 5
+            let b = Int(roi[0])
+            let sx = roi[1] * scale, sy = roi[2] * scale
+            let roiW = max(roi[3] * scale - sx, 1), roiH = max(roi[4] * scale - sy, 1)
+            let binH = roiH / Float(ph), binW = roiW / Float(pw)
+            let gh = ratio > 0 ? ratio : Int(ceil(roiH / Float(ph)))
+            let gw = ratio > 0 ? ratio : Int(ceil(roiW / Float(pw)))
+            let count = Float(max(gh * gw, 1))
+            for ch in 0..<c {
+                let plane = (b * c + ch) * h * w
+                for py in 0..<ph {
+                    for px in 0..<pw {
+                        let o = ((i * c + ch) * ph + py) * pw + px
+                        var acc: Float = 0
+                        let g = dyd.map { $0[o] / count } ?? 0
+                        for iy in 0..<gh {
+                            let yy = sy + Float(py) * binH + (Float(iy) + 0.5) * binH / Float(gh)
+                            for ix in 0..<gw {
+                                let xx = sx + Float(px) * binW + (Float(ix) + 0.5) * binW / Float(gw)
+                                guard let (a, bb, cc, dd, wa, wb, wc, wd) = Self.bilinear(y: yy, x: xx, h: h, w: w) else { continue }
+                                if dyd != nil {
+                                    out[plane + a] += g * wa
+                                    out[plane + bb] += g * wb
+                                    out[plane + cc] += g * wc
+                                    out[plane + dd] += g * wd
+                                } else {
+                                    acc += wa * xd[plane + a] + wb * xd[plane + bb] + wc * xd[plane + cc] + wd * xd[plane + dd]
+                                }
+                            }
+                        }
+                        if dyd == nil { out[o] = acc / count }
+                    }
+                }
+            }
+        }
+        if gradient {
+            for i in 0..<r { work(i) }
+        } else {
+            ctx.parallelFor(r, work)
+        }
+    }
+}
+
+func registerRoIOps(_ r: inout OperatorRegistry) {
+    r.register("RoIAlign", OperatorSchema(inputs: 2...2, outputs: 1...1, gradient: { g in
+        GradientResult(ops: [OperatorDef("RoIAlignGradient", inputs: [g.input(0), g.input(1), g.outputGradient(0)!],
+                                         outputs: [g.inputGradient(0)], arguments: g.def.arguments)], inputsWithGradient: [0])
+    }) { io throws(OperatorError) in try RoIAlignOp(io, gradient: false) })
+    r.register("RoIAlignGradient", OperatorSchema(inputs: 3...3, outputs: 1...1) { io throws(OperatorError) in
+        try RoIAlignOp(io, gradient: true)
+    })
+}
