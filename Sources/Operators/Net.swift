@@ -115,14 +115,16 @@ public final class Net: WorkspaceNet, @unchecked Sendable {
     }
 }
 
-/// One run of the dag executor: ready ops go to the pool; the caller waits until all ran or, after
-/// an error, until the running ones have finished.
+/// One run of the dag executor. Runners — the caller plus up to one per pool thread, started with
+/// `parallelFor` — take ready ops until all have run or one has failed. `parallelFor` returns only
+/// when every runner has left, so every started op has finished, and nothing of the run (no
+/// closure, no reference to the net) outlives the call.
 private final class DAGRun: @unchecked Sendable {
     let net: Net
     let ctx: ExecutionContext
     let cond = Condition()
     var pending: [Int]
-    var running = 0
+    var ready: [Int]
     var finished = 0
     var firstError: OperatorError?
 
@@ -130,48 +132,42 @@ private final class DAGRun: @unchecked Sendable {
         self.net = net
         self.ctx = ctx
         self.pending = net.predecessorCounts
+        self.ready = (0..<net.ops.count).filter { net.predecessorCounts[$0] == 0 }.reversed()
     }
 
     func execute() throws(OperatorError) {
         let total = net.ops.count
-        guard total > 0 else { return }
-        let roots = cond.withLock { () -> [Int] in
-            let r = (0..<total).filter { pending[$0] == 0 }
-            running += r.count
-            return r
-        }
-        for i in roots { schedule(i) }
-        let error: OperatorError? = cond.withLock {
-            while running > 0 { cond.wait() }
-            return firstError
-        }
-        if let error { throw error }
+        guard total > 0, let pool = net.pool else { return }
+        pool.parallelFor(min(pool.liveThreadCount + 1, total)) { _ in runner(total: total) }
+        if let firstError { throw firstError }
     }
 
-    private func schedule(_ i: Int) {
-        net.pool!.execute { [self] in
+    private func runner(total: Int) {
+        cond.lock()
+        while firstError == nil && finished < total {
+            guard let i = ready.popLast() else {
+                cond.wait()  // ops are running; one of them will make more ready
+                continue
+            }
+            cond.unlock()
             var failure: OperatorError?
             do throws(OperatorError) {
                 try Net.runOne(net.ops[i], ctx)
             } catch {
                 failure = error
             }
-            let ready: [Int] = cond.withLock {
-                running -= 1
-                finished += 1
-                if let failure, firstError == nil { firstError = failure }
-                var next: [Int] = []
-                if firstError == nil {
-                    for s in net.successors[i] {
-                        pending[s] -= 1
-                        if pending[s] == 0 { next.append(s) }
-                    }
-                    running += next.count
+            cond.lock()
+            finished += 1
+            if let failure {
+                if firstError == nil { firstError = failure }
+            } else {
+                for s in net.successors[i] {
+                    pending[s] -= 1
+                    if pending[s] == 0 { ready.append(s) }
                 }
-                if running == 0 { cond.broadcast() }
-                return next
             }
-            for s in ready { schedule(s) }
+            cond.broadcast()
         }
+        cond.unlock()
     }
 }

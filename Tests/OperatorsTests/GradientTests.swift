@@ -1,0 +1,214 @@
+import Foundation
+@testable import Operators
+import Storage
+import Testing
+
+@Suite("Numerical gradient checks")
+struct GradientTests {
+    @Test("elementwise: Relu, Sigmoid, Scale, Copy")
+    func elementwise() throws {
+        var rng = TestRNG(1)
+        try checkGradient(OperatorDef("Relu", inputs: ["x"], outputs: ["y"]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.awayFromZero(24), [2, 3, 4]), check: true)])
+        try checkGradient(OperatorDef("Sigmoid", inputs: ["x"], outputs: ["y"]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.array(24, -3, 3), [2, 3, 4]), check: true)])
+        try checkGradient(OperatorDef("Scale", inputs: ["x"], outputs: ["y"], arguments: ["scale": .float(-2.5)]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.array(6), [6]), check: true)])
+        try checkGradient(OperatorDef("Copy", inputs: ["x"], outputs: ["y"]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.array(6), [2, 3]), check: true)])
+    }
+
+    @Test("Sum, Add and Mul, same shape and broadcast")
+    func binary() throws {
+        var rng = TestRNG(2)
+        try checkGradient(OperatorDef("Sum", inputs: ["a", "b", "c"], outputs: ["y"]), inputs: [
+            CheckInput(name: "a", tensor: tensor(rng.array(6), [2, 3]), check: true),
+            CheckInput(name: "b", tensor: tensor(rng.array(6), [2, 3]), check: true),
+            CheckInput(name: "c", tensor: tensor(rng.array(6), [2, 3]), check: true),
+        ])
+        for type in ["Add", "Mul"] {
+            try checkGradient(OperatorDef(type, inputs: ["a", "b"], outputs: ["y"]), inputs: [
+                CheckInput(name: "a", tensor: tensor(rng.array(12), [2, 6]), check: true),
+                CheckInput(name: "b", tensor: tensor(rng.array(12), [2, 6]), check: true),
+            ])
+            try checkGradient(OperatorDef(type, inputs: ["a", "b"], outputs: ["y"], arguments: ["broadcast": .int(1), "axis": .int(1)]), inputs: [
+                CheckInput(name: "a", tensor: tensor(rng.array(24), [2, 3, 4]), check: true),
+                CheckInput(name: "b", tensor: tensor(rng.array(3), [3]), check: true),
+            ])
+        }
+    }
+
+    @Test("shape ops: Concat, Split, Reshape, Flatten, Transpose, SpatialNarrowAs, BatchPermutation")
+    func shapeOps() throws {
+        var rng = TestRNG(3)
+        try checkGradient(OperatorDef("Concat", inputs: ["a", "b"], outputs: ["y", "info"], arguments: ["axis": .int(1)]), inputs: [
+            CheckInput(name: "a", tensor: tensor(rng.array(12), [2, 2, 3]), check: true),
+            CheckInput(name: "b", tensor: tensor(rng.array(6), [2, 1, 3]), check: true),
+        ])
+        try checkGradient(OperatorDef("Concat", inputs: ["a", "b"], outputs: ["y"], arguments: ["axis": .int(0)]), inputs: [
+            CheckInput(name: "a", tensor: tensor(rng.array(6), [2, 3]), check: true),
+            CheckInput(name: "b", tensor: tensor(rng.array(3), [1, 3]), check: true),
+        ])
+        try checkGradient(OperatorDef("Split", inputs: ["x"], outputs: ["p", "q"], arguments: ["axis": .int(1), "split": .ints([1, 3])]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.array(16), [2, 4, 2]), check: true)], output: 1)
+        try checkGradient(OperatorDef("Reshape", inputs: ["x"], outputs: ["y", "old"], arguments: ["shape": .ints([0, -1])]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.array(24), [2, 3, 4]), check: true)])
+        try checkGradient(OperatorDef("Flatten", inputs: ["x"], outputs: ["y"]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.array(24), [2, 3, 4]), check: true)])
+        try checkGradient(OperatorDef("Transpose", inputs: ["x"], outputs: ["y"], arguments: ["axes": .ints([1, 2, 0])]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.array(24), [2, 3, 4]), check: true)])
+        try checkGradient(OperatorDef("SpatialNarrowAs", inputs: ["a", "b"], outputs: ["y"]), inputs: [
+            CheckInput(name: "a", tensor: tensor(rng.array(2 * 2 * 5 * 6), [2, 2, 5, 6]), check: true),
+            CheckInput(name: "b", tensor: tensor(rng.array(3 * 4), [1, 1, 3, 4]), check: false),
+        ])
+        try checkGradient(OperatorDef("BatchPermutation", inputs: ["x", "idx"], outputs: ["y"]), inputs: [
+            CheckInput(name: "x", tensor: tensor(rng.array(4 * 3), [4, 3]), check: true),
+            CheckInput(name: "idx", tensor: intTensor([2, 0, 3, 1], [4]), check: false),
+        ])
+    }
+
+    @Test("Conv: padding, stride, dilation, groups, bias, and the 1×1 path",
+          arguments: [
+            ["kernel": ArgumentValue.int(3), "pad": .int(1)],
+            ["kernel": .int(3), "stride": .int(2), "pad": .int(1)],
+            ["kernel": .int(3), "dilation": .int(2), "pad": .int(2)],
+            ["kernel": .int(1)],
+            ["kernel": .int(1), "stride": .int(2)],
+            ["kernels": .ints([3, 1]), "pad_t": .int(1), "pad_b": .int(0), "group": .int(2)],
+          ])
+    func conv(_ args: [String: ArgumentValue]) throws {
+        var rng = TestRNG(4)
+        let group = args["group"] == .int(2) ? 2 : 1
+        let (kh, kw): (Int, Int) = {
+            if case let .ints(k)? = args["kernels"] { return (k[0], k[1]) }
+            if case let .int(k)? = args["kernel"] { return (k, k) }
+            return (1, 1)
+        }()
+        let (n, c, h, w, m) = (2, 4, 6, 5, 6)
+        try checkGradient(OperatorDef("Conv", inputs: ["x", "w", "b"], outputs: ["y"], arguments: args), inputs: [
+            CheckInput(name: "x", tensor: tensor(rng.array(n * c * h * w), [n, c, h, w]), check: true),
+            CheckInput(name: "w", tensor: tensor(rng.array(m * c / group * kh * kw), [m, c / group, kh, kw]), check: true),
+            CheckInput(name: "b", tensor: tensor(rng.array(m), [m]), check: true),
+        ])
+        try checkGradient(OperatorDef("Conv", inputs: ["x", "w"], outputs: ["y"], arguments: args), inputs: [
+            CheckInput(name: "x", tensor: tensor(rng.array(n * c * h * w), [n, c, h, w]), check: true),
+            CheckInput(name: "w", tensor: tensor(rng.array(m * c / group * kh * kw), [m, c / group, kh, kw]), check: true),
+        ])
+    }
+
+    @Test("FC")
+    func fc() throws {
+        var rng = TestRNG(5)
+        try checkGradient(OperatorDef("FC", inputs: ["x", "w", "b"], outputs: ["y"]), inputs: [
+            CheckInput(name: "x", tensor: tensor(rng.array(3 * 2 * 2 * 2), [3, 2, 2, 2]), check: true),
+            CheckInput(name: "w", tensor: tensor(rng.array(5 * 8), [5, 8]), check: true),
+            CheckInput(name: "b", tensor: tensor(rng.array(5), [5]), check: true),
+        ])
+    }
+
+    @Test("AffineChannel (frozen and learnable), GroupNorm, SpatialBN (train and test)")
+    func normalization() throws {
+        var rng = TestRNG(6)
+        let x = { (r: inout TestRNG) in tensor(r.array(2 * 4 * 3 * 3, -2, 2), [2, 4, 3, 3]) }
+        try checkGradient(OperatorDef("AffineChannel", inputs: ["x", "s", "b"], outputs: ["y"]), inputs: [
+            CheckInput(name: "x", tensor: x(&rng), check: true),
+            CheckInput(name: "s", tensor: tensor(rng.array(4), [4]), check: false),
+            CheckInput(name: "b", tensor: tensor(rng.array(4), [4]), check: false),
+        ])
+        try checkGradient(OperatorDef("AffineChannel", inputs: ["x", "s", "b"], outputs: ["y"], arguments: ["is_learnable": .int(1)]), inputs: [
+            CheckInput(name: "x", tensor: x(&rng), check: true),
+            CheckInput(name: "s", tensor: tensor(rng.array(4), [4]), check: true),
+            CheckInput(name: "b", tensor: tensor(rng.array(4), [4]), check: true),
+        ])
+        try checkGradient(OperatorDef("GroupNorm", inputs: ["x", "g", "b"], outputs: ["y", "mu", "rsig"], arguments: ["group": .int(2)]), inputs: [
+            CheckInput(name: "x", tensor: x(&rng), check: true),
+            CheckInput(name: "g", tensor: tensor(rng.array(4, 0.5, 1.5), [4]), check: true),
+            CheckInput(name: "b", tensor: tensor(rng.array(4), [4]), check: true),
+        ], eps: 1e-2, tolerance: 2e-2)
+        try checkGradient(OperatorDef("SpatialBN", inputs: ["x", "s", "b", "rm", "rv"], outputs: ["y", "rm", "rv", "sm", "si"]), inputs: [
+            CheckInput(name: "x", tensor: x(&rng), check: true),
+            CheckInput(name: "s", tensor: tensor(rng.array(4, 0.5, 1.5), [4]), check: true),
+            CheckInput(name: "b", tensor: tensor(rng.array(4), [4]), check: true),
+            CheckInput(name: "rm", tensor: tensor([0, 0, 0, 0], [4]), check: false),
+            CheckInput(name: "rv", tensor: tensor([1, 1, 1, 1], [4]), check: false),
+        ], tolerance: 2e-2)
+        try checkGradient(OperatorDef("SpatialBN", inputs: ["x", "s", "b", "m", "v"], outputs: ["y"], arguments: ["is_test": .int(1)]), inputs: [
+            CheckInput(name: "x", tensor: x(&rng), check: true),
+            CheckInput(name: "s", tensor: tensor(rng.array(4), [4]), check: true),
+            CheckInput(name: "b", tensor: tensor(rng.array(4), [4]), check: true),
+            CheckInput(name: "m", tensor: tensor(rng.array(4), [4]), check: false),
+            CheckInput(name: "v", tensor: tensor(rng.array(4, 0.5, 2), [4]), check: false),
+        ])
+    }
+
+    @Test("MaxPool, AveragePool (padded and global), UpsampleNearest")
+    func pooling() throws {
+        var rng = TestRNG(7)
+        try checkGradient(OperatorDef("MaxPool", inputs: ["x"], outputs: ["y"], arguments: ["kernel": .int(3), "stride": .int(2), "pad": .int(1)]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.distinct(2 * 2 * 7 * 6), [2, 2, 7, 6]), check: true)])
+        try checkGradient(OperatorDef("MaxPool", inputs: ["x"], outputs: ["y"], arguments: ["kernel": .int(1), "stride": .int(2)]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.distinct(1 * 2 * 5 * 5), [1, 2, 5, 5]), check: true)])
+        try checkGradient(OperatorDef("AveragePool", inputs: ["x"], outputs: ["y"], arguments: ["kernel": .int(3), "stride": .int(2), "pad": .int(1)]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.array(2 * 2 * 7 * 6), [2, 2, 7, 6]), check: true)])
+        try checkGradient(OperatorDef("AveragePool", inputs: ["x"], outputs: ["y"], arguments: ["global_pooling": .int(1)]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.array(2 * 3 * 4 * 4), [2, 3, 4, 4]), check: true)])
+        try checkGradient(OperatorDef("UpsampleNearest", inputs: ["x"], outputs: ["y"], arguments: ["scale": .int(2)]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.array(2 * 2 * 3 * 4), [2, 2, 3, 4]), check: true)])
+    }
+
+    @Test("Softmax and the losses")
+    func softmaxAndLosses() throws {
+        var rng = TestRNG(8)
+        try checkGradient(OperatorDef("Softmax", inputs: ["x"], outputs: ["y"]),
+                          inputs: [CheckInput(name: "x", tensor: tensor(rng.array(3 * 5, -2, 2), [3, 5]), check: true)])
+        try checkGradient(OperatorDef("SoftmaxWithLoss", inputs: ["x", "l"], outputs: ["p", "loss"], arguments: ["scale": .float(0.5)]), inputs: [
+            CheckInput(name: "x", tensor: tensor(rng.array(4 * 5, -2, 2), [4, 5]), check: true),
+            CheckInput(name: "l", tensor: intTensor([0, 4, 2, 2], [4]), check: false),
+        ], output: 1)
+        try checkGradient(OperatorDef("SoftmaxWithLoss", inputs: ["x", "l", "w"], outputs: ["p", "loss"]), inputs: [
+            CheckInput(name: "x", tensor: tensor(rng.array(4 * 5, -2, 2), [4, 5]), check: true),
+            CheckInput(name: "l", tensor: intTensor([1, 3, 0, 2], [4]), check: false),
+            CheckInput(name: "w", tensor: tensor([1, 0.5, 2, 0], [4]), check: false),
+        ], output: 1)
+        for normalize in [0, 1] {
+            try checkGradient(OperatorDef("SigmoidCrossEntropyLoss", inputs: ["x", "t"], outputs: ["loss"],
+                                          arguments: ["normalize": .int(normalize), "scale": .float(1.0 / 512)]), inputs: [
+                CheckInput(name: "x", tensor: tensor(rng.array(2 * 3 * 2 * 2, -3, 3), [2, 3, 2, 2]), check: true),
+                CheckInput(name: "t", tensor: intTensor((0..<24).map { Int32($0 % 3) - 1 }, [2, 3, 2, 2]), check: false),
+            ], tolerance: 1e-2)
+        }
+        // SmoothL1 with |in_w·(ŷ − y)| kept away from β (the kink of the gradient).
+        let n = 16
+        let target = rng.array(n)
+        let pred = target.enumerated().map { i, t in t + (i % 2 == 0 ? 1 : -1) * (i % 4 < 2 ? 0.03 : 0.4) }
+        for beta in [1.0 / 9, 1.0] {
+            try checkGradient(OperatorDef("SmoothL1Loss", inputs: ["p", "t", "wi", "wo"], outputs: ["loss"], arguments: ["beta": .float(beta), "scale": .float(0.5)]), inputs: [
+                CheckInput(name: "p", tensor: tensor(pred, [4, 4]), check: true),
+                CheckInput(name: "t", tensor: tensor(target, [4, 4]), check: false),
+                CheckInput(name: "wi", tensor: tensor((0..<n).map { Float($0 % 3 == 0 ? 0 : 1) }, [4, 4]), check: false),
+                CheckInput(name: "wo", tensor: tensor((0..<n).map { _ in 0.25 }, [4, 4]), check: false),
+            ], eps: 1e-3)
+        }
+    }
+
+    @Test("RoIAlign, including boxes that cross the feature-map edge")
+    func roiAlign() throws {
+        var rng = TestRNG(9)
+        let rois: [Float] = [
+            0, 1.5, 2.0, 10.5, 9.0,      // inside
+            1, -6.0, -3.0, 5.0, 4.0,     // crosses the top-left edge
+            0, 8.0, 6.0, 20.0, 15.0,     // crosses the bottom-right edge
+            1, 3.0, 3.0, 3.2, 3.1,       // smaller than a cell: roi size clamps to 1
+        ]
+        try checkGradient(OperatorDef("RoIAlign", inputs: ["x", "rois"], outputs: ["y"],
+                                      arguments: ["spatial_scale": .float(0.5), "pooled_h": .int(3), "pooled_w": .int(2), "sampling_ratio": .int(2)]), inputs: [
+            CheckInput(name: "x", tensor: tensor(rng.array(2 * 2 * 6 * 7), [2, 2, 6, 7]), check: true),
+            CheckInput(name: "rois", tensor: tensor(rois, [4, 5]), check: false),
+        ])
+        try checkGradient(OperatorDef("RoIAlign", inputs: ["x", "rois"], outputs: ["y"],
+                                      arguments: ["spatial_scale": .float(0.5), "pooled_h": .int(2), "pooled_w": .int(2), "sampling_ratio": .int(0)]), inputs: [
+            CheckInput(name: "x", tensor: tensor(rng.array(2 * 2 * 6 * 7), [2, 2, 6, 7]), check: true),
+            CheckInput(name: "rois", tensor: tensor(rois, [4, 5]), check: false),
+        ])
+    }
+}
