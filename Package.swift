@@ -76,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "DetectronCLI",
             dependencies: [
-                "Portability", "Storage", "BLAS", "Imaging",
+                "Portability", "Storage", "BLAS", "Imaging", "Operators",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
