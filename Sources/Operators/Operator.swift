@@ -258,6 +258,7 @@ public struct OperatorRegistry: Sendable {
         registerSoftmaxAndLosses(&r)
         registerRoIOps(&r)
         registerFillersAndSolver(&r)
+        registerDetectionOps(&r)
         return r
     }()
 }

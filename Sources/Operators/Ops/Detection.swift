@@ -1,0 +1,208 @@
+import Foundation
+import Storage
+
+/// Detectron's proposal op (`ops/generate_proposals.py`), for one FPN level.
+///
+/// `GenerateProposals(rpn_cls_probs (N, A, H, W), rpn_bbox_pred (N, 4A, H, W), im_info (N, 3),
+/// cell_anchors (A, 4); spatial_scale, pre_nms_topN, post_nms_topN, nms_thresh, min_size)
+/// -> (rois (R, 5), roi_probs (R, 1))`. Per image: scores and deltas flattened in (y, x, a) order;
+/// the top pre_nms_topN by score; decoded with weights (1, 1, 1, 1); clipped to im_info's height
+/// and width; kept if both sides measured in the original image ((x2 − x1)/scale + 1) are
+/// ≥ max(min_size, 1) and the centre lies inside im_info; NMS at nms_thresh; the first
+/// post_nms_topN survivors. Equal scores keep index order (numpy `argsort(-scores)`).
+final class GenerateProposalsOp: Operator, @unchecked Sendable {
+    let io: OpIO
+    let stride: Float
+    let preTopN: Int
+    let postTopN: Int
+    let nmsThresh: Float
+    let minSize: Float
+
+    init(_ io: OpIO) throws(OperatorError) {
+        self.io = io
+        let scale = try io.float("spatial_scale")
+        try io.argument("spatial_scale", scale > 0, "must be positive")
+        stride = Float(1 / scale)
+        preTopN = try io.int("pre_nms_topN", 6000)
+        postTopN = try io.int("post_nms_topN", 300)
+        nmsThresh = Float(try io.float("nms_thresh", 0.7))
+        minSize = Float(try io.float("min_size", 0))
+    }
+
+    func run(_ ctx: ExecutionContext) throws {
+        let (scoresT, scores) = try io.inputData(0)
+        let (deltasT, deltas) = try io.inputData(1)
+        let (infoT, info) = try io.inputData(2)
+        let (anchorsT, cell) = try io.inputData(3)
+        try io.require(scoresT.rank == 4, input: 0, "must be (N, A, H, W), has shape \(scoresT.shape)")
+        let (n, a, h, w) = (scoresT.shape[0], scoresT.shape[1], scoresT.shape[2], scoresT.shape[3])
+        try io.require(deltasT.shape == [n, 4 * a, h, w], input: 1, "has shape \(deltasT.shape), expected \([n, 4 * a, h, w])")
+        try io.require(infoT.shape == [n, 3], input: 2, "has shape \(infoT.shape), expected \([n, 3])")
+        try io.require(anchorsT.shape == [a, 4], input: 3, "has shape \(anchorsT.shape), expected \([a, 4])")
+        var rois: [Float] = [], probs: [Float] = []
+        let k = h * w * a
+        for img in 0..<n {
+            var s = [Float](repeating: 0, count: k), anchors = [Float](repeating: 0, count: 4 * k), d = [Float](repeating: 0, count: 4 * k)
+            for y in 0..<h {
+                for x in 0..<w {
+                    for ai in 0..<a {
+                        let idx = (y * w + x) * a + ai
+                        s[idx] = scores[((img * a + ai) * h + y) * w + x]
+                        let sx = Float(x) * stride, sy = Float(y) * stride
+                        anchors[4 * idx] = cell[4 * ai] + sx
+                        anchors[4 * idx + 1] = cell[4 * ai + 1] + sy
+                        anchors[4 * idx + 2] = cell[4 * ai + 2] + sx
+                        anchors[4 * idx + 3] = cell[4 * ai + 3] + sy
+                        for c in 0..<4 { d[4 * idx + c] = deltas[((img * 4 * a + 4 * ai + c) * h + y) * w + x] }
+                    }
+                }
+            }
+            var order = Boxes.descendingOrder(s)
+            if preTopN > 0 && preTopN < k { order = Array(order.prefix(preTopN)) }
+            var boxes = Boxes.decode(order.flatMap { Array(anchors[4 * $0..<4 * $0 + 4]) },
+                                     deltas: order.flatMap { Array(d[4 * $0..<4 * $0 + 4]) })
+            let (imH, imW, imScale) = (info[img * 3], info[img * 3 + 1], info[img * 3 + 2])
+            Boxes.clip(&boxes, height: imH, width: imW)
+            let minOrig = max(minSize, 1)
+            var keptBoxes: [Float] = [], keptScores: [Float] = []
+            for (j, o) in order.enumerated() {
+                let (x1, y1, x2, y2) = (boxes[4 * j], boxes[4 * j + 1], boxes[4 * j + 2], boxes[4 * j + 3])
+                let wsOrig = (x2 - x1) / imScale + 1, hsOrig = (y2 - y1) / imScale + 1
+                let xc = x1 + (x2 - x1 + 1) / 2, yc = y1 + (y2 - y1 + 1) / 2
+                if wsOrig >= minOrig && hsOrig >= minOrig && xc < imW && yc < imH {
+                    keptBoxes += [x1, y1, x2, y2]
+                    keptScores.append(s[o])
+                }
+            }
+            var keep = Array(keptScores.indices)
+            if nmsThresh > 0 { keep = Boxes.nms(keptBoxes, scores: keptScores, threshold: nmsThresh) }
+            if postTopN > 0 { keep = Array(keep.prefix(postTopN)) }
+            for j in keep {
+                rois += [Float(img)] + keptBoxes[4 * j..<4 * j + 4]
+                probs.append(keptScores[j])
+            }
+        }
+        let (_, r) = try io.outputData(0, shape: [probs.count, 5])
+        _ = r.update(fromContentsOf: rois)
+        let (_, p) = try io.outputData(1, shape: [probs.count, 1])
+        _ = p.update(fromContentsOf: probs)
+    }
+}
+
+/// Detectron's test-time `CollectAndDistributeFpnRpnProposals`:
+/// `(rpn_rois_fpn2…6, rpn_roi_probs_fpn2…6; rpn_post_nms_topN, roi_min_level=2, roi_max_level=5,
+/// roi_canonical_scale=224, roi_canonical_level=4) -> (rois, rois_fpn2…5, rois_idx_restore_int32)`.
+/// Collect: all levels' rois sorted by descending probability, the top rpn_post_nms_topN kept
+/// (over the whole batch). Distribute: each roi to its FPN level (``Boxes/fpnLevels``) keeping
+/// the relative order; `rois_idx_restore_int32` is the permutation that restores the collected
+/// order from the per-level concatenation.
+final class CollectAndDistributeOp: Operator, @unchecked Sendable {
+    let io: OpIO
+    let topN: Int
+    let minLevel: Int
+    let maxLevel: Int
+    let canonicalScale: Double
+    let canonicalLevel: Int
+
+    init(_ io: OpIO) throws(OperatorError) {
+        self.io = io
+        topN = try io.int("rpn_post_nms_topN", 2000)
+        minLevel = try io.int("roi_min_level", 2)
+        maxLevel = try io.int("roi_max_level", 5)
+        canonicalScale = try io.float("roi_canonical_scale", 224)
+        canonicalLevel = try io.int("roi_canonical_level", 4)
+        try io.argument("inputs", io.inputCount % 2 == 0, "must be the rois of each level, then their probabilities")
+        try io.argument("outputs", io.outputCount == maxLevel - minLevel + 3,
+                        "must be rois, rois_fpn\(minLevel)…rois_fpn\(maxLevel) and rois_idx_restore_int32")
+    }
+
+    func run(_ ctx: ExecutionContext) throws {
+        let levels = io.inputCount / 2
+        var rois: [Float] = [], probs: [Float] = []
+        for l in 0..<levels {
+            let (r, rd) = try io.inputData(l)
+            let (p, pd) = try io.inputData(levels + l)
+            try io.require(r.rank == 2 && r.shape[1] == 5, input: l, "must be (R, 5), has shape \(r.shape)")
+            try io.require(p.count == r.shape[0], input: levels + l, "holds \(p.count) probabilities for \(r.shape[0]) rois")
+            rois += rd
+            probs += pd
+        }
+        let order = Array(Boxes.descendingOrder(probs).prefix(topN))
+        let collected = order.flatMap { Array(rois[5 * $0..<5 * $0 + 5]) }
+        let boxes = order.indices.flatMap { Array(collected[5 * $0 + 1..<5 * $0 + 5]) }
+        let lvl = Boxes.fpnLevels(boxes, minLevel: minLevel, maxLevel: maxLevel, canonicalScale: canonicalScale, canonicalLevel: canonicalLevel)
+        let (_, all) = try io.outputData(0, shape: [order.count, 5])
+        _ = all.update(fromContentsOf: collected)
+        var concatenated: [Int] = []
+        for (k, level) in (minLevel...maxLevel).enumerated() {
+            let idx = lvl.indices.filter { lvl[$0] == level }
+            concatenated += idx
+            let (_, out) = try io.outputData(1 + k, shape: [idx.count, 5])
+            _ = out.update(fromContentsOf: idx.flatMap { Array(collected[5 * $0..<5 * $0 + 5]) })
+        }
+        var restore = [Int32](repeating: 0, count: concatenated.count)
+        for (position, original) in concatenated.enumerated() { restore[original] = Int32(position) }
+        let t = try io.output(io.outputCount - 1, shape: [restore.count], dtype: .int32)
+        let p = try io.check(io.outputCount - 1, isInput: false) { () throws(StorageError) in try t.mutableData(as: Int32.self) }
+        _ = p.update(fromContentsOf: restore)
+    }
+}
+
+/// Detectron's `box_results_with_nms_and_limit` as an op, for one image:
+/// `BoxWithNMSLimit(scores (R, K), boxes (R, 4K); score_thresh=0.05, nms=0.5, detections_per_im=100)
+/// -> (scores (D), boxes (D, 4), classes (D))`. For each class j ≥ 1: rows with score > thresh
+/// (strict), NMS at `nms` (kept in ascending row order); then if more than detections_per_im
+/// remain, each class keeps the rows scoring ≥ the detections_per_im-th largest score (ties may
+/// exceed the cap). Output is grouped by class in class order.
+final class BoxWithNMSLimitOp: Operator, @unchecked Sendable {
+    let io: OpIO
+    let scoreThresh: Float
+    let nmsThresh: Float
+    let limit: Int
+
+    init(_ io: OpIO) throws(OperatorError) {
+        self.io = io
+        scoreThresh = Float(try io.float("score_thresh", 0.05))
+        nmsThresh = Float(try io.float("nms", 0.5))
+        limit = try io.int("detections_per_im", 100)
+    }
+
+    func run(_ ctx: ExecutionContext) throws {
+        let (s, sd) = try io.inputData(0)
+        let (b, bd) = try io.inputData(1)
+        try io.require(s.rank == 2, input: 0, "must be (R, K), has shape \(s.shape)")
+        let (r, k) = (s.shape[0], s.shape[1])
+        try io.require(b.shape == [r, 4 * k], input: 1, "has shape \(b.shape), expected \([r, 4 * k])")
+        var perClass: [(cls: Int, scores: [Float], boxes: [Float])] = []
+        for j in 1..<max(k, 1) {
+            let rows = (0..<r).filter { sd[$0 * k + j] > scoreThresh }
+            let scores = rows.map { sd[$0 * k + j] }
+            let boxes = rows.flatMap { row in (0..<4).map { bd[row * 4 * k + 4 * j + $0] } }
+            let keep = Boxes.nms(boxes, scores: scores, threshold: nmsThresh)
+            perClass.append((j, keep.map { scores[$0] }, keep.flatMap { Array(boxes[4 * $0..<4 * $0 + 4]) }))
+        }
+        let all = perClass.flatMap(\.scores)
+        if limit > 0 && all.count > limit {
+            let thresh = all.sorted(by: >)[limit - 1]
+            perClass = perClass.map { c in
+                let keep = c.scores.indices.filter { c.scores[$0] >= thresh }
+                return (c.cls, keep.map { c.scores[$0] }, keep.flatMap { Array(c.boxes[4 * $0..<4 * $0 + 4]) })
+            }
+        }
+        let count = perClass.reduce(0) { $0 + $1.scores.count }
+        let (_, os) = try io.outputData(0, shape: [count])
+        _ = os.update(fromContentsOf: perClass.flatMap(\.scores))
+        let (_, ob) = try io.outputData(1, shape: [count, 4])
+        _ = ob.update(fromContentsOf: perClass.flatMap(\.boxes))
+        let (_, oc) = try io.outputData(2, shape: [count])
+        _ = oc.update(fromContentsOf: perClass.flatMap { c in c.scores.map { _ in Float(c.cls) } })
+    }
+}
+
+func registerDetectionOps(_ r: inout OperatorRegistry) {
+    r.register("GenerateProposals", OperatorSchema(inputs: 4...4, outputs: 2...2) { io throws(OperatorError) in try GenerateProposalsOp(io) })
+    r.register("CollectAndDistributeFpnRpnProposals", OperatorSchema(inputs: 2...Int.max, outputs: 3...Int.max) { io throws(OperatorError) in
+        try CollectAndDistributeOp(io)
+    })
+    r.register("BoxWithNMSLimit", OperatorSchema(inputs: 2...2, outputs: 3...3) { io throws(OperatorError) in try BoxWithNMSLimitOp(io) })
+}
