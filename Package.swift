@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "Imaging", targets: ["Imaging"]),
         .library(name: "BLAS", targets: ["BLAS"]),
         .library(name: "Operators", targets: ["Operators"]),
+        .library(name: "COCO", targets: ["COCO"]),
         .plugin(name: "DoctorPlugin", targets: ["DoctorPlugin"]),
         .plugin(name: "PortabilityTestPlugin", targets: ["PortabilityTestPlugin"]),
     ],
@@ -72,11 +73,14 @@ let package = Package(
         // MARK: Imaging — JPEG decode/encode (libjpeg-turbo through CJPEGShim).
         .target(name: "Imaging", dependencies: ["CJPEGShim", "Storage", "Portability"], swiftSettings: strict),
 
+        // MARK: COCO — datasets, roidb, box AP evaluation equal to pycocotools.
+        .target(name: "COCO", dependencies: ["Portability"], swiftSettings: strict),
+
         // MARK: CLI
         .executableTarget(
             name: "DetectronCLI",
             dependencies: [
-                "Portability", "Storage", "BLAS", "Imaging", "Operators",
+                "Portability", "Storage", "BLAS", "Imaging", "Operators", "COCO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -106,6 +110,7 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage"], swiftSettings: strict),
         .testTarget(name: "BLASTests", dependencies: ["BLAS"], swiftSettings: strict),
         .testTarget(name: "OperatorsTests", dependencies: ["Operators"], swiftSettings: strict),
+        .testTarget(name: "COCOTests", dependencies: ["COCO"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(
             name: "ImagingTests",
             dependencies: ["Imaging"],
