@@ -74,7 +74,7 @@ let package = Package(
         .target(name: "Imaging", dependencies: ["CJPEGShim", "Storage", "Portability"], swiftSettings: strict),
 
         // MARK: COCO — datasets, roidb, box AP evaluation equal to pycocotools.
-        .target(name: "COCO", dependencies: ["Portability"], swiftSettings: strict),
+        .target(name: "COCO", dependencies: ["Portability", "Imaging"], swiftSettings: strict),
 
         // MARK: CLI
         .executableTarget(

@@ -120,13 +120,21 @@ public struct COCOFile: Sendable, Equatable {
 
     /// Reads and parses a COCO file.
     public static func load(_ path: String) throws(COCOError) -> COCOFile {
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw .unreadable(file: path, reason: (error as NSError).localizedDescription)
+        try parse(try readFile(path), source: path)
+    }
+
+    /// The bytes of `path`; a missing or unreadable file is an error that says which.
+    static func readFile(_ path: String) throws(COCOError) -> Data {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw .unreadable(file: path, reason: "no such file (check the path, or DETECTRON_DATA for named datasets)")
         }
-        return try parse(data, source: path)
+        guard !isDirectory.boolValue else { throw .unreadable(file: path, reason: "it is a directory, not a JSON file") }
+        do {
+            return try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw .unreadable(file: path, reason: "permission denied or I/O error (\((error as NSError).code))")
+        }
     }
 
     /// The JSON text (images, annotations, categories).

@@ -29,13 +29,7 @@ public struct Detection: Sendable, Equatable, Codable {
 
     /// Reads a results file (a JSON array), checking every entry; errors name the file and entry.
     public static func load(_ path: String, groundTruth: COCOFile? = nil) throws(COCOError) -> [Detection] {
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw .unreadable(file: path, reason: (error as NSError).localizedDescription)
-        }
-        return try parse(data, source: path, groundTruth: groundTruth)
+        try parse(try COCOFile.readFile(path), source: path, groundTruth: groundTruth)
     }
 
     public static func parse(_ data: Data, source: String, groundTruth: COCOFile? = nil) throws(COCOError) -> [Detection] {

@@ -141,6 +141,11 @@ public struct DatasetCatalog: Sendable {
     public struct Entry: Sendable, Equatable {
         public var imageDirectory: String
         public var annotationFile: String
+
+        public init(imageDirectory: String, annotationFile: String) {
+            self.imageDirectory = imageDirectory
+            self.annotationFile = annotationFile
+        }
     }
 
     public static let environmentKey = "DETECTRON_DATA"

@@ -1,0 +1,55 @@
+import ArgumentParser
+import COCO
+import Foundation
+
+/// `detectron make-shapes`: writes the synthetic shapes dataset.
+struct MakeShapes: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "make-shapes",
+        abstract: "Write the synthetic shapes dataset (JPEG images and COCO train/val JSON).",
+        discussion: "Layout: OUT/train/*.jpg, OUT/val/*.jpg, OUT/annotations/instances_{train,val}.json — the shapes_train / shapes_val datasets when OUT is DATA_ROOT/shapes."
+    )
+
+    @Option(help: "Output directory.") var out = "data/shapes"
+    @Option(help: "Training images.") var train = 600
+    @Option(help: "Validation images.") var val = 100
+    @Option(help: "Random seed (same seed, same dataset).") var seed: UInt64 = 1
+
+    func run() throws {
+        let gen = ShapesDataset(seed: seed)
+        for (split, n) in [("train", train), ("val", val)] {
+            let file = try gen.write(split: split, count: n, to: out)
+            let crowd = file.annotations.filter(\.isCrowd).count
+            print("\(split): \(n) images, \(file.annotations.count) annotations (\(crowd) crowd) → \(out)/annotations/instances_\(split).json")
+        }
+    }
+}
+
+/// `detectron evaluate`: COCO box AP of a results file, as pycocotools computes it.
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "COCO box AP of a detections file against ground truth (equal to pycocotools).",
+        discussion: "Prints pycocotools' summary table, or with --json one object: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl (fractions, -1 where undefined) and per_category (category id → AP)."
+    )
+
+    @Option(help: "Ground-truth COCO annotation file.") var gt: String
+    @Option(help: "Detections in COCO results format.") var results: String
+    @Flag(help: "Print one JSON object instead of the table.") var json = false
+
+    func run() throws {
+        let truth = try COCOFile.load(gt)
+        let dets = try Detection.load(results, groundTruth: truth)
+        let r = COCOEvaluator(groundTruth: truth, detections: dets).evaluate()
+        print(json ? Self.json(r) : r.summary)
+    }
+
+    static func json(_ r: COCOEvaluator.Result) -> String {
+        var obj: [String: Any] = [:]
+        for (name, v) in zip(COCOEvaluator.Result.statNames, r.stats) { obj[name] = v }
+        var per: [String: Double] = [:]
+        for (k, v) in r.perCategory { per[String(k)] = v }
+        obj["per_category"] = per
+        let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
