@@ -63,17 +63,12 @@ public struct COCOEvaluator: Sendable {
         }
     }
 
-    private struct Key: Hashable {
-        let image: Int
-        let category: Int
-    }
-
-    /// One image × category × area range, as `evaluateImg` returns it.
+    /// One image × category × area range, as `evaluateImg` returns it; per-threshold rows are
+    /// flattened [t · D + d].
     private struct ImageEval {
-        var dtScores: [Double]
-        var dtMatched: [[Bool]]   // [t][d]
-        var dtIgnore: [[Bool]]    // [t][d]
-        var gtIgnore: [Bool]
+        var dtMatched: [Bool]
+        var dtIgnore: [Bool]
+        var unignoredGT: Int
     }
 
     /// Indices in descending score, ties in input order (numpy's stable mergesort on −score).
@@ -95,107 +90,104 @@ public struct COCOEvaluator: Sendable {
     public func evaluate() -> Result {
         let imageIDs = Array(Set(groundTruth.images.map(\.id))).sorted()
         let categoryIDs = Array(Set(groundTruth.categories.map(\.id))).sorted()
-        let imageSet = Set(imageIDs), categorySet = Set(categoryIDs)
-        var gts: [Key: [COCOFile.Annotation]] = [:]
-        for a in groundTruth.annotations where imageSet.contains(a.imageID) && categorySet.contains(a.categoryID) {
-            gts[Key(image: a.imageID, category: a.categoryID), default: []].append(a)
-        }
-        // Detections numbered 1… in file order, as loadRes does.
-        var dts: [Key: [(id: Int, det: Detection)]] = [:]
-        for (i, d) in detections.enumerated() where imageSet.contains(d.imageID) && categorySet.contains(d.categoryID) {
-            dts[Key(image: d.imageID, category: d.categoryID), default: []].append((i + 1, d))
-        }
+        let imageIndex = Dictionary(uniqueKeysWithValues: imageIDs.enumerated().map { ($1, $0) })
+        let categoryIndex = Dictionary(uniqueKeysWithValues: categoryIDs.enumerated().map { ($1, $0) })
         let T = Self.iouThresholds.count, R = Self.recallThresholds.count, K = categoryIDs.count
         let A = Self.areaRanges.count, M = Self.maxDets.count
         let maxDet = Self.maxDets.last!
+        // Per category, per image: ground truth and detections (detections keep file order).
+        var gts = [[Int: [COCOFile.Annotation]]](repeating: [:], count: K)
+        for a in groundTruth.annotations {
+            guard let k = categoryIndex[a.categoryID], let i = imageIndex[a.imageID] else { continue }
+            gts[k][i, default: []].append(a)
+        }
+        var dts = [[Int: [Detection]]](repeating: [:], count: K)
+        for d in detections {
+            guard let k = categoryIndex[d.categoryID], let i = imageIndex[d.imageID] else { continue }
+            dts[k][i, default: []].append(d)
+        }
 
-        // evaluateImg for every (category, area, image); nil where nothing to evaluate.
-        var evals = [ImageEval?](repeating: nil, count: K * A * imageIDs.count)
-        for (k, cat) in categoryIDs.enumerated() {
-            for img in 0..<imageIDs.count {
-                let key = Key(image: imageIDs[img], category: cat)
-                let gt = gts[key] ?? []
-                let dtAll = dts[key] ?? []
-                if gt.isEmpty && dtAll.isEmpty { continue }
-                let dtOrder = Self.stableDescending(dtAll.map(\.det.score))
-                let dt = dtOrder.prefix(maxDet).map { dtAll[$0] }
-                // IoU matrix [d][g] in the original gt order.
-                let ious = dt.map { d in gt.map { g in Self.iou(d.det.bbox, g.bbox, crowd: g.isCrowd) } }
+        var precision = [Double](repeating: -1, count: T * R * K * A * M)
+        var recall = [Double](repeating: -1, count: T * K * A * M)
+        for k in 0..<K {
+            // The images with anything to evaluate, in image-id order (evaluateImg's non-None ones).
+            let images = Set(gts[k].keys).union(dts[k].keys).sorted()
+            if images.isEmpty { continue }
+            // Detections of each image, best first (stable), at most maxDet; and their IoUs.
+            var scores: [Double] = [], rank: [Int] = [], imageOf: [Int] = []
+            var evals = [[ImageEval]](repeating: [], count: A)
+            for (slot, img) in images.enumerated() {
+                let gt = gts[k][img] ?? []
+                let dtAll = dts[k][img] ?? []
+                let dt = Self.stableDescending(dtAll.map(\.score)).prefix(maxDet).map { dtAll[$0] }
+                let D = dt.count, G = gt.count
+                for (r, d) in dt.enumerated() {
+                    scores.append(d.score)
+                    rank.append(r)
+                    imageOf.append(slot)
+                }
+                var ious = [Double](repeating: 0, count: D * G)
+                for di in 0..<D { for gi in 0..<G { ious[di * G + gi] = Self.iou(dt[di].bbox, gt[gi].bbox, crowd: gt[gi].isCrowd) } }
                 for (a, range) in Self.areaRanges.enumerated() {
                     let ignore = gt.map { g in g.isCrowd || g.evaluationArea < range.1 || g.evaluationArea > range.2 }
-                    // gt sorted with ignored last (stable).
                     let gtOrder = gt.indices.sorted { (ignore[$0] ? 1 : 0, $0) < (ignore[$1] ? 1 : 0, $1) }
                     let gtIgnore = gtOrder.map { ignore[$0] }
                     let gtCrowd = gtOrder.map { gt[$0].isCrowd }
-                    var gtMatched = [[Bool]](repeating: [Bool](repeating: false, count: gt.count), count: T)
-                    var dtMatched = [[Bool]](repeating: [Bool](repeating: false, count: dt.count), count: T)
-                    var dtIgnore = [[Bool]](repeating: [Bool](repeating: false, count: dt.count), count: T)
-                    if !dt.isEmpty && !gt.isEmpty {
+                    var gtMatched = [Bool](repeating: false, count: T * G)
+                    var dtMatched = [Bool](repeating: false, count: T * D)
+                    var dtIgnore = [Bool](repeating: false, count: T * D)
+                    if D > 0 && G > 0 {
                         for (t, thr) in Self.iouThresholds.enumerated() {
-                            for di in 0..<dt.count {
+                            for di in 0..<D {
                                 var best = min(thr, 1 - 1e-10)
                                 var m = -1
-                                for gi in 0..<gt.count {
-                                    if gtMatched[t][gi] && !gtCrowd[gi] { continue }
+                                for gi in 0..<G {
+                                    if gtMatched[t * G + gi] && !gtCrowd[gi] { continue }
                                     if m > -1 && !gtIgnore[m] && gtIgnore[gi] { break }
-                                    let v = ious[di][gtOrder[gi]]
+                                    let v = ious[di * G + gtOrder[gi]]
                                     if v < best { continue }
                                     best = v
                                     m = gi
                                 }
                                 if m == -1 { continue }
-                                dtIgnore[t][di] = gtIgnore[m]
-                                // pycocotools stores gt/dt ids; an id of 0 reads as "unmatched".
-                                dtMatched[t][di] = gt[gtOrder[m]].id != 0
-                                gtMatched[t][m] = true
+                                dtIgnore[t * D + di] = gtIgnore[m]
+                                // pycocotools stores gt ids; an id of 0 reads as "unmatched".
+                                dtMatched[t * D + di] = gt[gtOrder[m]].id != 0
+                                gtMatched[t * G + m] = true
                             }
                         }
                     }
-                    for di in 0..<dt.count {
-                        let area = dt[di].det.bbox[2] * dt[di].det.bbox[3]
+                    for di in 0..<D {
+                        let area = dt[di].bbox[2] * dt[di].bbox[3]
                         if area < range.1 || area > range.2 {
-                            for t in 0..<T where !dtMatched[t][di] { dtIgnore[t][di] = true }
+                            for t in 0..<T where !dtMatched[t * D + di] { dtIgnore[t * D + di] = true }
                         }
                     }
-                    evals[(k * A + a) * imageIDs.count + img] = ImageEval(dtScores: dt.map(\.det.score), dtMatched: dtMatched,
-                                                                          dtIgnore: dtIgnore, gtIgnore: gtIgnore)
+                    evals[a].append(ImageEval(dtMatched: dtMatched, dtIgnore: dtIgnore, unignoredGT: gtIgnore.filter { !$0 }.count))
                 }
             }
-        }
-
-        // accumulate
-        var precision = [Double](repeating: -1, count: T * R * K * A * M)
-        var recall = [Double](repeating: -1, count: T * K * A * M)
-        for k in 0..<K {
+            // accumulate: one stable sort of all kept detections serves every area range and,
+            // filtered by rank within the image, every maxDets.
+            let order = Self.stableDescending(scores)
+            var offsets = [Int](repeating: 0, count: images.count + 1)
+            for slot in imageOf { offsets[slot + 1] += 1 }
+            for s in 0..<images.count { offsets[s + 1] += offsets[s] }
             for a in 0..<A {
-                let list = (0..<imageIDs.count).compactMap { evals[(k * A + a) * imageIDs.count + $0] }
-                if list.isEmpty { continue }
-                let npig = list.reduce(0) { $0 + $1.gtIgnore.filter { !$0 }.count }
+                let npig = evals[a].reduce(0) { $0 + $1.unignoredGT }
+                if npig == 0 { continue }
                 for (m, md) in Self.maxDets.enumerated() {
-                    var scores: [Double] = []
-                    var matched = [[Bool]](repeating: [], count: T), ignored = [[Bool]](repeating: [], count: T)
-                    for e in list {
-                        let n = min(md, e.dtScores.count)
-                        scores += e.dtScores[..<n]
-                        for t in 0..<T {
-                            matched[t] += e.dtMatched[t][..<n]
-                            ignored[t] += e.dtIgnore[t][..<n]
-                        }
-                    }
-                    if npig == 0 { continue }
-                    let order = Self.stableDescending(scores)
+                    let kept = order.filter { rank[$0] < md }
                     for t in 0..<T {
                         var tp = 0.0, fp = 0.0
                         var rc = [Double](), pr = [Double]()
-                        rc.reserveCapacity(order.count)
-                        pr.reserveCapacity(order.count)
-                        for i in order {
-                            if ignored[t][i] {
-                                // counts as neither
-                            } else if matched[t][i] {
-                                tp += 1
-                            } else {
-                                fp += 1
+                        rc.reserveCapacity(kept.count)
+                        pr.reserveCapacity(kept.count)
+                        for j in kept {
+                            let e = evals[a][imageOf[j]]
+                            let D = offsets[imageOf[j] + 1] - offsets[imageOf[j]]
+                            let cell = t * D + rank[j]
+                            if !e.dtIgnore[cell] {
+                                if e.dtMatched[cell] { tp += 1 } else { fp += 1 }
                             }
                             rc.append(tp / Double(npig))
                             pr.append(tp / (fp + tp + Double.ulpOfOne))
@@ -209,8 +201,7 @@ public struct COCOEvaluator: Sendable {
                         var pi = 0
                         for (ri, thr) in Self.recallThresholds.enumerated() {
                             while pi < nd && rc[pi] < thr { pi += 1 }
-                            let index = (((t * R + ri) * K + k) * A + a) * M + m
-                            precision[index] = pi < nd ? pr[pi] : 0
+                            precision[(((t * R + ri) * K + k) * A + a) * M + m] = pi < nd ? pr[pi] : 0
                         }
                     }
                 }

@@ -105,6 +105,11 @@ public struct COCOFile: Sendable, Equatable {
 
     /// Parses and checks COCO JSON; `source` names the file in errors.
     public static func parse(_ data: Data, source: String) throws(COCOError) -> COCOFile {
+        if let fast = scan(data) {
+            try fast.validate(source: source)
+            return fast
+        }
+        // Malformed somewhere: JSONDecoder finds and names the place.
         let wire: Wire
         do {
             wire = try JSONDecoder().decode(Wire.self, from: data)

@@ -34,12 +34,17 @@ public struct Detection: Sendable, Equatable, Codable {
 
     public static func parse(_ data: Data, source: String, groundTruth: COCOFile? = nil) throws(COCOError) -> [Detection] {
         let list: [Detection]
-        do {
-            list = try JSONDecoder().decode([Detection].self, from: data)
-        } catch let error as DecodingError {
-            throw .malformed(file: source, reason: COCOFile.describe(error))
-        } catch {
-            throw .malformed(file: source, reason: "\(error)")
+        if let fast = scan(data) {
+            list = fast
+        } else {
+            // Malformed somewhere: JSONDecoder finds and names the place.
+            do {
+                list = try JSONDecoder().decode([Detection].self, from: data)
+            } catch let error as DecodingError {
+                throw .malformed(file: source, reason: COCOFile.describe(error))
+            } catch {
+                throw .malformed(file: source, reason: "\(error)")
+            }
         }
         let images = groundTruth.map { Set($0.images.map(\.id)) }
         for (i, d) in list.enumerated() {

@@ -35,12 +35,21 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Ground-truth COCO annotation file.") var gt: String
     @Option(help: "Detections in COCO results format.") var results: String
     @Flag(help: "Print one JSON object instead of the table.") var json = false
+    @Flag(help: "Print the time spent loading and evaluating to standard error.") var timing = false
 
     func run() throws {
+        let t0 = Date()
         let truth = try COCOFile.load(gt)
+        let t1 = Date()
         let dets = try Detection.load(results, groundTruth: truth)
+        let t2 = Date()
         let r = COCOEvaluator(groundTruth: truth, detections: dets).evaluate()
+        let t3 = Date()
         print(json ? Self.json(r) : r.summary)
+        if timing {
+            FileHandle.standardError.write(Data(String(format: "timing: load gt %.3f s, load results %.3f s, evaluate %.3f s\n",
+                                                       t1.timeIntervalSince(t0), t2.timeIntervalSince(t1), t3.timeIntervalSince(t2)).utf8))
+        }
     }
 
     static func json(_ r: COCOEvaluator.Result) -> String {
