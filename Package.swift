@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "BLAS", targets: ["BLAS"]),
         .library(name: "Operators", targets: ["Operators"]),
         .library(name: "COCO", targets: ["COCO"]),
+        .library(name: "DataLoading", targets: ["DataLoading"]),
         .plugin(name: "DoctorPlugin", targets: ["DoctorPlugin"]),
         .plugin(name: "PortabilityTestPlugin", targets: ["PortabilityTestPlugin"]),
     ],
@@ -73,6 +74,9 @@ let package = Package(
         // MARK: Imaging — JPEG decode/encode (libjpeg-turbo through CJPEGShim).
         .target(name: "Imaging", dependencies: ["CJPEGShim", "Storage", "Portability"], swiftSettings: strict),
 
+        // MARK: DataLoading — guarded multi-worker loading (threads or processes).
+        .target(name: "DataLoading", dependencies: ["Portability", "Imaging", "Storage"], swiftSettings: strict),
+
         // MARK: COCO — datasets, roidb, box AP evaluation equal to pycocotools.
         .target(name: "COCO", dependencies: ["Portability", "Imaging"], swiftSettings: strict),
 
@@ -80,11 +84,14 @@ let package = Package(
         .executableTarget(
             name: "DetectronCLI",
             dependencies: [
-                "Portability", "Storage", "BLAS", "Imaging", "Operators", "COCO",
+                "Portability", "Storage", "BLAS", "Imaging", "Operators", "COCO", "DataLoading",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
+
+        // The parent process of the data-loader process-worker tests (guarded, registers test datasets).
+        .executableTarget(name: "DataLoaderProbe", dependencies: ["DataLoading"], swiftSettings: strict),
 
         // A child process for the portability tests (worker roles, parent death, kills, users).
         .executableTarget(name: "PortabilityProbe", dependencies: ["Portability"], swiftSettings: strict),
@@ -110,6 +117,7 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage"], swiftSettings: strict),
         .testTarget(name: "BLASTests", dependencies: ["BLAS"], swiftSettings: strict),
         .testTarget(name: "OperatorsTests", dependencies: ["Operators"], swiftSettings: strict),
+        .testTarget(name: "DataLoadingTests", dependencies: ["DataLoading", "DataLoaderProbe"], swiftSettings: strict),
         .testTarget(name: "COCOTests", dependencies: ["COCO"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(
             name: "ImagingTests",

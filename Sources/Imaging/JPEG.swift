@@ -120,7 +120,8 @@ public enum JPEG {
         }
     }
 
-    static func readFile(_ path: String) throws(JPEGError) -> [UInt8] {
+    /// The bytes of a file; the error names the path.
+    public static func readFile(_ path: String) throws(JPEGError) -> [UInt8] {
         do {
             return [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         } catch {

@@ -104,15 +104,20 @@ public enum InputBlob {
     /// `prep_im_for_blob`: BGR float, means subtracted *before* resizing, resized by the
     /// Detectron scale. Returns the image and its scale.
     public static func prepare(_ image: Image, pixelMeans: [Float] = detectronPixelMeans, target: Int, maxSize: Int) -> (FloatImage, Double) {
+        let s = scale(width: image.width, height: image.height, target: target, maxSize: maxSize)
+        return (prepare(image, pixelMeans: pixelMeans, scale: s), s)
+    }
+
+    /// BGR float, means subtracted, resized by `scale` (cv2.resize with fx = fy = scale).
+    public static func prepare(_ image: Image, pixelMeans: [Float] = detectronPixelMeans, scale s: Double) -> FloatImage {
         let bgr = image.converted(to: .bgr)
         precondition(bgr.channels == 3, "Detectron's blobs are 3-channel")
         var f = [Float](repeating: 0, count: bgr.pixels.count)
         for i in 0..<(bgr.width * bgr.height) {
             for c in 0..<3 { f[3 * i + c] = Float(bgr.pixels[3 * i + c]) - pixelMeans[c] }
         }
-        let s = scale(width: image.width, height: image.height, target: target, maxSize: maxSize)
         let (px, w, h) = Resize.linear(f, width: image.width, height: image.height, channels: 3, fx: s, fy: s)
-        return (FloatImage(width: w, height: h, channels: 3, pixels: px), s)
+        return FloatImage(width: w, height: h, channels: 3, pixels: px)
     }
 
     /// `im_list_to_blob`: images top-left in a zero (N, 3, Hp, Wp) tensor, Hp and Wp the largest
