@@ -4,6 +4,6 @@ struct Detectron: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "detectron",
         abstract: "SwiftDetectron: a portable, Swift-native Detectron.",
-        subcommands: [Doctor.self, MakeShapes.self, Evaluate.self, BenchmarkConv.self]
+        subcommands: [Doctor.self, MakeShapes.self, Evaluate.self, BenchmarkConv.self, BenchmarkLoader.self]
     )
 }

@@ -52,29 +52,53 @@ public enum Resize {
 
     /// Bilinear resize of HWC float pixels by (fx, fy).
     public static func linear(_ src: [Float], width: Int, height: Int, channels: Int, fx: Double, fy: Double) -> (pixels: [Float], width: Int, height: Int) {
+        src.withUnsafeBufferPointer { s in
+            resample(width: width, height: height, channels: channels, fx: fx, fy: fy, offsets: [Float](repeating: 0, count: channels)) { y, x in s[y * width * channels + x] }
+        }
+    }
+
+    /// The two-pass bilinear kernel: each needed source row is interpolated horizontally once
+    /// (rows are visited in increasing order, so two row buffers suffice), then pairs of rows
+    /// vertically. `sample(y, i)` reads element i of source row y; `offsets[c]` is subtracted
+    /// from channel c of the result (a mean: bilinear weights sum to 1, so subtracting before or
+    /// after resizing is the same).
+    @inline(__always)
+    static func resample(width: Int, height: Int, channels: Int, fx: Double, fy: Double, offsets: [Float],
+                         sample: (Int, Int) -> Float) -> (pixels: [Float], width: Int, height: Int) {
         let (ow, oh) = outputSize(width: width, height: height, fx: fx, fy: fy)
         let xt = taps(source: width, destination: ow, inverseScale: fx)
         let yt = taps(source: height, destination: oh, inverseScale: fy)
-        var out = [Float](repeating: 0, count: ow * oh * channels)
-        // Horizontal pass per needed source row, then vertical, as OpenCV does.
-        var rowCache: [Int: [Float]] = [:]
-        func hrow(_ y: Int) -> [Float] {
-            if let r = rowCache[y] { return r }
-            var r = [Float](repeating: 0, count: ow * channels)
-            let base = y * width * channels
-            for (x, (i0, i1, w0, w1)) in xt.enumerated() {
-                for c in 0..<channels {
-                    r[x * channels + c] = src[base + i0 * channels + c] * w0 + src[base + i1 * channels + c] * w1
+        let rowLength = ow * channels
+        var out = [Float](repeating: 0, count: oh * rowLength)
+        var rows = [[Float]](repeating: [Float](repeating: 0, count: rowLength), count: 2)
+        var rowOf = [-1, -1]
+        func horizontal(_ y: Int, into slot: Int) {
+            rows[slot].withUnsafeMutableBufferPointer { r in
+                for (x, (i0, i1, w0, w1)) in xt.enumerated() {
+                    let a = i0 * channels, b = i1 * channels, o = x * channels
+                    for c in 0..<channels { r[o + c] = sample(y, a + c) * w0 + sample(y, b + c) * w1 }
                 }
             }
-            if rowCache.count > 4 { rowCache.removeAll(keepingCapacity: true) }
-            rowCache[y] = r
-            return r
+            rowOf[slot] = y
         }
-        for (y, (j0, j1, v0, v1)) in yt.enumerated() {
-            let r0 = hrow(j0), r1 = hrow(j1)
-            let base = y * ow * channels
-            for i in 0..<(ow * channels) { out[base + i] = r0[i] * v0 + r1[i] * v1 }
+        out.withUnsafeMutableBufferPointer { o in
+            for (y, (j0, j1, v0, v1)) in yt.enumerated() {
+                // Reuse the buffers that already hold rows j0 / j1.
+                var s0 = rowOf[0] == j0 ? 0 : (rowOf[1] == j0 ? 1 : -1)
+                if s0 < 0 { s0 = rowOf[0] == j1 ? 1 : 0; horizontal(j0, into: s0) }
+                var s1 = rowOf[0] == j1 ? 0 : (rowOf[1] == j1 ? 1 : -1)
+                if s1 < 0 { s1 = 1 - s0; horizontal(j1, into: s1) }
+                rows[s0].withUnsafeBufferPointer { r0 in
+                    rows[s1].withUnsafeBufferPointer { r1 in
+                        let base = y * rowLength
+                        var i = 0
+                        while i < rowLength {
+                            for c in 0..<channels { o[base + i + c] = r0[i + c] * v0 + r1[i + c] * v1 - offsets[c] }
+                            i += channels
+                        }
+                    }
+                }
+            }
         }
         return (out, ow, oh)
     }
@@ -108,16 +132,54 @@ public enum InputBlob {
         return (prepare(image, pixelMeans: pixelMeans, scale: s), s)
     }
 
-    /// BGR float, means subtracted, resized by `scale` (cv2.resize with fx = fy = scale).
+    /// BGR float, means subtracted, resized by `scale` (cv2.resize with fx = fy = scale). The
+    /// subtraction is folded into the resize (the same values up to float rounding: bilinear
+    /// weights sum to 1).
     public static func prepare(_ image: Image, pixelMeans: [Float] = detectronPixelMeans, scale s: Double) -> FloatImage {
         let bgr = image.converted(to: .bgr)
         precondition(bgr.channels == 3, "Detectron's blobs are 3-channel")
-        var f = [Float](repeating: 0, count: bgr.pixels.count)
-        for i in 0..<(bgr.width * bgr.height) {
-            for c in 0..<3 { f[3 * i + c] = Float(bgr.pixels[3 * i + c]) - pixelMeans[c] }
+        let (width, height) = (bgr.width, bgr.height)
+        let (ow, oh) = Resize.outputSize(width: width, height: height, fx: s, fy: s)
+        let xt = Resize.taps(source: width, destination: ow, inverseScale: s)
+        let yt = Resize.taps(source: height, destination: oh, inverseScale: s)
+        let x0 = xt.map { $0.0 * 3 }, x1 = xt.map { $0.1 * 3 }, w0 = xt.map(\.2), w1 = xt.map(\.3)
+        let (m0, m1, m2) = (pixelMeans[0], pixelMeans[1], pixelMeans[2])
+        let rowLength = ow * 3
+        var out = [Float](repeating: 0, count: oh * rowLength)
+        var buffers = [Float](repeating: 0, count: 2 * rowLength)
+        var rowOf = [-1, -1]
+        bgr.pixels.withUnsafeBufferPointer { src in
+            buffers.withUnsafeMutableBufferPointer { buf in
+                out.withUnsafeMutableBufferPointer { dst in
+                    func horizontal(_ y: Int, _ slot: Int) {
+                        let row = src.baseAddress! + y * width * 3, r = buf.baseAddress! + slot * rowLength
+                        for x in 0..<ow {
+                            let a = row + x0[x], b = row + x1[x], p = w0[x], q = w1[x], o = r + 3 * x
+                            o[0] = Float(a[0]) * p + Float(b[0]) * q
+                            o[1] = Float(a[1]) * p + Float(b[1]) * q
+                            o[2] = Float(a[2]) * p + Float(b[2]) * q
+                        }
+                        rowOf[slot] = y
+                    }
+                    for (y, (j0, j1, v0, v1)) in yt.enumerated() {
+                        var s0 = rowOf[0] == j0 ? 0 : (rowOf[1] == j0 ? 1 : -1)
+                        if s0 < 0 { s0 = rowOf[0] == j1 ? 1 : 0; horizontal(j0, s0) }
+                        var s1 = rowOf[0] == j1 ? 0 : (rowOf[1] == j1 ? 1 : -1)
+                        if s1 < 0 { s1 = 1 - s0; horizontal(j1, s1) }
+                        let r0 = buf.baseAddress! + s0 * rowLength, r1 = buf.baseAddress! + s1 * rowLength
+                        let o = dst.baseAddress! + y * rowLength
+                        var i = 0
+                        while i < rowLength {
+                            o[i] = r0[i] * v0 + r1[i] * v1 - m0
+                            o[i + 1] = r0[i + 1] * v0 + r1[i + 1] * v1 - m1
+                            o[i + 2] = r0[i + 2] * v0 + r1[i + 2] * v1 - m2
+                            i += 3
+                        }
+                    }
+                }
+            }
         }
-        let (px, w, h) = Resize.linear(f, width: image.width, height: image.height, channels: 3, fx: s, fy: s)
-        return FloatImage(width: w, height: h, channels: 3, pixels: px)
+        return FloatImage(width: ow, height: oh, channels: 3, pixels: out)
     }
 
     /// `im_list_to_blob`: images top-left in a zero (N, 3, Hp, Wp) tensor, Hp and Wp the largest
@@ -129,9 +191,13 @@ public enum InputBlob {
         let out = try t.mutableData(as: Float.self)
         out.update(repeating: 0)
         for (n, im) in images.enumerated() {
-            for y in 0..<im.height {
-                for x in 0..<im.width {
-                    for c in 0..<3 { out[((n * 3 + c) * hp + y) * wp + x] = im.pixels[(y * im.width + x) * 3 + c] }
+            im.pixels.withUnsafeBufferPointer { px in
+                for c in 0..<3 {
+                    for y in 0..<im.height {
+                        let dst = out.baseAddress! + ((n * 3 + c) * hp + y) * wp
+                        let src = px.baseAddress! + y * im.width * 3 + c
+                        for x in 0..<im.width { dst[x] = src[x * 3] }
+                    }
                 }
             }
         }

@@ -59,6 +59,20 @@ struct TransformTests {
         #expect(d[3 * 32 * 32 + 4 * 32 + 2] == 1) // image 1, channel 0, row 4, col 2
     }
 
+    @Test("prepare's fused mean subtraction equals subtracting first, then resizing (the OpenCV-checked path)")
+    func fusedPrepare() {
+        var img = Image(width: 37, height: 23, channels: 3, order: .bgr, fill: 0)
+        for i in 0..<img.pixels.count { img.pixels[i] = UInt8((i * 37) % 251) }
+        for s in [0.5, 1.0417, 1.7] {
+            let fused = InputBlob.prepare(img, scale: s)
+            var f = [Float](repeating: 0, count: img.pixels.count)
+            for i in 0..<(37 * 23) { for c in 0..<3 { f[3 * i + c] = Float(img.pixels[3 * i + c]) - InputBlob.detectronPixelMeans[c] } }
+            let (px, w, h) = Resize.linear(f, width: 37, height: 23, channels: 3, fx: s, fy: s)
+            #expect(fused.width == w && fused.height == h)
+            #expect(zip(fused.pixels, px).map { abs($0 - $1) }.max()! < 1e-3)
+        }
+    }
+
     @Test("flipping twice is the identity")
     func flip() {
         var img = Image(width: 5, height: 3, channels: 3, fill: 0)
