@@ -23,12 +23,14 @@ let package = Package(
         .library(name: "Operators", targets: ["Operators"]),
         .library(name: "COCO", targets: ["COCO"]),
         .library(name: "DataLoading", targets: ["DataLoading"]),
+        .library(name: "Engine", targets: ["Engine"]),
         .plugin(name: "DoctorPlugin", targets: ["DoctorPlugin"]),
         .plugin(name: "PortabilityTestPlugin", targets: ["PortabilityTestPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // MARK: C shims — all C lives here, one target per concern.
@@ -80,11 +82,19 @@ let package = Package(
         // MARK: COCO — datasets, roidb, box AP evaluation equal to pycocotools.
         .target(name: "COCO", dependencies: ["Portability", "Imaging"], swiftSettings: strict),
 
+        // MARK: Modeling and Engine — Faster R-CNN nets, config, train / test / infer.
+        .target(
+            name: "Engine",
+            dependencies: ["Portability", "Storage", "BLAS", "Operators", "Imaging", "DataLoading", "COCO",
+                           .product(name: "Yams", package: "Yams")],
+            swiftSettings: strict
+        ),
+
         // MARK: CLI
         .executableTarget(
             name: "DetectronCLI",
             dependencies: [
-                "Portability", "Storage", "BLAS", "Imaging", "Operators", "COCO", "DataLoading",
+                "Portability", "Storage", "BLAS", "Imaging", "Operators", "COCO", "DataLoading", "Engine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -118,6 +128,7 @@ let package = Package(
         .testTarget(name: "BLASTests", dependencies: ["BLAS"], swiftSettings: strict),
         .testTarget(name: "OperatorsTests", dependencies: ["Operators"], swiftSettings: strict),
         .testTarget(name: "DataLoadingTests", dependencies: ["DataLoading", "DataLoaderProbe"], swiftSettings: strict),
+        .testTarget(name: "EngineTests", dependencies: ["Engine"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "COCOTests", dependencies: ["COCO"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(
             name: "ImagingTests",

@@ -212,7 +212,7 @@ final class SpatialNarrowAsOp: Operator, @unchecked Sendable {
     }
 
     func run(_ ctx: ExecutionContext) throws {
-        let (a, ad) = try io.inputData(0)
+        let a = try io.input(0)
         let b = try io.input(1)
         try io.require(a.rank == 4, input: 0, "must be NCHW, has shape \(a.shape)")
         try io.require(b.rank >= 2, input: 1, "must have at least 2 dimensions, has shape \(b.shape)")
@@ -220,13 +220,18 @@ final class SpatialNarrowAsOp: Operator, @unchecked Sendable {
         let (n, c, ha, wa) = (a.shape[0], a.shape[1], a.shape[2], a.shape[3])
         try io.require(h <= ha && w <= wa, input: 1, "is \(h)×\(w), larger than \(io.def.inputs[0])'s \(ha)×\(wa)")
         if !gradient {
-            let (_, y) = try io.outputData(0, shape: [n, c, h, w])
+            // Any dtype: the labels narrowed for the RPN loss are int32.
+            let size = a.dtype.byteSize
+            let y = try io.output(0, shape: [n, c, h, w], dtype: a.dtype)
+            let dst = try io.check(0, isInput: false) { () throws(StorageError) in try y.rawMutableData() }
+            guard let src = try io.check(0, isInput: true, { () throws(StorageError) in try a.rawData() }) else { return }
             for p in 0..<(n * c) {
                 for row in 0..<h {
-                    (y.baseAddress! + (p * h + row) * w).update(from: ad.baseAddress! + (p * ha + row) * wa, count: w)
+                    (dst + ((p * h + row) * w) * size).copyMemory(from: src + ((p * ha + row) * wa) * size, byteCount: w * size)
                 }
             }
         } else {
+            let ad = try io.inputData(0).1
             let (dy, dyd) = try io.inputData(2)
             try io.require(dy.shape == [n, c, h, w], input: 2, "has shape \(dy.shape), expected \([n, c, h, w])")
             let (_, dx) = try io.outputData(0, shape: a.shape)

@@ -1,0 +1,114 @@
+import ArgumentParser
+import COCO
+import Engine
+import Foundation
+import Imaging
+import Portability
+
+/// `--cfg FILE` plus Detectron's trailing `KEY VALUE` overrides.
+struct ConfigOptions: ParsableArguments {
+    @Option(help: "A Detectron YAML config file.") var cfg: String
+    @Argument(parsing: .captureForPassthrough, help: "KEY VALUE overrides, e.g. OUTPUT_DIR out SOLVER.MAX_ITER 100.") var overrides: [String] = []
+
+    func load(print show: Bool = true) throws -> Config {
+        var c = Config()
+        try c.merge(file: cfg)
+        try c.merge(overrides: overrides)
+        for w in c.warnings { log("warning: \(w)") }
+        if show { log("Merged config:\n\(c)") }
+        return c
+    }
+}
+
+@Sendable func log(_ s: String) {
+    let stamp = ISO8601DateFormatter().string(from: Date())
+    FileHandle.standardOutput.write(Data("[\(stamp)] \(s)\n".utf8))
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train a detector (Detectron's train_net.py): snapshots and auto-resume in OUTPUT_DIR/train.")
+    @OptionGroup var options: ConfigOptions
+    @Flag(name: .customLong("skip-test"), help: "Do not test the final model.") var skipTest = false
+
+    func run() throws {
+        let cfg = try options.load()
+        let final = try Trainer(config: cfg, log: log).run()
+        if !skipTest { try Tester(config: cfg, log: log).run(weights: final) }
+    }
+}
+
+struct Test: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Test a model on TEST.DATASETS: detections, results JSON, COCO box AP (written to OUTPUT_DIR/test).")
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "Weights (else TEST.WEIGHTS).") var weights: String?
+    @Option(help: "Only images [start, end) of the dataset, e.g. 0:100.") var range: String?
+
+    func run() throws {
+        let cfg = try options.load()
+        let w = weights ?? cfg.string("TEST.WEIGHTS")
+        guard !w.isEmpty else { throw ValidationError("no weights: pass --weights FILE or TEST.WEIGHTS FILE") }
+        var r: Range<Int>?
+        if let range {
+            let parts = range.split(separator: ":").compactMap { Int($0) }
+            guard parts.count == 2, parts[0] <= parts[1] else { throw ValidationError("--range takes START:END, got \(range)") }
+            r = parts[0]..<parts[1]
+        }
+        try Tester(config: cfg, log: log).run(weights: w, range: r)
+    }
+}
+
+struct Infer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Detect objects in images (Detectron's infer_simple): per-image JSON and drawn detections.",
+        discussion: "IMAGE.json holds {image, width, height, detections: [{bbox: [x1, y1, x2, y2], score, category_id, category}]} sorted by score."
+    )
+    @Option(help: "A Detectron YAML config file.") var cfg: String
+    @Option(help: "Model weights.") var weights: String
+    @Option(name: .customLong("output-dir"), help: "Where the JSON and drawn images go.") var outputDir: String
+    @Option(help: "Only draw detections scoring at least this.") var thresh = 0.7
+    @Flag(name: .customLong("json-only"), help: "Skip the drawing.") var jsonOnly = false
+    @Argument(help: "Images, or directories of .jpg files.") var inputs: [String]
+
+    func run() throws {
+        var c = Config()
+        try c.merge(file: cfg)
+        let detector = try Detector(config: c, weights: weights, log: log)
+        try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
+        var files: [String] = []
+        for input in inputs {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: input, isDirectory: &isDir) else { throw ValidationError("\(input) does not exist") }
+            if isDir.boolValue {
+                files += try FileManager.default.contentsOfDirectory(atPath: input).filter { $0.lowercased().hasSuffix(".jpg") || $0.lowercased().hasSuffix(".jpeg") }
+                    .sorted().map { (input as NSString).appendingPathComponent($0) }
+            } else {
+                files.append(input)
+            }
+        }
+        for file in files {
+            let t0 = Date()
+            let image = try JPEG.decode(contentsOf: file, order: .bgr)
+            let dets = try detector.detect(image).sorted { $0.score > $1.score }
+            let elapsed = Date().timeIntervalSince(t0)
+            let base = ((file as NSString).lastPathComponent as NSString).deletingPathExtension
+            let items: [[String: Any]] = dets.map { d in
+                let cat = detector.categories[d.classIndex]
+                return ["bbox": d.bbox.map { ($0 * 100).rounded() / 100 }, "score": (d.score * 10000).rounded() / 10000,
+                        "category_id": cat?.id ?? d.classIndex, "category": cat?.name ?? "class \(d.classIndex)"]
+            }
+            let json: [String: Any] = ["image": file, "width": image.width, "height": image.height, "detections": items]
+            let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted])
+            try Files.writeAtomically([UInt8](data), to: (outputDir as NSString).appendingPathComponent(base + ".json"))
+            if !jsonOnly {
+                var canvas = image
+                for d in dets.reversed() where d.score >= thresh {
+                    let name = detector.categories[d.classIndex]?.name ?? "class \(d.classIndex)"
+                    canvas.drawDetection(x1: d.bbox[0], y1: d.bbox[1], x2: d.bbox[2], y2: d.bbox[3],
+                                         label: String(format: "%@ %.2f", name, d.score), color: Color.forClass(d.classIndex))
+                }
+                try canvas.write(to: (outputDir as NSString).appendingPathComponent(base + ".jpg"))
+            }
+            log(String(format: "%@: %d detections (%d ≥ %.2f) in %.3f s", file, dets.count, dets.filter { $0.score >= thresh }.count, thresh, elapsed))
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import Operators
+
+/// A parameter of a model: its blob, shape, how it starts, and how the solver treats it.
+public struct ParamInfo: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable { case weight, bias, gnScale, gnBias, affine }
+    public var name: String
+    public var shape: [Int]
+    public var kind: Kind
+    /// The filler op and its arguments (Detectron's `weight_init` / `bias_init`).
+    public var fill: String
+    public var fillArguments: [String: ArgumentValue]
+    /// Whether the solver updates it (frozen: AffineChannel, and everything before FREEZE_AT).
+    public var trainable: Bool
+}
+
+/// Builds Detectron nets the way its `ModelHelper` does: ops appended to a `NetDef`, parameters
+/// recorded with their initialisers, Detectron's blob and parameter names.
+final class ModelBuilder {
+    var net: NetDef
+    private(set) var params: [ParamInfo] = []
+    private var paramIndex: [String: Int] = [:]
+    let train: Bool
+
+    init(name: String, train: Bool) {
+        self.net = NetDef(name: name)
+        self.train = train
+    }
+
+    @discardableResult
+    func op(_ type: String, _ inputs: [String], _ outputs: [String], _ args: [String: ArgumentValue] = [:]) -> String {
+        net.ops.append(OperatorDef(type, inputs: inputs, outputs: outputs, arguments: args))
+        return outputs[0]
+    }
+
+    func param(_ name: String, _ shape: [Int], _ kind: ParamInfo.Kind, fill: String, args: [String: ArgumentValue] = [:], trainable: Bool = true) {
+        if let i = paramIndex[name] {
+            precondition(params[i].shape == shape, "parameter \(name) reused with shape \(shape), made with \(params[i].shape)")
+            return
+        }
+        paramIndex[name] = params.count
+        params.append(ParamInfo(name: name, shape: shape, kind: kind, fill: fill, fillArguments: args, trainable: trainable))
+    }
+
+    /// Marks every parameter made so far as frozen (used for FREEZE_AT).
+    func freezeAll() { for i in params.indices { params[i].trainable = false } }
+
+    /// Caffe2 `Conv` with Detectron's naming: weight `<name>_w`, bias `<name>_b` unless `noBias`.
+    @discardableResult
+    func conv(_ input: String, _ output: String, dimIn: Int, dimOut: Int, kernel: Int, stride: Int = 1, pad: Int = 0,
+              weightFill: (String, [String: ArgumentValue]) = ("XavierFill", [:]), noBias: Bool = false,
+              weightName: String? = nil, biasName: String? = nil) -> String {
+        let w = weightName ?? output + "_w", b = biasName ?? output + "_b"
+        param(w, [dimOut, dimIn, kernel, kernel], .weight, fill: weightFill.0, args: weightFill.1)
+        var inputs = [input, w]
+        if !noBias {
+            param(b, [dimOut], .bias, fill: "ConstantFill", args: ["value": .float(0)])
+            inputs.append(b)
+        }
+        return op("Conv", inputs, [output], ["kernel": .int(kernel), "stride": .int(stride), "pad": .int(pad)])
+    }
+
+    /// Conv then GroupNorm (`ConvGN`): the conv blob `<prefix>`, the normalised one `<prefix>_gn`
+    /// with `<prefix>_gn_s` / `_gn_b`.
+    @discardableResult
+    func convGN(_ input: String, _ prefix: String, dimIn: Int, dimOut: Int, kernel: Int, stride: Int = 1, pad: Int = 0,
+                groups: Int, epsilon: Double, weightFill: (String, [String: ArgumentValue])) -> String {
+        conv(input, prefix, dimIn: dimIn, dimOut: dimOut, kernel: kernel, stride: stride, pad: pad, weightFill: weightFill, noBias: true)
+        return groupNorm(prefix, prefix + "_gn", dim: dimOut, groups: groups, epsilon: epsilon)
+    }
+
+    @discardableResult
+    func groupNorm(_ input: String, _ output: String, dim: Int, groups: Int, epsilon: Double) -> String {
+        param(output + "_s", [dim], .gnScale, fill: "ConstantFill", args: ["value": .float(1)])
+        param(output + "_b", [dim], .gnBias, fill: "ConstantFill", args: ["value": .float(0)])
+        return op("GroupNorm", [input, output + "_s", output + "_b"], [output, output + "_mean", output + "_std"],
+                  ["group": .int(groups), "epsilon": .float(epsilon)])
+    }
+
+    /// `AffineChannel` with `<name>_s` / `<name>_b`, frozen (Detectron's BN stand-in).
+    @discardableResult
+    func affineChannel(_ input: String, _ output: String, dim: Int, inPlace: Bool = false) -> String {
+        param(output + "_s", [dim], .affine, fill: "ConstantFill", args: ["value": .float(1)], trainable: false)
+        param(output + "_b", [dim], .affine, fill: "ConstantFill", args: ["value": .float(0)], trainable: false)
+        return op("AffineChannel", [input, output + "_s", output + "_b"], [inPlace ? input : output])
+    }
+
+    @discardableResult
+    func relu(_ blob: String) -> String { op("Relu", [blob], [blob]) }
+
+    @discardableResult
+    func fc(_ input: String, _ output: String, dimIn: Int, dimOut: Int,
+            weightFill: (String, [String: ArgumentValue]) = ("XavierFill", [:])) -> String {
+        param(output + "_w", [dimOut, dimIn], .weight, fill: weightFill.0, args: weightFill.1)
+        param(output + "_b", [dimOut], .bias, fill: "ConstantFill", args: ["value": .float(0)])
+        return op("FC", [input, output + "_w", output + "_b"], [output])
+    }
+
+    /// The op list that creates every parameter (`param_init_net`), seeded per parameter name.
+    func initNet() -> NetDef {
+        var n = NetDef(name: net.name + "_init")
+        for p in params {
+            var args = p.fillArguments
+            args["shape"] = .ints(p.shape)
+            n.ops.append(OperatorDef(p.fill, inputs: [], outputs: [p.name], arguments: args))
+        }
+        return n
+    }
+}
+
+extension ParamInfo {
+    static func gauss(_ std: Double) -> (String, [String: ArgumentValue]) { ("GaussianFill", ["std": .float(std)]) }
+}

@@ -1,0 +1,174 @@
+import BLAS
+import COCO
+import Foundation
+import Imaging
+import Operators
+import Portability
+import Storage
+
+/// One detection in original image pixels.
+public struct DetectedBox: Sendable, Codable, Equatable {
+    public var bbox: [Double]      // x1, y1, x2, y2
+    public var score: Double
+    /// Contiguous class 1…K−1.
+    public var classIndex: Int
+}
+
+/// Runs the test net on images: Detectron's `im_detect_bbox` and `box_results_with_nms_and_limit`.
+public final class Detector {
+    public let cfg: Config
+    let model: DetectionModel
+    let ws: Workspace
+    let net: Net
+    let pool: ThreadPool
+    /// Contiguous class → (JSON category id, name), from the checkpoint (or none).
+    public let categories: [Int: (id: Int, name: String)]
+
+    public init(config: Config, weights: String, log: ((String) -> Void)? = nil) throws {
+        cfg = config
+        model = try FasterRCNN.build(config, train: false)
+        let budget = CPUBudget.detect()
+        BLAS.threadCount = budget.threads
+        pool = ThreadPool(threadCount: budget.threads, name: "sd-test")
+        let ctx = CPUContext()
+        ws = Workspace(context: ctx)
+        let registry = OperatorRegistry.engine(config)
+        try Net(model.initNet, workspace: ws, registry: registry, seed: UInt64(config.int("RNG_SEED"))).run()
+        try loadCheckpoint(weights, into: ws, model: model, momentum: false, log: log)
+        var cats: [Int: (Int, String)] = [:]
+        if let text = try? Checkpoint.read(weights).metadata["categories"],
+           let list = try? JSONDecoder().decode([COCOFile.Category].self, from: Data(text.utf8)) {
+            for (i, c) in list.enumerated() { cats[i + 1] = (c.id, c.name) }
+        }
+        categories = cats
+        for (level, cell) in model.cellAnchors {
+            ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx))
+        }
+        // Shapes are known only once an image is fed: make the net on the first image.
+        ws.feedBlob("data", try Tensor(.float32, shape: [1, 3, 32, 32], context: ctx))
+        ws.feedBlob("im_info", try Tensor([32, 32, 1] as [Float], shape: [1, 3], context: ctx))
+        net = try Net(model.net, workspace: ws, registry: registry, pool: pool)
+    }
+
+    /// Detections for one image (BGR or RGB; converted), in its pixel coordinates.
+    public func detect(_ image: Image) throws -> [DetectedBox] {
+        let (prepared, s) = InputBlob.prepare(image, pixelMeans: pixelMeans(cfg), target: cfg.int("TEST.SCALE"), maxSize: cfg.int("TEST.MAX_SIZE"))
+        let blob = try InputBlob.batch([prepared], stride: cfg.int("FPN.COARSEST_STRIDE"), context: ws.context)
+        ws.feedBlob("data", blob)
+        // At test, im_info holds the padded size (Detectron keeps this on purpose).
+        ws.feedBlob("im_info", try Tensor([Float(blob.dim(2)), Float(blob.dim(3)), Float(s)], shape: [1, 3], context: ws.context))
+        try net.run()
+        let rois = try ws.fetchBlob("rois").toArray(as: Float.self)
+        let probs = try ws.fetchBlob("cls_prob").toArray(as: Float.self)
+        let deltas = try ws.fetchBlob("bbox_pred").toArray(as: Float.self)
+        let r = rois.count / 5, K = model.numClasses
+        let w = cfg.doubles("MODEL.BBOX_REG_WEIGHTS").map(Float.init)
+        let agnostic = cfg.bool("MODEL.CLS_AGNOSTIC_BBOX_REG")
+        // Back to the original image, decoded per class, clipped to the original size.
+        var boxes = [Float](repeating: 0, count: r * 4 * K)
+        for i in 0..<r {
+            let ref = (1...4).map { rois[5 * i + $0] / Float(s) }
+            for c in 0..<K {
+                let col = agnostic ? (c > 0 ? 1 : 0) : c
+                let d = Array(deltas[(i * (agnostic ? 2 : K) + col) * 4..<(i * (agnostic ? 2 : K) + col) * 4 + 4])
+                var b = cfg.bool("TEST.BBOX_REG") ? Boxes.decode(ref, deltas: d, weights: (w[0], w[1], w[2], w[3]), clip: Float(cfg.double("BBOX_XFORM_CLIP"))) : ref
+                Boxes.clip(&b, height: Float(image.height), width: Float(image.width))
+                for k in 0..<4 { boxes[(i * K + c) * 4 + k] = b[k] }
+            }
+        }
+        return Self.nmsAndLimit(scores: probs, boxes: boxes, rows: r, classes: K, threshold: Float(cfg.double("TEST.SCORE_THRESH")),
+                                nms: Float(cfg.double("TEST.NMS")), limit: cfg.int("TEST.DETECTIONS_PER_IM"))
+    }
+
+    /// `box_results_with_nms_and_limit`: per class, scores > thresh, NMS (kept in row order);
+    /// then the per-image cap keeps the scores ≥ the limit-th best.
+    static func nmsAndLimit(scores: [Float], boxes: [Float], rows: Int, classes K: Int, threshold: Float, nms: Float, limit: Int) -> [DetectedBox] {
+        var perClass: [[DetectedBox]] = []
+        for j in 1..<K {
+            let keepRows = (0..<rows).filter { scores[$0 * K + j] > threshold }
+            let s = keepRows.map { scores[$0 * K + j] }
+            let b = keepRows.flatMap { Array(boxes[($0 * K + j) * 4..<($0 * K + j) * 4 + 4]) }
+            let keep = Boxes.nms(b, scores: s, threshold: nms)
+            perClass.append(keep.map { DetectedBox(bbox: b[4 * $0..<4 * $0 + 4].map(Double.init), score: Double(s[$0]), classIndex: j) })
+        }
+        let all = perClass.flatMap { $0 }
+        if limit > 0 && all.count > limit {
+            let thresh = all.map(\.score).sorted(by: >)[limit - 1]
+            return perClass.flatMap { $0.filter { $0.score >= thresh } }
+        }
+        return all
+    }
+}
+
+/// `detectron test`: detections for a dataset (or a range of it), the results file, the COCO
+/// evaluation and per-category AP, written to OUTPUT_DIR/test/<dataset>/.
+public struct Tester {
+    public let cfg: Config
+    let log: @Sendable (String) -> Void
+
+    public init(config: Config, log: @escaping @Sendable (String) -> Void) {
+        cfg = config
+        self.log = log
+    }
+
+    public struct Outcome: Sendable {
+        public var resultsFile: String
+        public var evaluation: COCOEvaluator.Result?
+        public var secondsPerImage: Double
+    }
+
+    @discardableResult
+    public func run(weights: String, range: Range<Int>? = nil) throws -> [Outcome] {
+        var outcomes: [Outcome] = []
+        let detector = try Detector(config: cfg, weights: weights, log: log)
+        for ds in try loadDatasets(cfg, key: "TEST.DATASETS") {
+            let (entries, _) = try ds.roidb()
+            let selected = range.map { Array(entries[max(0, $0.lowerBound)..<min(entries.count, $0.upperBound)]) } ?? entries
+            let dir = ((cfg.string("OUTPUT_DIR") as NSString).appendingPathComponent("test") as NSString).appendingPathComponent(ds.name)
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            var detections: [Detection] = []
+            let t0 = Date()
+            for (i, e) in selected.enumerated() {
+                let image = try JPEG.decode(contentsOf: e.image, order: .bgr)
+                for d in try detector.detect(image) {
+                    detections.append(Detection(imageID: e.imageID, categoryID: ds.jsonID[Int32(d.classIndex)]!,
+                                                x1: d.bbox[0], y1: d.bbox[1], x2: d.bbox[2], y2: d.bbox[3], score: d.score))
+                }
+                if (i + 1) % 20 == 0 || i + 1 == selected.count {
+                    log(String(format: "im_detect: %d/%d  %.3f s/image", i + 1, selected.count, Date().timeIntervalSince(t0) / Double(i + 1)))
+                }
+            }
+            let perImage = Date().timeIntervalSince(t0) / Double(max(1, selected.count))
+            let suffix = range.map { "_range_\($0.lowerBound)_\($0.upperBound)" } ?? ""
+            let resultsFile = (dir as NSString).appendingPathComponent("bbox_\(ds.name)_results\(suffix).json")
+            try Detection.write(detections, to: resultsFile)
+            log("wrote \(detections.count) detections to \(resultsFile)")
+            var evaluation: COCOEvaluator.Result?
+            if range == nil && !ds.name.contains("test") {
+                let result = COCOEvaluator(groundTruth: ds.coco, detections: detections).evaluate()
+                evaluation = result
+                log("Evaluating bounding boxes of \(ds.name):\n" + result.summary)
+                for c in ds.coco.categories {
+                    log(String(format: "  %-12@ AP %.3f", c.name, result.perCategory[c.id] ?? -1))
+                }
+                let json = EvaluationJSON.object(result)
+                try Files.writeAtomically(Array(json.utf8), to: (dir as NSString).appendingPathComponent("detection_results.json"))
+            }
+            outcomes.append(Outcome(resultsFile: resultsFile, evaluation: evaluation, secondsPerImage: perImage))
+        }
+        return outcomes
+    }
+}
+
+/// The evaluation as one JSON object (the same as `detectron evaluate --json`).
+public enum EvaluationJSON {
+    public static func object(_ r: COCOEvaluator.Result) -> String {
+        var obj: [String: Any] = [:]
+        for (name, v) in zip(COCOEvaluator.Result.statNames, r.stats) { obj[name] = v }
+        var per: [String: Double] = [:]
+        for (k, v) in r.perCategory { per[String(k)] = v }
+        obj["per_category"] = per
+        let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+}

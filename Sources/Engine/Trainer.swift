@@ -1,0 +1,364 @@
+import BLAS
+import COCO
+import DataLoading
+import Foundation
+import Operators
+import Portability
+import Storage
+
+/// Loads the named datasets of a config (`TRAIN.DATASETS` / `TEST.DATASETS`) from the catalog.
+func loadDatasets(_ cfg: Config, key: String) throws(EngineError) -> [JSONDataset] {
+    let names = cfg.strings(key)
+    guard !names.isEmpty else { throw .config("config key \(key) is empty: name at least one dataset, e.g. ('shapes_train',)") }
+    let root = cfg.string("DATA_ROOT")
+    let catalog = DatasetCatalog(root: root.isEmpty ? nil : root)
+    var out: [JSONDataset] = []
+    for name in names {
+        do throws(COCOError) {
+            out.append(try catalog.load(name))
+        } catch {
+            throw .data("dataset \(name) (\(key)): \(error)")
+        }
+    }
+    for d in out.dropFirst() where d.classes != out[0].classes {
+        throw .data("datasets \(out[0].name) and \(d.name) have different categories; they cannot train one model")
+    }
+    let k = cfg.int("MODEL.NUM_CLASSES")
+    if out[0].classes.count != k {
+        throw .config("config key MODEL.NUM_CLASSES is \(k) but \(out[0].name) has \(out[0].classes.count - 1) categories plus background: set MODEL.NUM_CLASSES \(out[0].classes.count)")
+    }
+    return out
+}
+
+/// Detectron's learning-rate schedule (`utils/lr_policy.py`) with linear or constant warm-up.
+public struct LearningRateSchedule: Sendable {
+    public let policy: String
+    public let baseLR: Double
+    public let gamma: Double
+    public let steps: [Int]
+    public let stepSize: Int
+    public let maxIter: Int
+    public let warmUpIters: Int
+    public let warmUpFactor: Double
+    public let warmUpMethod: String
+
+    public init(_ cfg: Config) {
+        policy = cfg.string("SOLVER.LR_POLICY")
+        baseLR = cfg.double("SOLVER.BASE_LR")
+        gamma = cfg.double("SOLVER.GAMMA")
+        steps = cfg.ints("SOLVER.STEPS")
+        stepSize = cfg.int("SOLVER.STEP_SIZE")
+        maxIter = cfg.int("SOLVER.MAX_ITER")
+        warmUpIters = cfg.int("SOLVER.WARM_UP_ITERS")
+        warmUpFactor = cfg.double("SOLVER.WARM_UP_FACTOR")
+        warmUpMethod = cfg.string("SOLVER.WARM_UP_METHOD")
+    }
+
+    /// The learning rate at iteration `t` (as float32, like Detectron's).
+    public func lr(_ t: Int) -> Float {
+        var lr: Double
+        switch policy {
+        case "steps_with_decay":
+            let k = (steps + [maxIter]).lastIndex { $0 <= t } ?? 0
+            lr = baseLR * pow(gamma, Double(min(k, steps.count - 1)))
+        case "step":
+            lr = baseLR * pow(gamma, Double(t / max(stepSize, 1)))
+        default:
+            lr = baseLR
+        }
+        if t < warmUpIters {
+            let alpha = Double(t) / Double(warmUpIters)
+            lr *= warmUpMethod == "linear" ? warmUpFactor * (1 - alpha) + alpha : warmUpFactor
+        }
+        return Float(lr)
+    }
+}
+
+/// What a training run reports as it goes.
+public struct TrainingEvent: Sendable {
+    public var iteration: Int
+    public var lr: Float
+    public var losses: [String: Float]
+    public var total: Float
+    public var secondsPerIteration: Double
+}
+
+/// `detectron train`: Detectron's `train_net.py` — roidb, loader, net with gradients and
+/// solver ops, the LR schedule, logging, snapshots and resume.
+public final class Trainer {
+    public let cfg: Config
+    public let outputDirectory: String
+    let log: @Sendable (String) -> Void
+    /// The training categories, saved with the weights so inference can name classes.
+    var categoriesJSON = "[]"
+
+    public init(config: Config, log: @escaping @Sendable (String) -> Void) {
+        self.cfg = config
+        self.outputDirectory = (config.string("OUTPUT_DIR") as NSString).appendingPathComponent("train")
+        self.log = log
+    }
+
+    var finalPath: String { (outputDirectory as NSString).appendingPathComponent("model_final.safetensors") }
+
+    /// The newest `model_iterN` snapshot and its N.
+    func latestSnapshot() -> (String, Int)? {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: outputDirectory)) ?? []
+        let its = names.compactMap { n -> Int? in
+            guard n.hasPrefix("model_iter"), n.hasSuffix(".safetensors") else { return nil }
+            return Int(n.dropFirst("model_iter".count).dropLast(".safetensors".count))
+        }
+        guard let best = its.max() else { return nil }
+        return ((outputDirectory as NSString).appendingPathComponent("model_iter\(best).safetensors"), best)
+    }
+
+    /// Trains; returns the path of `model_final`.
+    @discardableResult
+    public func run(onLog: ((TrainingEvent) -> Void)? = nil) throws -> String {
+        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        if cfg.bool("TRAIN.AUTO_RESUME"), FileManager.default.fileExists(atPath: finalPath) {
+            log("model_final exists at \(finalPath): training is done (delete it to train again)")
+            return finalPath
+        }
+        let datasets = try loadDatasets(cfg, key: "TRAIN.DATASETS")
+        var roidb: [RoidbEntry] = []
+        for d in datasets {
+            let (entries, stats) = try d.trainingRoidb(flipped: cfg.bool("TRAIN.USE_FLIPPED"))
+            roidb += entries
+            for w in stats.warnings { log("\(d.name): \(w)") }
+        }
+        guard !roidb.isEmpty else { throw EngineError.data("no training image has a usable box") }
+        log("training on \(roidb.count) roidb entries from \(datasets.map(\.name).joined(separator: ", "))")
+        categoriesJSON = String(decoding: (try? JSONEncoder().encode(datasets[0].coco.categories)) ?? Data("[]".utf8), as: UTF8.self)
+
+        let model = try FasterRCNN.build(cfg, train: true)
+        let budget = CPUBudget.detect()
+        BLAS.threadCount = budget.threads
+        let pool = ThreadPool(threadCount: budget.threads, name: "sd-train")
+        let ctx = CPUContext()
+        let ws = Workspace(context: ctx)
+        let registry = OperatorRegistry.engine(cfg)
+        let seed = UInt64(cfg.int("RNG_SEED"))
+        try Net(model.initNet, workspace: ws, registry: registry, seed: seed).run()
+        for (level, cell) in model.cellAnchors {
+            ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx))
+        }
+        var start = 0
+        if cfg.bool("TRAIN.AUTO_RESUME"), let (path, it) = latestSnapshot() {
+            try loadCheckpoint(path, into: ws, model: model, momentum: true)
+            start = it + 1
+            log("resuming from \(path) at iteration \(start)")
+        } else if !cfg.string("TRAIN.WEIGHTS").isEmpty {
+            try loadCheckpoint(cfg.string("TRAIN.WEIGHTS"), into: ws, model: model, momentum: false)
+        }
+
+        // Gradients, then Detectron's update: biases 2× gradient and no decay, weight decay
+        // (GN parameters their own), MomentumSGDUpdate.
+        var net = model.net
+        let gradients = try addGradientOperators(to: &net, losses: model.losses, registry: registry)
+        ws.feedBlob("lr", try Tensor([0] as [Float], shape: [1], context: ctx))
+        ws.feedBlob("one", try Tensor([1] as [Float], shape: [1], context: ctx))
+        ws.feedBlob("weight_decay", try Tensor([Float(cfg.double("SOLVER.WEIGHT_DECAY"))], shape: [1], context: ctx))
+        ws.feedBlob("weight_decay_gn", try Tensor([Float(cfg.double("SOLVER.WEIGHT_DECAY_GN"))], shape: [1], context: ctx))
+        var trainable: [ParamInfo] = []
+        for p in model.params where p.trainable {
+            guard let g = gradients[p.name] else { continue }
+            trainable.append(p)
+            if !ws.hasBlob(p.name + "_momentum") {
+                ws.feedBlob(p.name + "_momentum", try Tensor([Float](repeating: 0, count: p.shape.reduce(1, *)), shape: p.shape, context: ctx))
+            }
+            switch p.kind {
+            case .bias:
+                net.add("Scale", [g], [g], ["scale": .float(cfg.double("SOLVER.BIAS_LR"))])
+            case .gnScale, .gnBias:
+                if cfg.double("SOLVER.WEIGHT_DECAY_GN") > 0 { net.add("WeightedSum", [g, "one", p.name, "weight_decay_gn"], [g]) }
+            default:
+                if cfg.double("SOLVER.WEIGHT_DECAY") > 0 { net.add("WeightedSum", [g, "one", p.name, "weight_decay"], [g]) }
+            }
+            net.add("MomentumSGDUpdate", [g, p.name + "_momentum", "lr", p.name], [g, p.name + "_momentum", p.name],
+                    ["momentum": .float(cfg.double("SOLVER.MOMENTUM"))])
+        }
+        log("\(trainable.count) trainable parameters (\(trainable.reduce(0) { $0 + $1.shape.reduce(1, *) }) values), \(model.params.count - trainable.count) frozen")
+        let trainNet = try Net(net, workspace: ws, registry: registry, pool: pool, seed: seed)
+
+        // The loader: aspect-ratio grouped batches, targets made in its workers.
+        let targets = RPNTargetMaker(cfg: cfg, cellAnchors: model.cellAnchors, levels: model.rpnLevels)
+        let dataset = TrainingDataset(roidb: roidb, scales: cfg.ints("TRAIN.SCALES"), maxSize: cfg.int("TRAIN.MAX_SIZE"),
+                                      pixelMeans: pixelMeans(cfg), targets: targets)
+        var options = DataLoaderOptions()
+        options.batchSize = cfg.int("TRAIN.IMS_PER_BATCH")
+        options.seed = seed &+ UInt64(start)
+        options.numWorkers = cfg.int("DATA_LOADER.NUM_THREADS")
+        options.prefetchFactor = options.numWorkers > 0 ? 2 : nil
+        options.persistentWorkers = options.numWorkers > 0
+        options.warn = { [log] in log("warning: \($0)") }
+        let sampler: any BatchSampler = cfg.bool("TRAIN.ASPECT_GROUPING")
+            ? AspectRatioGroupedBatchSampler(horizontal: roidb.map { $0.width >= $0.height }, batchSize: options.batchSize, seed: options.seed)
+            : SimpleBatchSampler(count: roidb.count, batchSize: options.batchSize, shuffle: true, seed: options.seed, dropLast: true)
+        let loader = try DataLoader(dataset: dataset, options: options, batchSampler: sampler) { samples in
+            try MinibatchCollate.collate(samples, targets: targets, context: ctx)
+        }
+        var epoch = 0
+        var batches = try loader.makeIterator(epoch: 0)
+        func nextBatch() throws -> Minibatch {
+            while true {
+                if let b = try batches.next() { return b }
+                epoch += 1
+                batches = try loader.makeIterator(epoch: epoch)
+            }
+        }
+
+        let schedule = LearningRateSchedule(cfg)
+        let maxIter = schedule.maxIter
+        let snapshotEvery = max(1, cfg.int("TRAIN.SNAPSHOT_ITERS") / cfg.int("NUM_GPUS"))
+        var currentLR: Float = 0
+        var window: [[String: Float]] = [], times: [Double] = []
+        var curve: [(Int, Float)] = []
+        var lastSnapshot: String? = latestSnapshot()?.0
+        let statsPath = (outputDirectory as NSString).appendingPathComponent("training_stats.jsonl")
+        if start == 0 { FileManager.default.createFile(atPath: statsPath, contents: nil) }
+        let stats = FileHandle(forWritingAtPath: statsPath)
+        stats?.seekToEndOfFile()
+        defer { try? stats?.close() }
+        let interactive = isatty(2) != 0
+        let trainStart = Date()
+        for t in start..<maxIter {
+            let lr = schedule.lr(t)
+            if lr != currentLR {
+                try ws.fetchBlob("lr").mutableData(as: Float.self)[0] = lr
+                // Momentum correction on big changes (the decay steps).
+                if cfg.bool("SOLVER.SCALE_MOMENTUM"), currentLR > 1e-7, max(lr / currentLR, currentLR / lr) > Float(cfg.double("SOLVER.SCALE_MOMENTUM_THRESHOLD")) {
+                    let ratio = lr / currentLR
+                    for p in trainable {
+                        let m = try ws.fetchBlob(p.name + "_momentum").mutableData(as: Float.self)
+                        for i in 0..<m.count { m[i] *= ratio }
+                    }
+                    log("iteration \(t): learning rate \(currentLR) → \(lr), momentum rescaled by \(ratio)")
+                }
+                currentLR = lr
+            }
+            let t0 = Date()
+            let batch = try nextBatch()
+            for (name, tensor) in batch.blobs { ws.feedBlob(name, tensor) }
+            ws.feed("roidb", value: batch.roidb)
+            try trainNet.run()
+            var losses: [String: Float] = [:]
+            for l in model.losses { losses[l] = try ws.fetchBlob(l).toArray(as: Float.self)[0] }
+            losses["accuracy_cls"] = try ws.fetchBlob("accuracy_cls").toArray(as: Float.self)[0]
+            let total = model.losses.reduce(Float(0)) { $0 + losses[$1]! }
+            if !total.isFinite {
+                throw EngineError.diverged(iteration: t, losses: losses.keys.sorted().map { "\($0) \(losses[$0]!)" }.joined(separator: ", "), lastSnapshot: lastSnapshot)
+            }
+            losses["loss"] = total
+            window.append(losses)
+            times.append(Date().timeIntervalSince(t0))
+            if window.count > 20 { window.removeFirst(); times.removeFirst() }
+            let logNow = (t + 1) % 20 == 0 || t == start || t == maxIter - 1
+            if logNow || interactive {
+                let med = medians(window)
+                let secs = times.sorted()[times.count / 2]
+                let eta = secs * Double(maxIter - t - 1)
+                if logNow {
+                    var json: [String: Any] = ["iter": t, "lr": Double(lr), "time": secs, "eta": formatETA(eta)]
+                    for (k, v) in med { json[k] = Double(v) }
+                    let line = String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
+                    if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+                    log("json_stats: \(line)")
+                    stats?.write(Data((line + "\n").utf8))
+                    curve.append((t, med["loss"] ?? total))
+                    onLog?(TrainingEvent(iteration: t, lr: lr, losses: med, total: med["loss"] ?? total, secondsPerIteration: secs))
+                } else {
+                    FileHandle.standardError.write(Data(String(format: "\r\u{1B}[K[%d/%d] loss %.3f  lr %.5f  %.2f s/it  eta %@", t + 1, maxIter,
+                                                                med["loss"] ?? total, lr, secs, formatETA(eta)).utf8))
+                }
+            }
+            if (t + 1) % snapshotEvery == 0 && t + 1 < maxIter {
+                let path = (outputDirectory as NSString).appendingPathComponent("model_iter\(t).safetensors")
+                try saveCheckpoint(path, ws: ws, model: model, trainable: trainable, iteration: t)
+                lastSnapshot = path
+                log("wrote snapshot \(path)")
+            }
+        }
+        if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        try saveCheckpoint(finalPath, ws: ws, model: model, trainable: trainable, iteration: maxIter - 1)
+        loader.shutdown()
+        log(String(format: "training done in %.1f s; wrote %@", Date().timeIntervalSince(trainStart), finalPath))
+        if !curve.isEmpty {
+            let svg = LossCurve.svg(curve)
+            try? Files.writeAtomically(Array(svg.utf8), to: (outputDirectory as NSString).appendingPathComponent("loss_curve.svg"))
+        }
+        return finalPath
+    }
+
+    func medians(_ window: [[String: Float]]) -> [String: Float] {
+        var out: [String: Float] = [:]
+        for k in window.last?.keys ?? [:].keys {
+            let v = window.compactMap { $0[k] }.sorted()
+            out[k] = v[v.count / 2]
+        }
+        return out
+    }
+
+    func saveCheckpoint(_ path: String, ws: Workspace, model: DetectionModel, trainable: [ParamInfo], iteration: Int) throws {
+        var blobs: [(String, [Int], [Float])] = []
+        for p in model.params { blobs.append((p.name, p.shape, try ws.fetchBlob(p.name).toArray(as: Float.self))) }
+        for p in trainable { blobs.append((p.name + "_momentum", p.shape, try ws.fetchBlob(p.name + "_momentum").toArray(as: Float.self))) }
+        try Checkpoint.write(blobs.map { (name: $0.0, shape: $0.1, values: $0.2) },
+                             metadata: ["config": cfg.description, "iteration": String(iteration), "format": "swiftdetectron-1",
+                                        "categories": categoriesJSON], to: path)
+    }
+}
+
+/// Feeds a checkpoint's blobs into a workspace by name, checking shapes; reports what the model
+/// has that the file lacks, and what the file has that the model does not use.
+func loadCheckpoint(_ path: String, into ws: Workspace, model: DetectionModel, momentum: Bool,
+                    log: ((String) -> Void)? = nil) throws {
+    let contents = try Checkpoint.read(path)
+    var missing: [String] = []
+    for p in model.params {
+        guard let b = contents.blobs[p.name] else { missing.append(p.name); continue }
+        guard b.shape == p.shape else { throw WeightsError.shapeMismatch(file: path, blob: p.name, file_: b.shape, model: p.shape) }
+        ws.feedBlob(p.name, try Tensor(b.values, shape: b.shape, context: ws.context))
+        if momentum, let m = contents.blobs[p.name + "_momentum"], m.shape == p.shape {
+            ws.feedBlob(p.name + "_momentum", try Tensor(m.values, shape: m.shape, context: ws.context))
+        }
+    }
+    let known = Set(model.params.map(\.name)).union(model.params.map { $0.name + "_momentum" })
+    let unused = contents.blobs.keys.filter { !known.contains($0) }.sorted()
+    if !missing.isEmpty {
+        log?("\(path): \(missing.count) model blobs not in the file keep their initial values: \(missing.prefix(8).joined(separator: ", "))\(missing.count > 8 ? ", …" : "")")
+    }
+    if !unused.isEmpty { log?("\(path): \(unused.count) blobs in the file are not used by the model: \(unused.prefix(8).joined(separator: ", "))") }
+}
+
+func pixelMeans(_ cfg: Config) -> [Float] {
+    if case let .list(a, _)? = cfg.value("PIXEL_MEANS"), case let .list(b, _)? = a.first, case let .list(c, _)? = b.first {
+        return c.map { if case let .float(v) = $0 { return Float(v) } else if case let .int(v) = $0 { return Float(v) } else { return 0 } }
+    }
+    return [102.9801, 115.9465, 122.7717]
+}
+
+func formatETA(_ seconds: Double) -> String {
+    let s = Int(max(0, seconds))
+    return String(format: "%d:%02d:%02d", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// The loss curve as a small SVG plot.
+enum LossCurve {
+    static func svg(_ points: [(Int, Float)]) -> String {
+        let w = 640.0, h = 360.0, pad = 48.0
+        let maxX = Double(points.last!.0 + 1), maxY = Double(points.map(\.1).max() ?? 1) * 1.05
+        func px(_ x: Int) -> Double { pad + (w - 2 * pad) * Double(x) / max(maxX, 1) }
+        func py(_ y: Float) -> Double { h - pad - (h - 2 * pad) * Double(y) / max(maxY, 1e-9) }
+        let path = points.map { String(format: "%.1f,%.1f", px($0.0), py($0.1)) }.joined(separator: " ")
+        return """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(w))" height="\(Int(h))" font-family="sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
+        <line x1="\(pad)" y1="\(h - pad)" x2="\(w - pad)" y2="\(h - pad)" stroke="black"/>
+        <line x1="\(pad)" y1="\(pad)" x2="\(pad)" y2="\(h - pad)" stroke="black"/>
+        <text x="\(w / 2)" y="\(h - 12)" text-anchor="middle">iteration (0 – \(Int(maxX)))</text>
+        <text x="14" y="\(h / 2)" transform="rotate(-90 14 \(h / 2))" text-anchor="middle">total loss (0 – \(String(format: "%.2f", maxY)))</text>
+        <polyline fill="none" stroke="#1f77b4" stroke-width="2" points="\(path)"/>
+        </svg>
+        """
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import Portability
+import Storage
+
+/// Errors about weight files; messages name the file and the blob.
+public enum WeightsError: Error, Sendable, CustomStringConvertible {
+    case unreadable(file: String, reason: String)
+    case malformed(file: String, reason: String)
+    case shapeMismatch(file: String, blob: String, file_: [Int], model: [Int])
+    case unwritable(file: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .unreadable(f, r): return "\(f): cannot read weights: \(r)"
+        case let .malformed(f, r): return "\(f): not a valid safetensors file: \(r)"
+        case let .shapeMismatch(f, b, s, m): return "\(f): blob \(b) has shape \(s) in the file but \(m) in the model"
+        case let .unwritable(f, r): return "\(f): cannot write weights: \(r)"
+        }
+    }
+}
+
+/// Checkpoints in the safetensors format: a little-endian u64 header length, a JSON header
+/// (`{"name": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}}`)
+/// and the raw tensor bytes. Blobs keep their Detectron names; momentum buffers are
+/// `<param>_momentum`; the metadata holds the config and the iteration.
+public enum Checkpoint {
+    public struct Contents: Sendable {
+        public var blobs: [String: (shape: [Int], values: [Float])]
+        public var metadata: [String: String]
+    }
+
+    /// Writes blobs atomically (temporary file, fsync, rename): a crash never leaves a partial file.
+    public static func write(_ blobs: [(name: String, shape: [Int], values: [Float])], metadata: [String: String], to path: String) throws(WeightsError) {
+        var header: [String: Any] = ["__metadata__": metadata]
+        var offset = 0
+        for b in blobs {
+            let n = b.values.count * 4
+            header[b.name] = ["dtype": "F32", "shape": b.shape, "data_offsets": [offset, offset + n]]
+            offset += n
+        }
+        guard var json = try? JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]) else {
+            throw .unwritable(file: path, reason: "the header could not be encoded")
+        }
+        while json.count % 8 != 0 { json.append(0x20) }
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(8 + json.count + offset)
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { bytes += $0 }
+        bytes += json
+        for b in blobs { b.values.withUnsafeBytes { bytes += $0 } }
+        do throws(FileAccessError) {
+            try Files.writeAtomically(bytes, to: path)
+        } catch {
+            throw .unwritable(file: path, reason: error.description)
+        }
+    }
+
+    public static func read(_ path: String) throws(WeightsError) -> Contents {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw .unreadable(file: path, reason: FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
+        }
+        guard data.count >= 8 else { throw .malformed(file: path, reason: "shorter than the 8-byte header length") }
+        let n = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard n < UInt64(data.count - 8) || n == UInt64(data.count - 8) else { throw .malformed(file: path, reason: "header length \(n) runs past the end") }
+        let headerEnd = 8 + Int(n)
+        guard let header = try? JSONSerialization.jsonObject(with: data.subdata(in: 8..<headerEnd)) as? [String: Any] else {
+            throw .malformed(file: path, reason: "the header is not a JSON object")
+        }
+        var out = Contents(blobs: [:], metadata: (header["__metadata__"] as? [String: String]) ?? [:])
+        for (name, v) in header where name != "__metadata__" {
+            guard let d = v as? [String: Any], let dtype = d["dtype"] as? String, let shape = d["shape"] as? [Int],
+                  let offsets = d["data_offsets"] as? [Int], offsets.count == 2 else {
+                throw .malformed(file: path, reason: "entry \(name) lacks dtype, shape or data_offsets")
+            }
+            guard dtype == "F32" else { throw .malformed(file: path, reason: "blob \(name) is \(dtype); only F32 is read here") }
+            let begin = headerEnd + offsets[0], end = headerEnd + offsets[1]
+            guard offsets[0] >= 0, begin <= end, end <= data.count, (end - begin) == shape.reduce(1, *) * 4 else {
+                throw .malformed(file: path, reason: "blob \(name)'s data_offsets \(offsets) do not fit shape \(shape) and the file")
+            }
+            let values = data.subdata(in: begin..<end).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+            out.blobs[name] = (shape, values)
+        }
+        return out
+    }
+}
