@@ -128,7 +128,7 @@ let package = Package(
         .testTarget(name: "BLASTests", dependencies: ["BLAS"], swiftSettings: strict),
         .testTarget(name: "OperatorsTests", dependencies: ["Operators"], swiftSettings: strict),
         .testTarget(name: "DataLoadingTests", dependencies: ["DataLoading", "DataLoaderProbe"], swiftSettings: strict),
-        .testTarget(name: "EngineTests", dependencies: ["Engine"], resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Operators", "DetectronCLI"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "COCOTests", dependencies: ["COCO"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(
             name: "ImagingTests",

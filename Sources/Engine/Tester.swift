@@ -28,7 +28,9 @@ public final class Detector {
         cfg = config
         model = try FasterRCNN.build(config, train: false)
         let budget = CPUBudget.detect()
-        BLAS.threadCount = budget.threads
+        // One BLAS thread: the ops split their GEMMs across the pool instead, so BLAS threads and
+        // pool threads never compete for the cores.
+        BLAS.threadCount = 1
         pool = ThreadPool(threadCount: budget.threads, name: "sd-test")
         let ctx = CPUContext()
         ws = Workspace(context: ctx)

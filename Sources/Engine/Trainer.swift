@@ -15,6 +15,12 @@ func loadDatasets(_ cfg: Config, key: String) throws(EngineError) -> [JSONDatase
     var out: [JSONDataset] = []
     for name in names {
         do throws(COCOError) {
+            // A dataset can also be given directly, as "ANNOTATIONS.json::IMAGE_DIR".
+            if let sep = name.range(of: "::") {
+                let json = String(name[..<sep.lowerBound]), dir = String(name[sep.upperBound...])
+                out.append(try JSONDataset(name: ((json as NSString).lastPathComponent as NSString).deletingPathExtension, annotationFile: json, imageDirectory: dir))
+                continue
+            }
             out.append(try catalog.load(name))
         } catch {
             throw .data("dataset \(name) (\(key)): \(error)")
@@ -132,7 +138,9 @@ public final class Trainer {
 
         let model = try FasterRCNN.build(cfg, train: true)
         let budget = CPUBudget.detect()
-        BLAS.threadCount = budget.threads
+        // One BLAS thread: the ops split their GEMMs across the pool instead, so BLAS threads and
+        // pool threads never compete for the cores.
+        BLAS.threadCount = 1
         let pool = ThreadPool(threadCount: budget.threads, name: "sd-train")
         let ctx = CPUContext()
         let ws = Workspace(context: ctx)
@@ -148,7 +156,11 @@ public final class Trainer {
             start = it + 1
             log("resuming from \(path) at iteration \(start)")
         } else if !cfg.string("TRAIN.WEIGHTS").isEmpty {
-            try loadCheckpoint(cfg.string("TRAIN.WEIGHTS"), into: ws, model: model, momentum: false)
+            let w = cfg.string("TRAIN.WEIGHTS")
+            if w.hasPrefix("http://") || w.hasPrefix("https://") {
+                throw EngineError.config("config key TRAIN.WEIGHTS is a URL (\(w)); weights are not downloaded: fetch the file elsewhere and pass its local path, or set TRAIN.WEIGHTS '' to train from scratch")
+            }
+            try loadCheckpoint(w, into: ws, model: model, momentum: false, log: log)
         }
 
         // Gradients, then Detectron's update: biases 2× gradient and no decay, weight decay

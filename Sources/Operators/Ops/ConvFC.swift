@@ -1,6 +1,42 @@
 import BLAS
 import Storage
 
+extension ExecutionContext {
+    /// `C = alpha·op(A)·op(B) + beta·C` (row-major) split across the pool: the output's columns
+    /// (or, when they are few, its rows) go to separate tasks, each one single-threaded sgemm.
+    /// OpenBLAS itself runs with one thread, so pool threads and BLAS threads never compete.
+    func gemm(_ ta: Transpose, _ tb: Transpose, m: Int, n: Int, k: Int, alpha: Float = 1,
+              a: UnsafePointer<Float>, lda: Int? = nil, b: UnsafePointer<Float>, ldb: Int? = nil,
+              beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
+        let lda = lda ?? (ta == .none ? k : m), ldb = ldb ?? (tb == .none ? n : k), ldc = ldc ?? n
+        let threads = (pool?.liveThreadCount ?? 0) + 1
+        let work = m * n * k
+        guard threads > 1, work >= 1 << 18 else {
+            BLAS.sgemm(ta, tb, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            return
+        }
+        if n >= 64 * threads {
+            // Column blocks of B and C.
+            let parts = threads
+            parallelFor(parts) { p in
+                let j0 = n * p / parts, j1 = n * (p + 1) / parts
+                guard j1 > j0 else { return }
+                let bp = tb == .none ? b + j0 : b + j0 * ldb
+                BLAS.sgemm(ta, tb, m: m, n: j1 - j0, k: k, alpha: alpha, a: a, lda: lda, b: bp, ldb: ldb, beta: beta, c: c + j0, ldc: ldc)
+            }
+        } else {
+            // Row blocks of A and C.
+            let parts = min(threads, max(1, m / 8))
+            parallelFor(parts) { p in
+                let i0 = m * p / parts, i1 = m * (p + 1) / parts
+                guard i1 > i0 else { return }
+                let ap = ta == .none ? a + i0 * lda : a + i0
+                BLAS.sgemm(ta, tb, m: i1 - i0, n: n, k: k, alpha: alpha, a: ap, lda: lda, b: b, ldb: ldb, beta: beta, c: c + i0 * ldc, ldc: ldc)
+            }
+        }
+    }
+}
+
 /// Convolution geometry (NCHW), from Caffe2's arguments: `kernel` or `kernel_h`/`kernel_w`,
 /// `stride`, `pad` or `pad_t`/`pad_l`/`pad_b`/`pad_r`, `dilation`, `group`. Output sizes use floor.
 struct ConvGeometry: Sendable, Equatable {
@@ -37,6 +73,26 @@ struct ConvGeometry: Sendable, Equatable {
     }
 
     var isPointwise: Bool { kh == 1 && kw == 1 && sh == 1 && sw == 1 && padT == 0 && padL == 0 && padB == 0 && padR == 0 }
+
+    /// `im2col` with the channels split across the pool.
+    func im2col(_ ctx: ExecutionContext, _ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, col: UnsafeMutablePointer<Float>) {
+        let parts = min(channels, (ctx.pool?.liveThreadCount ?? 0) + 1)
+        let rowsPerChannel = kh * kw * ho * wo
+        ctx.parallelFor(parts) { p in
+            let c0 = channels * p / parts, c1 = channels * (p + 1) / parts
+            im2col(x + c0 * h * w, channels: c1 - c0, h: h, w: w, ho: ho, wo: wo, col: col + c0 * rowsPerChannel)
+        }
+    }
+
+    /// `col2imAdd` with the channels split across the pool (each channel's plane is its own).
+    func col2imAdd(_ ctx: ExecutionContext, _ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, dx: UnsafeMutablePointer<Float>) {
+        let parts = min(channels, (ctx.pool?.liveThreadCount ?? 0) + 1)
+        let rowsPerChannel = kh * kw * ho * wo
+        ctx.parallelFor(parts) { p in
+            let c0 = channels * p / parts, c1 = channels * (p + 1) / parts
+            col2imAdd(col + c0 * rowsPerChannel, channels: c1 - c0, h: h, w: w, ho: ho, wo: wo, dx: dx + c0 * h * w)
+        }
+    }
 
     /// Unfolds `channels` planes of x (h×w) into col ((channels·kh·kw) × (ho·wo)).
     func im2col(_ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, col: UnsafeMutablePointer<Float>) {
@@ -134,11 +190,11 @@ final class ConvOp: Operator, @unchecked Sendable {
                 let yg = y.baseAddress! + (img * m + gi * mg) * hw
                 let wg = wdata.baseAddress! + gi * mg * k
                 if geo.isPointwise {
-                    BLAS.sgemm(.none, .none, m: mg, n: hw, k: k, a: wg, b: xg, c: yg)
+                    ctx.gemm(.none, .none, m: mg, n: hw, k: k, a: wg, b: xg, c: yg)
                 } else {
                     col.withUnsafeMutableBufferPointer { cb in
-                        geo.im2col(xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, col: cb.baseAddress!)
-                        BLAS.sgemm(.none, .none, m: mg, n: hw, k: k, a: wg, b: cb.baseAddress!, c: yg)
+                        geo.im2col(ctx, xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, col: cb.baseAddress!)
+                        ctx.gemm(.none, .none, m: mg, n: hw, k: k, a: wg, b: cb.baseAddress!, c: yg)
                     }
                 }
             }
@@ -202,19 +258,19 @@ final class ConvGradientOp: Operator, @unchecked Sendable {
                     if geo.isPointwise {
                         source = xg
                     } else {
-                        geo.im2col(xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, col: cp)
+                        geo.im2col(ctx, xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, col: cp)
                         source = UnsafePointer(cp)
                     }
                     // dW_g += dY_g (mg × hw) · colᵀ (hw × k)
-                    BLAS.sgemm(.none, .transpose, m: mg, n: k, k: hw, a: dyg, b: source, beta: 1, c: dwg)
+                    ctx.gemm(.none, .transpose, m: mg, n: k, k: hw, a: dyg, b: source, beta: 1, c: dwg)
                     if let dx {
                         let dxg = dx.baseAddress! + (img * c + gi * cg) * h * wd
                         if geo.isPointwise {
-                            BLAS.sgemm(.transpose, .none, m: k, n: hw, k: mg, a: wg, b: dyg, beta: 1, c: dxg)
+                            ctx.gemm(.transpose, .none, m: k, n: hw, k: mg, a: wg, b: dyg, beta: 1, c: dxg)
                         } else {
                             // dcol = W_gᵀ (k × mg) · dY_g (mg × hw), folded back into dX
-                            BLAS.sgemm(.transpose, .none, m: k, n: hw, k: mg, a: wg, b: dyg, c: cp)
-                            geo.col2imAdd(cp, channels: cg, h: h, w: wd, ho: ho, wo: wo, dx: dxg)
+                            ctx.gemm(.transpose, .none, m: k, n: hw, k: mg, a: wg, b: dyg, c: cp)
+                            geo.col2imAdd(ctx, cp, channels: cg, h: h, w: wd, ho: ho, wo: wo, dx: dxg)
                         }
                     }
                 }
@@ -255,7 +311,7 @@ final class FCOp: Operator, @unchecked Sendable {
         try io.require(b.count == nOut, input: 2, "has \(b.count) values for \(nOut) outputs")
         let (_, y) = try io.outputData(0, shape: Array(x.shape[..<axis]) + [nOut])
         for r in 0..<mRows { (y.baseAddress! + r * nOut).update(from: bd.baseAddress!, count: nOut) }
-        BLAS.sgemm(.none, .transpose, m: mRows, n: nOut, k: k, a: xd.baseAddress!, b: wd.baseAddress!, beta: 1, c: y.baseAddress!)
+        ctx.gemm(.none, .transpose, m: mRows, n: nOut, k: k, a: xd.baseAddress!, b: wd.baseAddress!, beta: 1, c: y.baseAddress!)
     }
 }
 
@@ -275,13 +331,13 @@ final class FCGradientOp: Operator, @unchecked Sendable {
         let (dy, dyd) = try io.inputData(2)
         try io.require(dy.count == mRows * nOut, input: 2, "has shape \(dy.shape), expected \(mRows)×\(nOut)")
         let (_, dw) = try io.outputData(0, shape: w.shape)
-        BLAS.sgemm(.transpose, .none, m: nOut, n: k, k: mRows, a: dyd.baseAddress!, b: xd.baseAddress!, c: dw.baseAddress!)
+        ctx.gemm(.transpose, .none, m: nOut, n: k, k: mRows, a: dyd.baseAddress!, b: xd.baseAddress!, c: dw.baseAddress!)
         let (_, db) = try io.outputData(1, shape: [nOut])
         db.update(repeating: 0)
         for r in 0..<mRows { for j in 0..<nOut { db[j] += dyd[r * nOut + j] } }
         if io.outputCount > 2 {
             let (_, dx) = try io.outputData(2, shape: x.shape)
-            BLAS.sgemm(.none, .none, m: mRows, n: k, k: nOut, a: dyd.baseAddress!, b: wd.baseAddress!, c: dx.baseAddress!)
+            ctx.gemm(.none, .none, m: mRows, n: k, k: nOut, a: dyd.baseAddress!, b: wd.baseAddress!, c: dx.baseAddress!)
         }
     }
 }

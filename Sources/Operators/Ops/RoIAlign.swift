@@ -73,48 +73,76 @@ final class RoIAlignOp: Operator, @unchecked Sendable {
         } else {
             out = try io.outputData(0, shape: [r, c, ph, pw]).1
         }
-        // Forward: one task per roi. Backward: scatter-adds may hit the same cells from different
-        // rois, so it runs one roi after another.
-        let work = { (i: Int) in
+        // The sample positions and weights depend on the roi, not the channel: computed once per
+        // roi (Caffe2's pre-calculation), then applied to every channel. Forward: one task per
+        // roi. Backward: scatter-adds of different rois may hit the same cells, but never across
+        // channels, so the backward splits the channels.
+        struct Tap { var a: Int32; var b: Int32; var c: Int32; var d: Int32; var wa: Float; var wb: Float; var wc: Float; var wd: Float }
+        func taps(_ i: Int) -> (batch: Int, taps: [Tap], count: Float) {
             let roi = rd.baseAddress! + i * 5
-            let b = Int(roi[0])
             let sx = roi[1] * scale, sy = roi[2] * scale
             let roiW = max(roi[3] * scale - sx, 1), roiH = max(roi[4] * scale - sy, 1)
             let binH = roiH / Float(ph), binW = roiW / Float(pw)
             let gh = ratio > 0 ? ratio : Int(ceil(roiH / Float(ph)))
             let gw = ratio > 0 ? ratio : Int(ceil(roiW / Float(pw)))
-            let count = Float(max(gh * gw, 1))
-            for ch in 0..<c {
-                let plane = (b * c + ch) * h * w
-                for py in 0..<ph {
-                    for px in 0..<pw {
-                        let o = ((i * c + ch) * ph + py) * pw + px
-                        var acc: Float = 0
-                        let g = dyd.map { $0[o] / count } ?? 0
-                        for iy in 0..<gh {
-                            let yy = sy + Float(py) * binH + (Float(iy) + 0.5) * binH / Float(gh)
-                            for ix in 0..<gw {
-                                let xx = sx + Float(px) * binW + (Float(ix) + 0.5) * binW / Float(gw)
-                                guard let (a, bb, cc, dd, wa, wb, wc, wd) = Self.bilinear(y: yy, x: xx, h: h, w: w) else { continue }
-                                if dyd != nil {
-                                    out[plane + a] += g * wa
-                                    out[plane + bb] += g * wb
-                                    out[plane + cc] += g * wc
-                                    out[plane + dd] += g * wd
-                                } else {
-                                    acc += wa * xd[plane + a] + wb * xd[plane + bb] + wc * xd[plane + cc] + wd * xd[plane + dd]
-                                }
+            var out: [Tap] = []
+            out.reserveCapacity(ph * pw * gh * gw)
+            for py in 0..<ph {
+                for px in 0..<pw {
+                    for iy in 0..<gh {
+                        let yy = sy + Float(py) * binH + (Float(iy) + 0.5) * binH / Float(gh)
+                        for ix in 0..<gw {
+                            let xx = sx + Float(px) * binW + (Float(ix) + 0.5) * binW / Float(gw)
+                            if let (a, b, c, d, wa, wb, wc, wd) = Self.bilinear(y: yy, x: xx, h: h, w: w) {
+                                out.append(Tap(a: Int32(a), b: Int32(b), c: Int32(c), d: Int32(d), wa: wa, wb: wb, wc: wc, wd: wd))
+                            } else {
+                                out.append(Tap(a: 0, b: 0, c: 0, d: 0, wa: 0, wb: 0, wc: 0, wd: 0))
                             }
                         }
-                        if dyd == nil { out[o] = acc / count }
                     }
                 }
             }
+            return (Int(roi[0]), out, Float(max(gh * gw, 1)))
         }
         if gradient {
-            for i in 0..<r { work(i) }
+            let all = (0..<r).map(taps)
+            let parts = min(c, (ctx.pool?.liveThreadCount ?? 0) + 1)
+            ctx.parallelFor(parts) { p in
+                for (i, t) in all.enumerated() {
+                    let perBin = t.taps.count / (ph * pw)
+                    for ch in (c * p / parts)..<(c * (p + 1) / parts) {
+                        let plane = out.baseAddress! + (t.batch * c + ch) * h * w
+                        let g = dyd!.baseAddress! + (i * c + ch) * ph * pw
+                        for bin in 0..<(ph * pw) {
+                            let v = g[bin] / t.count
+                            for k in 0..<perBin {
+                                let s = t.taps[bin * perBin + k]
+                                plane[Int(s.a)] += v * s.wa
+                                plane[Int(s.b)] += v * s.wb
+                                plane[Int(s.c)] += v * s.wc
+                                plane[Int(s.d)] += v * s.wd
+                            }
+                        }
+                    }
+                }
+            }
         } else {
-            ctx.parallelFor(r, work)
+            ctx.parallelFor(r) { i in
+                let t = taps(i)
+                let perBin = t.taps.count / (ph * pw)
+                for ch in 0..<c {
+                    let plane = xd.baseAddress! + (t.batch * c + ch) * h * w
+                    let o = out.baseAddress! + (i * c + ch) * ph * pw
+                    for bin in 0..<(ph * pw) {
+                        var acc: Float = 0
+                        for k in 0..<perBin {
+                            let s = t.taps[bin * perBin + k]
+                            acc += s.wa * plane[Int(s.a)] + s.wb * plane[Int(s.b)] + s.wc * plane[Int(s.c)] + s.wd * plane[Int(s.d)]
+                        }
+                        o[bin] = acc / t.count
+                    }
+                }
+            }
         }
     }
 }

@@ -1,0 +1,93 @@
+import COCO
+@testable import Engine
+import Operators
+import Foundation
+import Glibc
+import Imaging
+import Portability
+import Testing
+
+/// One 64×64 image with two shapes, as a COCO dataset on disk; returns "ANN::DIR".
+func tinyDataset() throws -> (spec: String, boxes: [[Double]], dir: String) {
+    let dir = NSTemporaryDirectory() + "sd-overfit-\(UInt32.random(in: 0...UInt32.max))"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    var img = Image(width: 64, height: 64, channels: 3, order: .rgb, fill: 40)
+    img.fill(x1: 8, y1: 10, x2: 27, y2: 33, Color(230, 40, 40))      // class 1
+    img.fill(x1: 36, y1: 30, x2: 57, y2: 55, Color(40, 60, 230))     // class 2
+    try JPEG.write(img, to: dir + "/a.jpg", quality: 95)
+    let file = COCOFile(images: [.init(id: 1, fileName: "a.jpg", width: 64, height: 64)],
+                        annotations: [.init(id: 1, imageID: 1, categoryID: 1, bbox: [8, 10, 20, 24], area: 480),
+                                      .init(id: 2, imageID: 1, categoryID: 2, bbox: [36, 30, 22, 26], area: 572)],
+                        categories: [.init(id: 1, name: "red"), .init(id: 2, name: "blue")])
+    try file.encoded().write(to: URL(fileURLWithPath: dir + "/ann.json"))
+    return ("\(dir)/ann.json::\(dir)", [[8, 10, 27, 33], [36, 30, 57, 55]], dir)
+}
+
+func tinyConfig(dataset: String, output: String, maxIter: Int, snapshot: Int = 100_000) -> [String] {
+    ["MODEL.NUM_CLASSES", "3", "RESNETS.STEM_OUT_DIM", "8", "RESNETS.RES2_OUT_DIM", "8", "GROUP_NORM.NUM_GROUPS", "4",
+     "FPN.DIM", "16", "FAST_RCNN.MLP_HEAD_DIM", "32", "TRAIN.BATCH_SIZE_PER_IM", "32", "TRAIN.RPN_BATCH_SIZE_PER_IM", "64",
+     "TRAIN.SCALES", "(64,)", "TRAIN.MAX_SIZE", "64", "TEST.SCALE", "64", "TEST.MAX_SIZE", "64", "TRAIN.IMS_PER_BATCH", "1",
+     "TRAIN.USE_FLIPPED", "False", "TRAIN.RPN_PRE_NMS_TOP_N", "200", "TRAIN.RPN_POST_NMS_TOP_N", "100",
+     "TEST.RPN_PRE_NMS_TOP_N", "100", "TEST.RPN_POST_NMS_TOP_N", "50", "SOLVER.BASE_LR", "0.02", "SOLVER.WARM_UP_ITERS", "20",
+     "SOLVER.MAX_ITER", String(maxIter), "SOLVER.STEPS", "[0, \(maxIter * 4 / 5)]", "TRAIN.SNAPSHOT_ITERS", String(snapshot),
+     "DATA_LOADER.NUM_THREADS", "0", "OUTPUT_DIR", output, "TRAIN.DATASETS", "('\(dataset)',)", "TEST.DATASETS", "('\(dataset)',)"]
+}
+
+@Suite("Training", .serialized)
+struct TrainingTests {
+    @Test("overfitting one image: the loss falls below 10 % of its start and the detections recover the boxes (IoU ≥ 0.7)")
+    func overfit() throws {
+        let (spec, boxes, dir) = try tinyDataset()
+        var c = try smallConfig(tinyConfig(dataset: spec, output: dir + "/out", maxIter: 200))
+        try c.merge(overrides: ["TRAIN.AUTO_RESUME", "False"])
+        let first = Locked<Float?>(nil), last = Locked<Float?>(nil)
+        let final = try Trainer(config: c, log: { _ in }).run { e in
+            first.withLock { if $0 == nil { $0 = e.total } }
+            last.withLock { $0 = e.total }
+        }
+        let start = try #require(first.current), end = try #require(last.current)
+        #expect(end < 0.1 * start, "total loss \(start) → \(end)")
+        let detector = try Detector(config: c, weights: final)
+        let dets = try detector.detect(try JPEG.decode(contentsOf: dir + "/a.jpg"))
+        for (k, gt) in boxes.enumerated() {
+            let best = dets.filter { $0.classIndex == k + 1 }.max { $0.score < $1.score }
+            let b = try #require(best, "no detection of class \(k + 1): \(dets)")
+            let iou = Boxes.iou((Float(b.bbox[0]), Float(b.bbox[1]), Float(b.bbox[2]), Float(b.bbox[3])),
+                                (Float(gt[0]), Float(gt[1]), Float(gt[2]), Float(gt[3])))
+            #expect(iou >= 0.7, "class \(k + 1): IoU \(iou) for \(b.bbox) vs \(gt)")
+        }
+    }
+
+    @Test("kill -9 during training, then the same command: it resumes from the last snapshot and ends at the same iteration")
+    func killAndResume() throws {
+        let (spec, _, dir) = try tinyDataset()
+        let exe = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+            .deletingLastPathComponent().appendingPathComponent("detectron").path
+        let cfgPath = repoRoot + "/configs/getting_started/tutorial_shapes_gn_R-18-FPN.yaml"
+        let out = dir + "/out"
+        let args = ["train", "--skip-test", "--cfg", cfgPath] + tinyConfig(dataset: spec, output: out, maxIter: 90, snapshot: 15)
+        let child = try Processes.spawn(ProcessConfiguration(executable: exe, arguments: args))
+        // Wait for the second snapshot, then kill.
+        let snapDir = out + "/train"
+        let t0 = Date()
+        while Date().timeIntervalSince(t0) < 120 {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: snapDir)) ?? []
+            if names.contains("model_iter29.safetensors") { break }
+            usleep(20_000)
+        }
+        child.send(.kill)
+        #expect(child.wait(timeout: 10) == .signaled(.kill, coreDumped: false))
+        let before = (try? FileManager.default.contentsOfDirectory(atPath: snapDir)) ?? []
+        #expect(before.contains("model_iter29.safetensors"), "\(before)")
+        #expect(!before.contains("model_final.safetensors"))
+        let r = try Processes.run(ProcessConfiguration(executable: exe, arguments: args), timeout: 300)
+        #expect(r.status.isSuccess, "\(r.error)")
+        let resumed = r.output.split(separator: "\n").first { $0.contains("resuming from") } ?? ""
+        #expect(resumed.contains("model_iter") && resumed.contains("at iteration"), "\(r.output.suffix(500))")
+        let final = try Checkpoint.read(snapDir + "/model_final.safetensors")
+        #expect(final.metadata["iteration"] == "89")
+        // No partial file was ever left where a checkpoint is read from.
+        let after = try FileManager.default.contentsOfDirectory(atPath: snapDir)
+        #expect(!after.contains { $0.hasSuffix(".safetensors") && $0.hasPrefix(".") && $0.contains("tmp") && !before.contains($0) })
+    }
+}
