@@ -125,8 +125,8 @@ let package = Package(
         // MARK: Tests — one target per module.
         .testTarget(name: "PortabilityTests", dependencies: ["Portability", "PortabilityProbe"], swiftSettings: strict),
         .testTarget(name: "StorageTests", dependencies: ["Storage"], swiftSettings: strict),
-        .testTarget(name: "BLASTests", dependencies: ["BLAS"], swiftSettings: strict),
-        .testTarget(name: "OperatorsTests", dependencies: ["Operators"], swiftSettings: strict),
+        .testTarget(name: "BLASTests", dependencies: ["BLAS", "Portability"], swiftSettings: strict),
+        .testTarget(name: "OperatorsTests", dependencies: ["Operators", "Portability"], swiftSettings: strict),
         .testTarget(name: "DataLoadingTests", dependencies: ["DataLoading", "DataLoaderProbe"], swiftSettings: strict),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Operators", "DetectronCLI"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "COCOTests", dependencies: ["COCO"], resources: [.copy("Fixtures")], swiftSettings: strict),

@@ -15,6 +15,9 @@
 #include <unistd.h>
 #include <dirent.h>
 #include <sys/resource.h>
+#include <malloc.h>
+
+void sd_malloc_trim(void) { malloc_trim(0); }
 
 int sd_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 

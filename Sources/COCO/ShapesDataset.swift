@@ -16,20 +16,6 @@ public struct ShapesDataset: Sendable {
     public var seed: UInt64
     public init(seed: UInt64) { self.seed = seed }
 
-    struct RNG {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
-        mutating func uniform(_ lo: Double, _ hi: Double) -> Double { lo + (hi - lo) * unit() }
-        mutating func int(_ lo: Int, _ hi: Int) -> Int { lo + Int(next() % UInt64(hi - lo + 1)) }
-    }
-
     /// One object to draw: class, centre, radius, rotation, colour.
     struct Shape {
         var category: Int  // 1-based
@@ -78,7 +64,7 @@ public struct ShapesDataset: Sendable {
 
     /// Image `index` of the split named `split` ("train" or "val" give different streams).
     public func sample(split: String, index: Int) -> Sample {
-        var rng = RNG(state: seed &* 0x9E37_79B9 &+ UInt64(index) &* 0x85EB_CA6B &+ (split == "train" ? 1 : 0x1234_5678))
+        var rng = SplitMix64(seed: seed &* 0x9E37_79B9 &+ UInt64(index) &* 0x85EB_CA6B &+ (split == "train" ? 1 : 0x1234_5678))
         let landscape = rng.unit() < 0.6
         let long = rng.int(320, 448), short = rng.int(224, 320)
         let (w, h) = landscape ? (long, short) : (short, long)
@@ -130,14 +116,14 @@ public struct ShapesDataset: Sendable {
         return Sample(image: img, annotations: annotations.map { (category: $0.0, bbox: $0.1, area: $0.2, crowd: $0.3) })
     }
 
-    func brightColor(_ rng: inout RNG) -> Color {
+    func brightColor(_ rng: inout SplitMix64) -> Color {
         // Saturated colours: one channel high, one low, one anywhere.
         var c = [UInt8(rng.int(170, 255)), UInt8(rng.int(0, 80)), UInt8(rng.int(0, 255))]
         for i in stride(from: 2, to: 0, by: -1) { c.swapAt(i, rng.int(0, i)) }
         return Color(c[0], c[1], c[2])
     }
 
-    func background(width w: Int, height h: Int, rng: inout RNG) -> Image {
+    func background(width w: Int, height h: Int, rng: inout SplitMix64) -> Image {
         var img = Image(width: w, height: h, channels: 3, order: .rgb, fill: 0)
         let base = (rng.uniform(40, 200), rng.uniform(40, 200), rng.uniform(40, 200))
         let grad = (rng.uniform(-0.25, 0.25), rng.uniform(-0.25, 0.25))
@@ -165,7 +151,7 @@ public struct ShapesDataset: Sendable {
         return img
     }
 
-    func paint(_ s: Shape, into img: inout Image, mask: inout [Int16], id: Int16, rng: inout RNG) {
+    func paint(_ s: Shape, into img: inout Image, mask: inout [Int16], id: Int16, rng: inout SplitMix64) {
         let x0 = max(0, Int(s.cx - s.r) - 1), x1 = min(img.width - 1, Int(s.cx + s.r) + 1)
         let y0 = max(0, Int(s.cy - s.r) - 1), y1 = min(img.height - 1, Int(s.cy + s.r) + 1)
         guard x0 <= x1, y0 <= y1 else { return }
@@ -229,4 +215,9 @@ public struct ShapesDataset: Sendable {
         }
         return file
     }
+}
+
+extension SplitMix64 {
+    mutating func uniform(_ lo: Double, _ hi: Double) -> Double { lo + (hi - lo) * unit() }
+    mutating func int(_ lo: Int, _ hi: Int) -> Int { lo + Int(next() % UInt64(hi - lo + 1)) }
 }

@@ -117,7 +117,10 @@ func childProcesses() -> Int {
     }.count
 }
 
+/// RSS after returning freed heap pages to the kernel (`malloc_trim`), so the figure follows live
+/// memory rather than how the allocator happened to keep freed blocks.
 func rssKB() -> Int {
+    Heap.trim()
     let f = ((try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? "0 0").split(separator: " ")
     return (Int(f[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) / 1024
 }

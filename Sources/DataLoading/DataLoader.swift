@@ -43,6 +43,8 @@ public struct DataLoaderOptions: Sendable {
     public var workerInit: (@Sendable (WorkerInfo) -> Void)?
     /// How process workers share batches; nil chooses from the environment.
     public var sharedMemory: SharedMemoryPolicy?
+    /// The prefix of worker thread names (`sd-loader-0`, …), as `top -H` and gdb show them.
+    public var threadName = "sd-loader"
     /// Where warnings go (the fallback's one warning, respawns).
     public var warn: @Sendable (String) -> Void = { FileHandle.standardError.write(Data("warning: \($0)\n".utf8)) }
 
@@ -361,7 +363,9 @@ final class ThreadBackend<D: Dataset, Batch: Sendable>: LoaderBackend, @unchecke
     var queues: [[LoadTask]]
     var stopping = false
     var sink: ResultSink<Batch>?
-    var threads: [Thread] = []
+    /// One pool thread per worker, each running `loop` until shutdown (pthreads, joined on
+    /// shutdown: nothing of a worker outlives the backend).
+    let pool: ThreadPool
     var running = 0
 
     init(dataset: D, options: DataLoaderOptions, collate: @escaping @Sendable ([D.Element]) throws -> Batch) {
@@ -369,13 +373,9 @@ final class ThreadBackend<D: Dataset, Batch: Sendable>: LoaderBackend, @unchecke
         self.options = options
         self.collate = collate
         self.queues = Array(repeating: [], count: options.numWorkers)
-        for id in 0..<options.numWorkers {
-            let t = Thread { [self] in self.loop(id) }
-            t.name = "sd-loader-\(id)"
-            threads.append(t)
-        }
-        cond.withLock { running = threads.count }
-        for t in threads { t.start() }
+        pool = ThreadPool(threadCount: options.numWorkers, name: options.threadName)
+        cond.withLock { running = options.numWorkers }
+        for id in 0..<options.numWorkers { pool.execute { [self] in self.loop(id) } }
     }
 
     var workerCount: Int { options.numWorkers }
@@ -417,6 +417,7 @@ final class ThreadBackend<D: Dataset, Batch: Sendable>: LoaderBackend, @unchecke
             cond.broadcast()
             while running > 0 { cond.wait() }
         }
+        pool.shutdown()
     }
 
     var resources: LoaderResources {

@@ -1,4 +1,5 @@
 import Foundation
+import Portability
 
 /// A map-style dataset: a count and an element for each index.
 ///
@@ -12,31 +13,25 @@ public protocol Dataset: Sendable {
     func element(at index: Int, rng: inout SampleRNG) throws -> Element
 }
 
-/// The per-sample random generator (SplitMix64), seeded by (seed, epoch, index).
+/// The per-sample random generator: SplitMix64 seeded by (seed, epoch, index).
 public struct SampleRNG: RandomNumberGenerator, Sendable {
-    public private(set) var state: UInt64
+    private var core: SplitMix64
 
-    public init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { core = SplitMix64(seed: seed) }
 
     public init(seed: UInt64, epoch: Int, index: Int) {
-        var s = SampleRNG(seed: seed ^ 0x5851_F42D_4C95_7F2D)
+        var s = SplitMix64(seed: seed ^ 0x5851_F42D_4C95_7F2D)
         s.state ^= UInt64(truncatingIfNeeded: epoch) &* 0x9E37_79B9_7F4A_7C15
         _ = s.next()
         s.state ^= UInt64(truncatingIfNeeded: index) &* 0xBF58_476D_1CE4_E5B9
         _ = s.next()
-        self = s
+        core = s
     }
 
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { core.next() }
 
     /// Uniform in [0, 1).
-    public mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+    public mutating func unit() -> Double { core.unit() }
 }
 
 /// Binary encoding for values that cross to and from worker processes.

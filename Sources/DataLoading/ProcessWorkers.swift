@@ -122,7 +122,8 @@ final class ProcessBackend<D: TransportableDataset, Batch: Sendable>: LoaderBack
         var slots: [SharedMemorySegment]
         var freeSlots: [Int32]
         var pending: [Int64: (task: LoadTask, slot: Int32)]
-        var receiver: Thread?
+        /// False while a replacement starts: submissions wait in `pending` for it.
+        var alive = true
     }
 
     let dataset: D
@@ -133,6 +134,8 @@ final class ProcessBackend<D: TransportableDataset, Batch: Sendable>: LoaderBack
     var sink: ResultSink<Batch>?
     var stopping = false
     var receiversRunning = 0
+    /// One thread per worker reading its results (pthreads, joined at shutdown).
+    let receivers: ThreadPool
     /// Replacements started so far; past ``maxRespawns`` a death fails the epoch.
     var respawns = 0
     static var maxRespawns: Int { 3 }
@@ -147,6 +150,7 @@ final class ProcessBackend<D: TransportableDataset, Batch: Sendable>: LoaderBack
         let policy = options.sharedMemory ?? SharedMemoryPolicy()
         let (t, _) = policy.select(segmentBytes: slotBytes)
         self.transport = t
+        self.receivers = ThreadPool(threadCount: options.numWorkers, name: options.threadName + "-rx")
         do throws(DataLoaderError) {
             for id in 0..<options.numWorkers { workers.append(try start(id, policy: policy)) }
         } catch {
@@ -192,7 +196,7 @@ final class ProcessBackend<D: TransportableDataset, Batch: Sendable>: LoaderBack
         close(req[0])
         close(res[1])
         var w = Worker(child: child, requests: req[1], results: res[0], slots: slots, freeSlots: slots.indices.map { Int32($0) }.reversed(),
-                       pending: [:], receiver: nil)
+                       pending: [:])
         var initMsg = ByteWriter()
         initMsg.write(Message.initialize.rawValue)
         initMsg.write(D.kind)
@@ -227,18 +231,12 @@ final class ProcessBackend<D: TransportableDataset, Batch: Sendable>: LoaderBack
             throw fail("worker \(id) could not start: \(reason)")
         }
         guard type == Message.ready.rawValue else { throw fail("worker \(id) answered its start with message \(type)") }
-        w.receiver = nil
         return w
     }
 
     private func startReceiver(_ id: Int) {
-        let t = Thread { [self] in self.receive(id) }
-        t.name = "sd-loader-rx-\(id)"
-        cond.withLock {
-            workers[id].receiver = t
-            receiversRunning += 1
-        }
-        t.start()
+        cond.withLock { receiversRunning += 1 }
+        receivers.execute { [self] in self.receive(id) }
     }
 
     func attach(_ sink: ResultSink<Batch>) {
@@ -248,8 +246,12 @@ final class ProcessBackend<D: TransportableDataset, Batch: Sendable>: LoaderBack
     func submit(_ task: LoadTask, worker id: Int) {
         let send: (Int32, [UInt8])? = cond.withLock {
             guard !stopping else { return nil }
-            let slot = workers[id].freeSlots.popLast() ?? -1
             let key = Int64(task.batch) << 20 | Int64(task.epoch & 0xFFFFF)
+            guard workers[id].alive else {
+                workers[id].pending[key] = (task, -1)  // the replacement gets it
+                return nil
+            }
+            let slot = workers[id].freeSlots.popLast() ?? -1
             workers[id].pending[key] = (task, slot)
             var w = ByteWriter()
             w.write(Message.task.rawValue)
@@ -348,13 +350,20 @@ final class ProcessBackend<D: TransportableDataset, Batch: Sendable>: LoaderBack
             options.warn("\(error); starting a replacement and resubmitting its batches")
             let policy = options.sharedMemory ?? SharedMemoryPolicy()
             do throws(DataLoaderError) {
-                let old = cond.withLock { workers[id] }
+                let old: Worker = cond.withLock {
+                    workers[id].alive = false
+                    return workers[id]
+                }
                 close(old.requests)
                 close(old.results)
-                var fresh = try start(id, policy: policy)
-                fresh.receiver = old.receiver
-                let tasks = old.pending.values.map(\.task).sorted { $0.batch < $1.batch }
-                cond.withLock { workers[id] = fresh }
+                let fresh = try start(id, policy: policy)
+                // Everything the dead worker owed, and whatever was submitted meanwhile, goes to
+                // the replacement.
+                let tasks: [LoadTask] = cond.withLock {
+                    let owed = workers[id].pending.values.map(\.task).sorted { $0.batch < $1.batch }
+                    workers[id] = fresh
+                    return owed
+                }
                 for t in tasks { submit(t, worker: id) }
                 return true
             } catch {
@@ -384,6 +393,7 @@ final class ProcessBackend<D: TransportableDataset, Batch: Sendable>: LoaderBack
         }
         for w in list { close(w.results) }
         cond.withLock { workers.removeAll() }
+        receivers.shutdown()
     }
 
     deinit { shutdown() }

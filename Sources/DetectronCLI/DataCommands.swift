@@ -1,5 +1,6 @@
 import ArgumentParser
 import COCO
+import Engine
 import Foundation
 
 /// `detectron make-shapes`: writes the synthetic shapes dataset.
@@ -45,20 +46,11 @@ struct Evaluate: ParsableCommand {
         let t2 = Date()
         let r = COCOEvaluator(groundTruth: truth, detections: dets).evaluate()
         let t3 = Date()
-        print(json ? Self.json(r) : r.summary)
+        print(json ? EvaluationJSON.object(r) : r.summary)
         if timing {
             FileHandle.standardError.write(Data(String(format: "timing: load gt %.3f s, load results %.3f s, evaluate %.3f s\n",
                                                        t1.timeIntervalSince(t0), t2.timeIntervalSince(t1), t3.timeIntervalSince(t2)).utf8))
         }
     }
 
-    static func json(_ r: COCOEvaluator.Result) -> String {
-        var obj: [String: Any] = [:]
-        for (name, v) in zip(COCOEvaluator.Result.statNames, r.stats) { obj[name] = v }
-        var per: [String: Double] = [:]
-        for (k, v) in r.perCategory { per[String(k)] = v }
-        obj["per_category"] = per
-        let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
-        return String(decoding: data, as: UTF8.self)
-    }
 }

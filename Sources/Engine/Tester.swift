@@ -24,21 +24,23 @@ public final class Detector {
     /// Contiguous class → (JSON category id, name), from the checkpoint (or none).
     public let categories: [Int: (id: Int, name: String)]
 
-    public init(config: Config, weights: String, log: ((String) -> Void)? = nil) throws {
+    /// A detector with `weights`, or with its random initialisation when `weights` is nil
+    /// (benchmarks).
+    public init(config: Config, weights: String?, threads: Int? = nil, log: ((String) -> Void)? = nil) throws {
         cfg = config
         model = try FasterRCNN.build(config, train: false)
-        let budget = CPUBudget.detect()
+        let budget = CPUBudget.detect(override: threads)
         // One BLAS thread: the ops split their GEMMs across the pool instead, so BLAS threads and
         // pool threads never compete for the cores.
         BLAS.threadCount = 1
-        pool = ThreadPool(threadCount: budget.threads, name: "sd-test")
+        pool = ThreadPool(threadCount: max(0, budget.threads - 1), name: "sd-test")
         let ctx = CPUContext()
         ws = Workspace(context: ctx)
         let registry = OperatorRegistry.engine(config)
         try Net(model.initNet, workspace: ws, registry: registry, seed: UInt64(config.int("RNG_SEED"))).run()
-        try loadCheckpoint(weights, into: ws, model: model, momentum: false, log: log)
+        if let weights { try loadCheckpoint(weights, into: ws, model: model, momentum: false, log: log) }
         var cats: [Int: (Int, String)] = [:]
-        if let text = try? Checkpoint.read(weights).metadata["categories"],
+        if let weights, let text = try? Checkpoint.read(weights).metadata["categories"],
            let list = try? JSONDecoder().decode([COCOFile.Category].self, from: Data(text.utf8)) {
             for (i, c) in list.enumerated() { cats[i + 1] = (c.id, c.name) }
         }
@@ -51,6 +53,9 @@ public final class Detector {
         ws.feedBlob("im_info", try Tensor([32, 32, 1] as [Float], shape: [1, 3], context: ctx))
         net = try Net(model.net, workspace: ws, registry: registry, pool: pool)
     }
+
+    /// The number of proposals the box head saw for the last image.
+    public var lastProposalCount: Int { (try? ws.fetchBlob("rois").dim(0)) ?? 0 }
 
     /// Detections for one image (BGR or RGB; converted), in its pixel coordinates.
     public func detect(_ image: Image) throws -> [DetectedBox] {

@@ -141,7 +141,8 @@ public final class Trainer {
         // One BLAS thread: the ops split their GEMMs across the pool instead, so BLAS threads and
         // pool threads never compete for the cores.
         BLAS.threadCount = 1
-        let pool = ThreadPool(threadCount: budget.threads, name: "sd-train")
+        // The calling thread takes part in every parallel loop: threads − 1 helpers use them all.
+        let pool = ThreadPool(threadCount: max(0, budget.threads - 1), name: "sd-train")
         let ctx = CPUContext()
         let ws = Workspace(context: ctx)
         let registry = OperatorRegistry.engine(cfg)
@@ -163,32 +164,7 @@ public final class Trainer {
             try loadCheckpoint(w, into: ws, model: model, momentum: false, log: log)
         }
 
-        // Gradients, then Detectron's update: biases 2× gradient and no decay, weight decay
-        // (GN parameters their own), MomentumSGDUpdate.
-        var net = model.net
-        let gradients = try addGradientOperators(to: &net, losses: model.losses, registry: registry)
-        ws.feedBlob("lr", try Tensor([0] as [Float], shape: [1], context: ctx))
-        ws.feedBlob("one", try Tensor([1] as [Float], shape: [1], context: ctx))
-        ws.feedBlob("weight_decay", try Tensor([Float(cfg.double("SOLVER.WEIGHT_DECAY"))], shape: [1], context: ctx))
-        ws.feedBlob("weight_decay_gn", try Tensor([Float(cfg.double("SOLVER.WEIGHT_DECAY_GN"))], shape: [1], context: ctx))
-        var trainable: [ParamInfo] = []
-        for p in model.params where p.trainable {
-            guard let g = gradients[p.name] else { continue }
-            trainable.append(p)
-            if !ws.hasBlob(p.name + "_momentum") {
-                ws.feedBlob(p.name + "_momentum", try Tensor([Float](repeating: 0, count: p.shape.reduce(1, *)), shape: p.shape, context: ctx))
-            }
-            switch p.kind {
-            case .bias:
-                net.add("Scale", [g], [g], ["scale": .float(cfg.double("SOLVER.BIAS_LR"))])
-            case .gnScale, .gnBias:
-                if cfg.double("SOLVER.WEIGHT_DECAY_GN") > 0 { net.add("WeightedSum", [g, "one", p.name, "weight_decay_gn"], [g]) }
-            default:
-                if cfg.double("SOLVER.WEIGHT_DECAY") > 0 { net.add("WeightedSum", [g, "one", p.name, "weight_decay"], [g]) }
-            }
-            net.add("MomentumSGDUpdate", [g, p.name + "_momentum", "lr", p.name], [g, p.name + "_momentum", p.name],
-                    ["momentum": .float(cfg.double("SOLVER.MOMENTUM"))])
-        }
+        let (net, trainable) = try makeTrainingNet(cfg, model: model, ws: ws, registry: registry)
         log("\(trainable.count) trainable parameters (\(trainable.reduce(0) { $0 + $1.shape.reduce(1, *) }) values), \(model.params.count - trainable.count) frozen")
         let trainNet = try Net(net, workspace: ws, registry: registry, pool: pool, seed: seed)
 
@@ -318,6 +294,38 @@ public final class Trainer {
                              metadata: ["config": cfg.description, "iteration": String(iteration), "format": "swiftdetectron-1",
                                         "categories": categoriesJSON], to: path)
     }
+}
+
+/// The training net: the model's forward, its gradients, and Detectron's parameter update —
+/// biases get a 2× gradient and no decay, GN parameters their own decay, the rest WEIGHT_DECAY,
+/// then MomentumSGDUpdate. Feeds `lr`, `one`, the decays and zero momentum buffers.
+func makeTrainingNet(_ cfg: Config, model: DetectionModel, ws: Workspace, registry: OperatorRegistry) throws -> (NetDef, [ParamInfo]) {
+    let ctx = ws.context
+    var net = model.net
+    let gradients = try addGradientOperators(to: &net, losses: model.losses, registry: registry)
+    ws.feedBlob("lr", try Tensor([0] as [Float], shape: [1], context: ctx))
+    ws.feedBlob("one", try Tensor([1] as [Float], shape: [1], context: ctx))
+    ws.feedBlob("weight_decay", try Tensor([Float(cfg.double("SOLVER.WEIGHT_DECAY"))], shape: [1], context: ctx))
+    ws.feedBlob("weight_decay_gn", try Tensor([Float(cfg.double("SOLVER.WEIGHT_DECAY_GN"))], shape: [1], context: ctx))
+    var trainable: [ParamInfo] = []
+    for p in model.params where p.trainable {
+        guard let g = gradients[p.name] else { continue }
+        trainable.append(p)
+        if !ws.hasBlob(p.name + "_momentum") {
+            ws.feedBlob(p.name + "_momentum", try Tensor([Float](repeating: 0, count: p.shape.reduce(1, *)), shape: p.shape, context: ctx))
+        }
+        switch p.kind {
+        case .bias:
+            net.add("Scale", [g], [g], ["scale": .float(cfg.double("SOLVER.BIAS_LR"))])
+        case .gnScale, .gnBias:
+            if cfg.double("SOLVER.WEIGHT_DECAY_GN") > 0 { net.add("WeightedSum", [g, "one", p.name, "weight_decay_gn"], [g]) }
+        default:
+            if cfg.double("SOLVER.WEIGHT_DECAY") > 0 { net.add("WeightedSum", [g, "one", p.name, "weight_decay"], [g]) }
+        }
+        net.add("MomentumSGDUpdate", [g, p.name + "_momentum", "lr", p.name], [g, p.name + "_momentum", p.name],
+                ["momentum": .float(cfg.double("SOLVER.MOMENTUM"))])
+    }
+    return (net, trainable)
 }
 
 /// Feeds a checkpoint's blobs into a workspace by name, checking shapes; reports what the model

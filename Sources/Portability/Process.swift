@@ -333,6 +333,12 @@ final class Box<T>: @unchecked Sendable {
     init(_ value: T) { self.value = value }
 }
 
+/// The process heap.
+public enum Heap {
+    /// Returns freed heap pages to the kernel (`malloc_trim`), so RSS follows live memory.
+    public static func trim() { sd_malloc_trim() }
+}
+
 /// Resource limits, readably (soft limits; nil means unlimited).
 public enum Limits {
     /// `ulimit -n`: open descriptors.

@@ -1,4 +1,5 @@
 import BLAS
+import Portability
 import Testing
 
 /// Row-major naive reference in double precision.
@@ -45,7 +46,7 @@ let gemmCases: [GEMMCase] = {
 struct GEMMTests {
     @Test("sgemm equals the naive reference on odd shapes, transposes and strides", arguments: gemmCases)
     func sgemm(_ t: GEMMCase) {
-        var rng = SplitMix(seed: UInt64(t.m * 1000 + t.n * 10 + t.k))
+        var rng = SplitMix64(seed: UInt64(t.m * 1000 + t.n * 10 + t.k))
         let aRows = t.ta == .none ? t.m : t.k, aCols = t.ta == .none ? t.k : t.m
         let bRows = t.tb == .none ? t.k : t.n, bCols = t.tb == .none ? t.n : t.k
         let lda = aCols + t.pad, ldb = bCols + t.pad, ldc = t.n + t.pad
@@ -88,16 +89,7 @@ struct GEMMTests {
     }
 }
 
-/// A small deterministic generator for test data.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextFloat() -> Float { Float(next() >> 40) / Float(1 << 24) * 2 - 1 }
+extension SplitMix64 {
+    /// Uniform in [-1, 1).
+    mutating func nextFloat() -> Float { Float(unit() * 2 - 1) }
 }

@@ -95,7 +95,9 @@ struct LoaderTests {
 
     @Test("releasing the iterator mid-epoch, or the consumer throwing, stops the worker threads quickly")
     func shutdownMidEpoch() throws {
-        let loader = try DataLoader(dataset: Numbers(count: 200), options: options(workers: 3)) { $0 }
+        var o = options(workers: 3)
+        o.threadName = "sd-midepoch"
+        let loader = try DataLoader(dataset: Numbers(count: 200), options: o) { $0 }
         let t0 = Date()
         do {
             let it = try loader.makeIterator()
@@ -103,28 +105,27 @@ struct LoaderTests {
             _ = try it.next()
         }
         #expect(Date().timeIntervalSince(t0) < 2)
-        usleep(50_000)
-        #expect(threadNames().filter { $0.hasPrefix("sd-loader-") }.isEmpty)
+        #expect(threadNames().filter { $0.hasPrefix("sd-midepoch-") }.isEmpty)
         struct ConsumerFailed: Error {}
         #expect(throws: ConsumerFailed.self) {
             let it = try loader.makeIterator(epoch: 1)
             while let b = try it.next() { if b.count == 4 { throw ConsumerFailed() } }
         }
-        usleep(50_000)
-        #expect(threadNames().filter { $0.hasPrefix("sd-loader-") }.isEmpty)
+        #expect(threadNames().filter { $0.hasPrefix("sd-midepoch-") }.isEmpty)
     }
 
     @Test("persistent thread workers survive epochs and stop with the loader")
     func persistentThreads() throws {
         do {
-            let loader = try DataLoader(dataset: Numbers(count: 20), options: options(workers: 2, persistent: true)) { $0 }
+            var o = options(workers: 2, persistent: true)
+            o.threadName = "sd-persist"
+            let loader = try DataLoader(dataset: Numbers(count: 20), options: o) { $0 }
             _ = try loader.makeIterator(epoch: 0).collect()
             #expect(loader.resources.workerThreads == 2)
             _ = try loader.makeIterator(epoch: 1).collect()
             #expect(loader.resources.workerThreads == 2)
         }
-        usleep(50_000)
-        #expect(threadNames().filter { $0.hasPrefix("sd-loader-") }.isEmpty)
+        #expect(threadNames().filter { $0.hasPrefix("sd-persist-") }.isEmpty)
     }
 }
 

@@ -80,8 +80,11 @@ struct ProcessWorkerTests {
         let epochs = lines.filter { $0.hasPrefix("epoch") }.map { $0.split(separator: " ").map(String.init) }
         try #require(epochs.count == 50, "\(lines.suffix(3))")
         // "epoch E images N rss KB fds N processes N segments N"
-        let rss5 = Double(epochs[5][5])!, rss50 = Double(epochs[49][5])!
-        #expect((rss50 - rss5) / rss5 < 0.02, "RSS \(rss5) KB at epoch 5, \(rss50) KB at epoch 50")
+        // The peak of ten epochs on each side: the batch in flight when RSS is read varies with
+        // timing, but a leak raises the late peak above the early one.
+        func peak(_ r: Range<Int>) -> Double { r.map { Double(epochs[$0][5])! }.max()! }
+        let rss5 = peak(5..<15), rss50 = peak(40..<50)
+        #expect((rss50 - rss5) / rss5 < 0.02, "RSS peak \(rss5) KB over epochs 5–14, \(rss50) KB over epochs 40–49")
         #expect(epochs[5][7] == epochs[49][7], "descriptors \(epochs[5][7]) → \(epochs[49][7])")
         #expect(epochs.allSatisfy { $0[3] == "256" })
         #expect(epochs[49][9] == "0" && epochs[49][11] == "0")

@@ -24,6 +24,32 @@ struct TargetTests {
         #expect(m.cellAnchors[6] == [-332, -152, 395, 215, -224, -224, 287, 287, -148, -328, 211, 391])
     }
 
+    @Test("bodies of depth 18, 34, 50 and 101 build with Detectron's names, AffineChannel or GN, FREEZE_AT")
+    func bodies() throws {
+        for (depth, last, probe) in [(18, "res5_1_sum", "res4_1_branch2b_w"), (34, "res5_2_sum", "res4_5_branch2b_w"),
+                                      (50, "res5_2_sum", "res4_5_branch2c_w"), (101, "res5_2_sum", "res4_22_branch2c_w")] {
+            var c = Config()
+            try c.merge(file: repoRoot + "/configs/getting_started/tutorial_1gpu_e2e_faster_rcnn_R-50-FPN.yaml")
+            try c.merge(overrides: ["MODEL.CONV_BODY", "FPN.add_fpn_ResNet\(depth)_conv5_body"])
+            let m = try FasterRCNN.build(c, train: true)
+            let names = Set(m.params.map(\.name))
+            #expect(names.contains(probe), "R-\(depth) lacks \(probe)")
+            #expect(names.contains("fpn_inner_\(last)_w") && names.contains("conv_rpn_fpn2_w") && names.contains("bbox_pred_w"))
+            #expect(!names.contains("conv_rpn_fpn3_w"), "the RPN head is shared across levels")
+            // FREEZE_AT 2: conv1 and res2 are frozen; AffineChannel always is.
+            #expect(m.params.first { $0.name == "conv1_w" }?.trainable == false)
+            #expect(m.params.first { $0.name == "res3_0_branch2a_w" }?.trainable == true)
+            #expect(m.params.filter { $0.name.hasSuffix("_bn_s") }.allSatisfy { !$0.trainable })
+            if depth == 50 {
+                #expect(m.params.first { $0.name == "res2_0_branch2a_w" }?.shape == [64, 64, 1, 1])
+                #expect(m.params.first { $0.name == "fc6_w" }?.shape == [1024, 12544])
+                #expect(m.params.first { $0.name == "bbox_pred_w" }?.shape == [324, 1024])
+                #expect(m.params.first { $0.name == "rpn_bbox_pred_fpn2_w" }?.shape == [12, 256, 1, 1])
+            }
+        }
+        #expect(throws: ModelError.self) { try FasterRCNN.build(try smallConfig(["MODEL.CONV_BODY", "FPN.add_fpn_ResNet42_conv5_body"]), train: false) }
+    }
+
     @Test("RPN labels: straddling anchors ignored, best matches positive, 256 sampled, targets and weights")
     func rpnLabels() throws {
         let c = try smallConfig(["TRAIN.MAX_SIZE", "64", "FPN.RPN_ANCHOR_START_SIZE", "16"])

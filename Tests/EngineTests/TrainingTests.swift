@@ -24,7 +24,7 @@ func tinyDataset() throws -> (spec: String, boxes: [[Double]], dir: String) {
 }
 
 func tinyConfig(dataset: String, output: String, maxIter: Int, snapshot: Int = 100_000) -> [String] {
-    ["MODEL.NUM_CLASSES", "3", "RESNETS.STEM_OUT_DIM", "8", "RESNETS.RES2_OUT_DIM", "8", "GROUP_NORM.NUM_GROUPS", "4",
+    ["MODEL.NUM_CLASSES", "3", "RESNETS.STEM_OUT_DIM", "8", "MODEL.EXECUTION_TYPE", "simple", "RESNETS.RES2_OUT_DIM", "8", "GROUP_NORM.NUM_GROUPS", "4",
      "FPN.DIM", "16", "FAST_RCNN.MLP_HEAD_DIM", "32", "TRAIN.BATCH_SIZE_PER_IM", "32", "TRAIN.RPN_BATCH_SIZE_PER_IM", "64",
      "TRAIN.SCALES", "(64,)", "TRAIN.MAX_SIZE", "64", "TEST.SCALE", "64", "TEST.MAX_SIZE", "64", "TRAIN.IMS_PER_BATCH", "1",
      "TRAIN.USE_FLIPPED", "False", "TRAIN.RPN_PRE_NMS_TOP_N", "200", "TRAIN.RPN_POST_NMS_TOP_N", "100",
@@ -35,10 +35,10 @@ func tinyConfig(dataset: String, output: String, maxIter: Int, snapshot: Int = 1
 
 @Suite("Training", .serialized)
 struct TrainingTests {
-    @Test("overfitting one image: the loss falls below 10 % of its start and the detections recover the boxes (IoU ≥ 0.7)")
+    @Test("overfitting one image in 400 iterations: the loss falls below 10 % of its start and the detections recover the boxes (IoU ≥ 0.7)")
     func overfit() throws {
         let (spec, boxes, dir) = try tinyDataset()
-        var c = try smallConfig(tinyConfig(dataset: spec, output: dir + "/out", maxIter: 200))
+        var c = try smallConfig(tinyConfig(dataset: spec, output: dir + "/out", maxIter: 400))
         try c.merge(overrides: ["TRAIN.AUTO_RESUME", "False"])
         let first = Locked<Float?>(nil), last = Locked<Float?>(nil)
         let final = try Trainer(config: c, log: { _ in }).run { e in
@@ -56,6 +56,25 @@ struct TrainingTests {
                                 (Float(gt[0]), Float(gt[1]), Float(gt[2]), Float(gt[3])))
             #expect(iou >= 0.7, "class \(k + 1): IoU \(iou) for \(b.bbox) vs \(gt)")
         }
+    }
+
+    @Test("a NaN loss stops training with a clear message naming the last good snapshot, which stays intact")
+    func divergence() throws {
+        let (spec, _, dir) = try tinyDataset()
+        var c = try smallConfig(tinyConfig(dataset: spec, output: dir + "/out", maxIter: 60, snapshot: 5))
+        try c.merge(overrides: ["SOLVER.BASE_LR", "1000000.0", "SOLVER.WARM_UP_ITERS", "0", "TRAIN.AUTO_RESUME", "False"])
+        do {
+            try Trainer(config: c, log: { _ in }).run()
+            Issue.record("training with a huge learning rate did not diverge")
+        } catch let error as EngineError {
+            guard case let .diverged(_, _, snapshot) = error else { Issue.record("\(error)"); return }
+            #expect(error.description.contains("the total loss is NaN or infinite"))
+            if let snapshot {
+                #expect(error.description.contains(snapshot))
+                #expect(throws: Never.self) { _ = try Checkpoint.read(snapshot) }
+            }
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/out/train/model_final.safetensors"))
     }
 
     @Test("kill -9 during training, then the same command: it resumes from the last snapshot and ends at the same iteration")

@@ -6,15 +6,9 @@ import Testing
 
 /// A deterministic generator for test data.
 struct TestRNG {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var core: SplitMix64
+    init(_ seed: UInt64) { core = SplitMix64(seed: seed) }
+    mutating func next() -> UInt64 { core.next() }
     mutating func uniform(_ lo: Float = -1, _ hi: Float = 1) -> Float { lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24) }
     mutating func array(_ n: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] { (0..<n).map { _ in uniform(lo, hi) } }
     /// Values at least `gap` from zero (away from Relu's kink).

@@ -68,4 +68,7 @@ long long sd_rlimit_nproc(void);
 int sd_set_rlimit_nproc(long long value);
 int sd_set_rlimit_nofile(long long value);
 
+/// malloc_trim(0): return freed heap pages to the kernel.
+void sd_malloc_trim(void);
+
 #endif

@@ -1,21 +1,9 @@
 import Foundation
+import Portability
 import Storage
 
-/// A small deterministic generator (SplitMix64) for the fillers: the same seed gives the same
-/// values on every machine.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
-    /// Standard normal (Box–Muller).
+extension SplitMix64 {
+    /// Standard normal (Box–Muller), for the Gaussian fillers.
     mutating func gaussian() -> Double {
         let u1 = max(unit(), 1e-300), u2 = unit()
         return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)

@@ -1,0 +1,34 @@
+import ArgumentParser
+import Engine
+import Foundation
+import Imaging
+
+/// `detectron benchmark`: seconds per image (or per training iteration) of a config's model.
+struct BenchmarkModel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "benchmark",
+        abstract: "Time a config's model: inference per image, or a training iteration with --train (random weights).",
+        discussion: "Prints the median, min and max seconds and the peak RSS; the last line is one JSON object: median_s, min_s, max_s, peak_rss_mb, threads, proposals. Use a release build."
+    )
+    @Option(help: "A Detectron YAML config file.") var cfg: String
+    @Flag(help: "Time training iterations (TRAIN.IMS_PER_BATCH images) instead of inference.") var train = false
+    @Option(parsing: .upToNextOption, help: "JPEG images (default: a 640×480 test pattern).") var images: [String] = []
+    @Option(help: "Timed runs after one warm-up.") var runs = 5
+    @Option(help: "Threads (default: the usable cores; DETECTRON_NUM_THREADS also works).") var threads: Int?
+    @Argument(parsing: .captureForPassthrough, help: "KEY VALUE overrides.") var overrides: [String] = []
+
+    func run() throws {
+        var c = Config()
+        try c.merge(file: cfg)
+        try c.merge(overrides: overrides)
+        let imgs = try images.isEmpty ? [ModelBenchmark.syntheticImage()] : images.map { try JPEG.decode(contentsOf: $0, order: .bgr) }
+        let r = train ? try ModelBenchmark.training(c, images: imgs, runs: runs, threads: threads)
+                      : try ModelBenchmark.inference(c, images: imgs, runs: runs, threads: threads)
+        let sorted = r.seconds.sorted()
+        print(String(format: "%@: median %.3f s, min %.3f s, max %.3f s over %d runs; peak RSS %.0f MB; %d threads; %d proposals",
+                     train ? "training iteration" : "inference", r.median, sorted.first!, sorted.last!, runs, r.peakRSSMB, r.threads, r.proposals))
+        let json: [String: Any] = ["median_s": r.median, "min_s": sorted.first!, "max_s": sorted.last!, "peak_rss_mb": r.peakRSSMB,
+                                   "threads": r.threads, "proposals": r.proposals]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self))
+    }
+}

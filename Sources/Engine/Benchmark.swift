@@ -1,0 +1,97 @@
+import BLAS
+import DataLoading
+import Foundation
+import Imaging
+import Operators
+import Portability
+import Storage
+
+/// Timings of a model on this machine (`detectron benchmark`, like detectron2's tools/benchmark.py).
+public struct BenchmarkResult: Sendable {
+    public var seconds: [Double]
+    public var peakRSSMB: Double
+    public var threads: Int
+    public var proposals: Int
+
+    public var median: Double { seconds.sorted()[seconds.count / 2] }
+}
+
+public enum ModelBenchmark {
+    /// A 640×480 test pattern, for runs without images.
+    public static func syntheticImage() -> Image {
+        var img = Image(width: 640, height: 480, channels: 3, order: .bgr, fill: 0)
+        for y in 0..<480 {
+            for x in 0..<640 {
+                let i = (y * 640 + x) * 3
+                img.pixels[i] = UInt8((x * 255) / 639)
+                img.pixels[i + 1] = UInt8((y * 255) / 479)
+                img.pixels[i + 2] = UInt8(((x + y) * 7) % 256)
+            }
+        }
+        return img
+    }
+
+    static func peakRSSMB() -> Double {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let kb = line.split(separator: " ").dropFirst().first.flatMap { Double($0) } ?? 0
+            return kb / 1024
+        }
+        return 0
+    }
+
+    /// Inference per image (random weights: the time does not depend on them), after warm-up.
+    public static func inference(_ cfg: Config, images: [Image], runs: Int, warmup: Int = 1, threads: Int? = nil) throws -> BenchmarkResult {
+        let detector = try Detector(config: cfg, weights: nil, threads: threads)
+        for i in 0..<warmup { _ = try detector.detect(images[i % images.count]) }
+        var times: [Double] = []
+        for i in 0..<runs {
+            let t0 = Date()
+            _ = try detector.detect(images[i % images.count])
+            times.append(Date().timeIntervalSince(t0))
+        }
+        return BenchmarkResult(seconds: times, peakRSSMB: peakRSSMB(), threads: CPUBudget.detect(override: threads).threads,
+                               proposals: detector.lastProposalCount)
+    }
+
+    /// Training iterations of `TRAIN.IMS_PER_BATCH` images (each with one centred ground-truth box
+    /// of class 1), forward, backward and update, after warm-up.
+    public static func training(_ cfg: Config, images: [Image], runs: Int, warmup: Int = 1, threads: Int? = nil) throws -> BenchmarkResult {
+        let model = try FasterRCNN.build(cfg, train: true)
+        let budget = CPUBudget.detect(override: threads)
+        BLAS.threadCount = 1
+        let pool = ThreadPool(threadCount: max(0, budget.threads - 1), name: "sd-bench")
+        let ctx = CPUContext()
+        let ws = Workspace(context: ctx)
+        let registry = OperatorRegistry.engine(cfg)
+        try Net(model.initNet, workspace: ws, registry: registry, seed: 3).run()
+        for (level, cell) in model.cellAnchors { ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx)) }
+        let (netDef, _) = try makeTrainingNet(cfg, model: model, ws: ws, registry: registry)
+        try ws.fetchBlob("lr").mutableData(as: Float.self)[0] = 0.001
+        let targets = RPNTargetMaker(cfg: cfg, cellAnchors: model.cellAnchors, levels: model.rpnLevels)
+        let n = cfg.int("TRAIN.IMS_PER_BATCH")
+        var samples: [TrainSample] = []
+        var rng = SampleRNG(seed: 1)
+        for i in 0..<n {
+            let img = images[i % images.count]
+            let s = InputBlob.scale(width: img.width, height: img.height, target: cfg.ints("TRAIN.SCALES")[0], maxSize: cfg.int("TRAIN.MAX_SIZE"))
+            let prepared = InputBlob.prepare(img, pixelMeans: pixelMeans(cfg), scale: s)
+            let box: [Float] = [Float(img.width) / 3, Float(img.height) / 3, Float(img.width) * 2 / 3, Float(img.height) * 2 / 3]
+            let rpn = targets.compute(gt: box.map { $0 * Float(s) }, imageHeight: prepared.height, imageWidth: prepared.width, rng: &rng)
+            samples.append(TrainSample(image: prepared, scale: Float(s), rpn: rpn,
+                                       entry: .init(boxes: box, classes: [1], crowd: [false], scale: Float(s)), seed: rng.next()))
+        }
+        let batch = try MinibatchCollate.collate(samples, targets: targets, context: ctx)
+        for (name, t) in batch.blobs { ws.feedBlob(name, t) }
+        ws.feed("roidb", value: batch.roidb)
+        let net = try Net(netDef, workspace: ws, registry: registry, pool: pool)
+        for _ in 0..<warmup { try net.run() }
+        var times: [Double] = []
+        for _ in 0..<runs {
+            let t0 = Date()
+            try net.run()
+            times.append(Date().timeIntervalSince(t0))
+        }
+        return BenchmarkResult(seconds: times, peakRSSMB: peakRSSMB(), threads: budget.threads, proposals: (try? ws.fetchBlob("rois").dim(0)) ?? 0)
+    }
+}

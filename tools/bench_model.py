@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""R-50-FPN on this machine: `detectron benchmark` against torchvision's fasterrcnn_resnet50_fpn.
+
+Same input (a 640×480 test pattern, or --image), same size rule (shorter side 500, longer ≤ 833),
+1,000 proposals at test; inference seconds per image and training seconds per iteration (2 images,
+one box each, one SGD step), with 1 and 2 threads; medians after a warm-up. Random weights on
+both sides (timing does not depend on them; nothing is downloaded). Prints a Markdown table.
+
+    swift build -c release --product detectron
+    /tmp/venv/bin/pip install torch torchvision numpy
+    /tmp/venv/bin/python tools/bench_model.py [--runs 5]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import time
+
+import numpy as np
+import torch
+import torchvision
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--runs", type=int, default=5)
+ap.add_argument("--detectron", default=os.path.join(os.path.dirname(__file__), "..", ".build", "release", "detectron"))
+ap.add_argument("--cfg", default=os.path.join(os.path.dirname(__file__), "..", "configs", "getting_started", "tutorial_1gpu_e2e_faster_rcnn_R-50-FPN.yaml"))
+args = ap.parse_args()
+
+# The same test pattern as `detectron benchmark` (BGR there; RGB here, same values per channel order).
+ys, xs = np.mgrid[0:480, 0:640]
+b, g, r = (xs * 255) // 639, (ys * 255) // 479, ((xs + ys) * 7) % 256
+image = torch.from_numpy(np.stack([r, g, b]).astype(np.float32) / 255.0)
+
+
+def ours(train, threads):
+    cmd = [args.detectron, "benchmark", "--cfg", args.cfg, "--threads", str(threads), "--runs", str(args.runs)] + (["--train"] if train else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    return json.loads(out)
+
+
+def torchvision_time(train, threads):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, min_size=500, max_size=833,
+        rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000, box_batch_size_per_image=256)
+    times = []
+    if train:
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+        target = {"boxes": torch.tensor([[640 / 3, 480 / 3, 640 * 2 / 3, 480 * 2 / 3]]), "labels": torch.tensor([1])}
+        for i in range(args.runs + 1):
+            t0 = time.time()
+            losses = model([image, image], [target, target])
+            loss = sum(losses.values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i > 0:
+                times.append(time.time() - t0)
+    else:
+        model.eval()
+        with torch.no_grad():
+            for i in range(args.runs + 1):
+                t0 = time.time()
+                model([image])
+                if i > 0:
+                    times.append(time.time() - t0)
+    return statistics.median(times)
+
+
+print("| run | threads | torchvision (s) | ours (s) | ratio ours/torchvision |")
+print("|---|---:|---:|---:|---:|")
+for train in (False, True):
+    for threads in (1, 2):
+        tv = torchvision_time(train, threads)
+        o = ours(train, threads)
+        print("| %s | %d | %.3f | %.3f | %.2f |" % ("training iteration (2 images)" if train else "inference (1 image)", threads, tv, o["median_s"], o["median_s"] / tv))
