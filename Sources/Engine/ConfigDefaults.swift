@@ -25,8 +25,8 @@ extension Config {
     private static func l(_ v: [ConfigValue]) -> ConfigValue { .list(v, tuple: false) }
 
     /// Detectron's defaults (`core/config.py`) for the keys this engine reads, plus the engine's own
-    /// named options (marked "ours").
-    static let defaultTree: [String: ConfigValue] = {
+    /// named options (marked "ours"). Built for each `Config` (no global state).
+    static var defaultTree: [String: ConfigValue] {
         let pairs: [(String, ConfigValue)] = [
             // MODEL
             ("MODEL.TYPE", .string("")), ("MODEL.CONV_BODY", .string("")), ("MODEL.NUM_CLASSES", .int(-1)),
@@ -110,5 +110,5 @@ extension Config {
             insert(&tree, parts[...])
         }
         return tree
-    }()
+    }
 }

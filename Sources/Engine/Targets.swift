@@ -76,7 +76,10 @@ struct RPNTargetMaker: Sendable {
                 for j in 0..<g {
                     let v = Boxes.iou(a, (gt[4 * j], gt[4 * j + 1], gt[4 * j + 2], gt[4 * j + 3]))
                     overlaps[k * g + j] = v
-                    if v > maxIoU[k] || j == 0 { if j == 0 || v > maxIoU[k] { maxIoU[k] = v; argmax[k] = j } }
+                    if j == 0 || v > maxIoU[k] {  // numpy argmax: the first maximum
+                        maxIoU[k] = v
+                        argmax[k] = j
+                    }
                     gtBest[j] = max(gtBest[j], v)
                 }
             }
@@ -223,7 +226,10 @@ final class CollectAndSampleOp: Operator, @unchecked Sendable {
                 var best: Float = 0, arg = -1
                 for j in 0..<g where entry.classes[j] > 0 {
                     let v = iou(boxes, i, boxes, j)
-                    if v > best || arg < 0 { if arg < 0 || v > best { best = v; arg = j } }
+                    if arg < 0 || v > best {
+                        best = v
+                        arg = j
+                    }
                 }
                 if arg >= 0 && best > 0 {
                     maxOverlap[i] = best
@@ -280,15 +286,8 @@ final class CollectAndSampleOp: Operator, @unchecked Sendable {
         try write(3, outIn, [r, 4 * K])
         try write(4, outOut, [r, 4 * K])
         // Distribute to levels, as at test time.
-        let lvls = Boxes.fpnLevels((0..<r).flatMap { Array(outRois[5 * $0 + 1..<5 * $0 + 5]) }, minLevel: minLevel, maxLevel: maxLevel)
-        var concatenated: [Int] = []
-        for (k, level) in (minLevel...maxLevel).enumerated() {
-            let idx = lvls.indices.filter { lvls[$0] == level }
-            concatenated += idx
-            try write(5 + k, idx.flatMap { Array(outRois[5 * $0..<5 * $0 + 5]) }, [idx.count, 5])
-        }
-        var restore = [Int32](repeating: 0, count: r)
-        for (position, original) in concatenated.enumerated() { restore[original] = Int32(position) }
+        let (perLevel, restore) = Boxes.distribute(outRois, minLevel: minLevel, maxLevel: maxLevel)
+        for (k, rows) in perLevel.enumerated() { try write(5 + k, rows, [rows.count / 5, 5]) }
         let t = try io.output(io.outputCount - 1, shape: [r], dtype: .int32)
         _ = try io.check(io.outputCount - 1, isInput: false) { () throws(StorageError) in try t.mutableData(as: Int32.self) }.update(fromContentsOf: restore)
     }

@@ -83,27 +83,9 @@ public final class Detector {
                 for k in 0..<4 { boxes[(i * K + c) * 4 + k] = b[k] }
             }
         }
-        return Self.nmsAndLimit(scores: probs, boxes: boxes, rows: r, classes: K, threshold: Float(cfg.double("TEST.SCORE_THRESH")),
-                                nms: Float(cfg.double("TEST.NMS")), limit: cfg.int("TEST.DETECTIONS_PER_IM"))
-    }
-
-    /// `box_results_with_nms_and_limit`: per class, scores > thresh, NMS (kept in row order);
-    /// then the per-image cap keeps the scores ≥ the limit-th best.
-    static func nmsAndLimit(scores: [Float], boxes: [Float], rows: Int, classes K: Int, threshold: Float, nms: Float, limit: Int) -> [DetectedBox] {
-        var perClass: [[DetectedBox]] = []
-        for j in 1..<K {
-            let keepRows = (0..<rows).filter { scores[$0 * K + j] > threshold }
-            let s = keepRows.map { scores[$0 * K + j] }
-            let b = keepRows.flatMap { Array(boxes[($0 * K + j) * 4..<($0 * K + j) * 4 + 4]) }
-            let keep = Boxes.nms(b, scores: s, threshold: nms)
-            perClass.append(keep.map { DetectedBox(bbox: b[4 * $0..<4 * $0 + 4].map(Double.init), score: Double(s[$0]), classIndex: j) })
-        }
-        let all = perClass.flatMap { $0 }
-        if limit > 0 && all.count > limit {
-            let thresh = all.map(\.score).sorted(by: >)[limit - 1]
-            return perClass.flatMap { $0.filter { $0.score >= thresh } }
-        }
-        return all
+        return Boxes.nmsAndLimit(scores: probs, boxes: boxes, rows: r, classes: K, threshold: Float(cfg.double("TEST.SCORE_THRESH")),
+                                 nms: Float(cfg.double("TEST.NMS")), limit: cfg.int("TEST.DETECTIONS_PER_IM"))
+            .map { DetectedBox(bbox: $0.box.map(Double.init), score: Double($0.score), classIndex: $0.classIndex) }
     }
 }
 

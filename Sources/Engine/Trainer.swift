@@ -203,7 +203,7 @@ public final class Trainer {
         var curve: [(Int, Float)] = []
         var lastSnapshot: String? = latestSnapshot()?.0
         let statsPath = (outputDirectory as NSString).appendingPathComponent("training_stats.jsonl")
-        if start == 0 { FileManager.default.createFile(atPath: statsPath, contents: nil) }
+        if start == 0 { _ = FileManager.default.createFile(atPath: statsPath, contents: nil) }
         let stats = FileHandle(forWritingAtPath: statsPath)
         stats?.seekToEndOfFile()
         defer { try? stats?.close() }

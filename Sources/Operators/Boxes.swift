@@ -130,4 +130,45 @@ public enum Boxes {
             return min(max(lvl, minLevel), maxLevel)
         }
     }
+
+    /// Distributes rois (R, 5) = [batch, x1, y1, x2, y2] to FPN levels (``fpnLevels(_:minLevel:maxLevel:canonicalScale:canonicalLevel:)``),
+    /// keeping their relative order; `restore[i]` is where roi i sits in the concatenation of the
+    /// levels (Detectron's `rois_idx_restore_int32`).
+    public static func distribute(_ rois: [Float], minLevel: Int, maxLevel: Int, canonicalScale: Double = 224,
+                                  canonicalLevel: Int = 4) -> (levels: [[Float]], restore: [Int32]) {
+        let r = rois.count / 5
+        let lvl = fpnLevels((0..<r).flatMap { Array(rois[5 * $0 + 1..<5 * $0 + 5]) }, minLevel: minLevel, maxLevel: maxLevel,
+                            canonicalScale: canonicalScale, canonicalLevel: canonicalLevel)
+        var levels: [[Float]] = [], concatenated: [Int] = []
+        for level in minLevel...maxLevel {
+            let idx = lvl.indices.filter { lvl[$0] == level }
+            concatenated += idx
+            levels.append(idx.flatMap { Array(rois[5 * $0..<5 * $0 + 5]) })
+        }
+        var restore = [Int32](repeating: 0, count: r)
+        for (position, original) in concatenated.enumerated() { restore[original] = Int32(position) }
+        return (levels, restore)
+    }
+
+    /// Detectron's `box_results_with_nms_and_limit` for one image. `scores` is (R, K) and `boxes`
+    /// (R, 4K), row-major. For each class j ≥ 1: rows with score > `threshold` (strict), NMS at
+    /// `nms` (kept in ascending row order); then, if more than `limit` remain, each class keeps
+    /// the scores ≥ the limit-th largest (ties may exceed the cap). Returns (class, score, box)
+    /// grouped by class in class order.
+    public static func nmsAndLimit(scores: [Float], boxes: [Float], rows: Int, classes k: Int, threshold: Float, nms: Float,
+                                   limit: Int) -> [(classIndex: Int, score: Float, box: [Float])] {
+        var perClass: [[(Int, Float, [Float])]] = []
+        for j in 1..<max(k, 1) {
+            let keepRows = (0..<rows).filter { scores[$0 * k + j] > threshold }
+            let s = keepRows.map { scores[$0 * k + j] }
+            let b = keepRows.flatMap { Array(boxes[($0 * k + j) * 4..<($0 * k + j) * 4 + 4]) }
+            perClass.append(self.nms(b, scores: s, threshold: nms).map { (j, s[$0], Array(b[4 * $0..<4 * $0 + 4])) })
+        }
+        let all = perClass.flatMap { $0 }
+        if limit > 0 && all.count > limit {
+            let cut = all.map(\.1).sorted(by: >)[limit - 1]
+            return perClass.flatMap { $0.filter { $0.1 >= cut } }.map { (classIndex: $0.0, score: $0.1, box: $0.2) }
+        }
+        return all.map { (classIndex: $0.0, score: $0.1, box: $0.2) }
+    }
 }

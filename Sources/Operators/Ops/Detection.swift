@@ -117,31 +117,26 @@ final class CollectAndDistributeOp: Operator, @unchecked Sendable {
     }
 
     func run(_ ctx: ExecutionContext) throws {
-        let levels = io.inputCount / 2
+        let inputLevels = io.inputCount / 2
         var rois: [Float] = [], probs: [Float] = []
-        for l in 0..<levels {
+        for l in 0..<inputLevels {
             let (r, rd) = try io.inputData(l)
-            let (p, pd) = try io.inputData(levels + l)
+            let (p, pd) = try io.inputData(inputLevels + l)
             try io.require(r.rank == 2 && r.shape[1] == 5, input: l, "must be (R, 5), has shape \(r.shape)")
-            try io.require(p.count == r.shape[0], input: levels + l, "holds \(p.count) probabilities for \(r.shape[0]) rois")
+            try io.require(p.count == r.shape[0], input: inputLevels + l, "holds \(p.count) probabilities for \(r.shape[0]) rois")
             rois += rd
             probs += pd
         }
         let order = Array(Boxes.descendingOrder(probs).prefix(topN))
         let collected = order.flatMap { Array(rois[5 * $0..<5 * $0 + 5]) }
-        let boxes = order.indices.flatMap { Array(collected[5 * $0 + 1..<5 * $0 + 5]) }
-        let lvl = Boxes.fpnLevels(boxes, minLevel: minLevel, maxLevel: maxLevel, canonicalScale: canonicalScale, canonicalLevel: canonicalLevel)
         let (_, all) = try io.outputData(0, shape: [order.count, 5])
         _ = all.update(fromContentsOf: collected)
-        var concatenated: [Int] = []
-        for (k, level) in (minLevel...maxLevel).enumerated() {
-            let idx = lvl.indices.filter { lvl[$0] == level }
-            concatenated += idx
-            let (_, out) = try io.outputData(1 + k, shape: [idx.count, 5])
-            _ = out.update(fromContentsOf: idx.flatMap { Array(collected[5 * $0..<5 * $0 + 5]) })
+        let (levels, restore) = Boxes.distribute(collected, minLevel: minLevel, maxLevel: maxLevel,
+                                                 canonicalScale: canonicalScale, canonicalLevel: canonicalLevel)
+        for (k, rows) in levels.enumerated() {
+            let (_, out) = try io.outputData(1 + k, shape: [rows.count / 5, 5])
+            _ = out.update(fromContentsOf: rows)
         }
-        var restore = [Int32](repeating: 0, count: concatenated.count)
-        for (position, original) in concatenated.enumerated() { restore[original] = Int32(position) }
         let t = try io.output(io.outputCount - 1, shape: [restore.count], dtype: .int32)
         let p = try io.check(io.outputCount - 1, isInput: false) { () throws(StorageError) in try t.mutableData(as: Int32.self) }
         _ = p.update(fromContentsOf: restore)
@@ -173,29 +168,14 @@ final class BoxWithNMSLimitOp: Operator, @unchecked Sendable {
         try io.require(s.rank == 2, input: 0, "must be (R, K), has shape \(s.shape)")
         let (r, k) = (s.shape[0], s.shape[1])
         try io.require(b.shape == [r, 4 * k], input: 1, "has shape \(b.shape), expected \([r, 4 * k])")
-        var perClass: [(cls: Int, scores: [Float], boxes: [Float])] = []
-        for j in 1..<max(k, 1) {
-            let rows = (0..<r).filter { sd[$0 * k + j] > scoreThresh }
-            let scores = rows.map { sd[$0 * k + j] }
-            let boxes = rows.flatMap { row in (0..<4).map { bd[row * 4 * k + 4 * j + $0] } }
-            let keep = Boxes.nms(boxes, scores: scores, threshold: nmsThresh)
-            perClass.append((j, keep.map { scores[$0] }, keep.flatMap { Array(boxes[4 * $0..<4 * $0 + 4]) }))
-        }
-        let all = perClass.flatMap(\.scores)
-        if limit > 0 && all.count > limit {
-            let thresh = all.sorted(by: >)[limit - 1]
-            perClass = perClass.map { c in
-                let keep = c.scores.indices.filter { c.scores[$0] >= thresh }
-                return (c.cls, keep.map { c.scores[$0] }, keep.flatMap { Array(c.boxes[4 * $0..<4 * $0 + 4]) })
-            }
-        }
-        let count = perClass.reduce(0) { $0 + $1.scores.count }
-        let (_, os) = try io.outputData(0, shape: [count])
-        _ = os.update(fromContentsOf: perClass.flatMap(\.scores))
-        let (_, ob) = try io.outputData(1, shape: [count, 4])
-        _ = ob.update(fromContentsOf: perClass.flatMap(\.boxes))
-        let (_, oc) = try io.outputData(2, shape: [count])
-        _ = oc.update(fromContentsOf: perClass.flatMap { c in c.scores.map { _ in Float(c.cls) } })
+        let kept = Boxes.nmsAndLimit(scores: Array(sd), boxes: Array(bd), rows: r, classes: k, threshold: scoreThresh,
+                                     nms: nmsThresh, limit: limit)
+        let (_, os) = try io.outputData(0, shape: [kept.count])
+        _ = os.update(fromContentsOf: kept.map(\.score))
+        let (_, ob) = try io.outputData(1, shape: [kept.count, 4])
+        _ = ob.update(fromContentsOf: kept.flatMap(\.box))
+        let (_, oc) = try io.outputData(2, shape: [kept.count])
+        _ = oc.update(fromContentsOf: kept.map { Float($0.classIndex) })
     }
 }
 
