@@ -38,7 +38,7 @@ struct NumbersDataset: TransportableDataset {
             // With a marker path, crash only the first time (tests respawning).
             let marker = ProcessInfo.processInfo.environment["PROBE_CRASH_ONCE"]
             if marker == nil || !FileManager.default.fileExists(atPath: marker!) {
-                if let marker { FileManager.default.createFile(atPath: marker, contents: nil) }
+                if let marker { _ = FileManager.default.createFile(atPath: marker, contents: nil) }
                 // The default action, not the Swift runtime's crash reporter (which returns from a
                 // signal sent with kill).
                 signal(crashSignal, SIG_DFL)

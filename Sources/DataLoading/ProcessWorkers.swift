@@ -195,7 +195,7 @@ final class ProcessBackend<D: TransportableDataset, Batch: Sendable>: LoaderBack
         }
         close(req[0])
         close(res[1])
-        var w = Worker(child: child, requests: req[1], results: res[0], slots: slots, freeSlots: slots.indices.map { Int32($0) }.reversed(),
+        let w = Worker(child: child, requests: req[1], results: res[0], slots: slots, freeSlots: slots.indices.map { Int32($0) }.reversed(),
                        pending: [:])
         var initMsg = ByteWriter()
         initMsg.write(Message.initialize.rawValue)

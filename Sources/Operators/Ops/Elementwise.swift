@@ -74,22 +74,21 @@ final class SumOp: Operator, @unchecked Sendable {
     }
 }
 
-/// Caffe2's `Add`/`Mul` with legacy broadcasting: B matches A's dimensions from `axis` on.
-final class BinaryOp: Operator, @unchecked Sendable {
-    let io: OpIO
+/// The arguments `Add`/`Mul` and their gradient share: Caffe2's legacy broadcasting, where B
+/// matches A's dimensions from `axis` on.
+struct BinaryArguments {
     let isMul: Bool
     let broadcast: Bool
-    let axisArg: Int?
+    let axis: Int?
 
     init(_ io: OpIO, mul: Bool) throws(OperatorError) {
-        self.io = io
-        self.isMul = mul
-        self.broadcast = try io.bool("broadcast", false)
-        self.axisArg = io.has("axis") ? try io.int("axis") : nil
+        isMul = mul
+        broadcast = try io.bool("broadcast", false)
+        axis = io.has("axis") ? try io.int("axis") : nil
     }
 
     /// (outer, bCount, inner) such that A[o, b, i] pairs with B[b].
-    static func layout(a: [Int], b: [Int], broadcast: Bool, axis: Int?, io: OpIO) throws(OpRunError) -> (Int, Int, Int) {
+    func layout(a: [Int], b: [Int], io: OpIO) throws(OpRunError) -> (Int, Int, Int) {
         if a == b { return (1, a.reduce(1, *), 1) }
         try io.require(broadcast, input: 1, "has shape \(b) but \(io.def.inputs[0]) has \(a) (set broadcast: 1 to broadcast it)")
         let bCount = b.reduce(1, *)
@@ -99,14 +98,25 @@ final class BinaryOp: Operator, @unchecked Sendable {
                        "shape \(b) does not match \(io.def.inputs[0])'s \(a) from axis \(ax)")
         return (a[..<ax].reduce(1, *), bCount, a[(ax + b.count)...].reduce(1, *))
     }
+}
+
+/// Caffe2's `Add`/`Mul` with legacy broadcasting (``BinaryArguments``).
+final class BinaryOp: Operator, @unchecked Sendable {
+    let io: OpIO
+    let args: BinaryArguments
+
+    init(_ io: OpIO, mul: Bool) throws(OperatorError) {
+        self.io = io
+        args = try BinaryArguments(io, mul: mul)
+    }
 
     func run(_ ctx: ExecutionContext) throws {
         let (a, ad) = try io.inputData(0)
         let (b, bd) = try io.inputData(1)
-        let (outer, nb, inner) = try Self.layout(a: a.shape, b: b.shape, broadcast: broadcast, axis: axisArg, io: io)
+        let (outer, nb, inner) = try args.layout(a: a.shape, b: b.shape, io: io)
         let (_, yd) = try io.outputData(0, shape: a.shape)
         guard let ap = ad.baseAddress, let bp = bd.baseAddress, let yp = yd.baseAddress else { return }
-        let mul = isMul
+        let mul = args.isMul
         ctx.chunks(outer * nb) { r in
             for ob in r {
                 let bv = bp[ob % nb]
@@ -121,22 +131,18 @@ final class BinaryOp: Operator, @unchecked Sendable {
 /// broadcast dimensions.
 final class BinaryGradientOp: Operator, @unchecked Sendable {
     let io: OpIO
-    let isMul: Bool
-    let broadcast: Bool
-    let axisArg: Int?
+    let args: BinaryArguments
 
     init(_ io: OpIO, mul: Bool) throws(OperatorError) {
         self.io = io
-        self.isMul = mul
-        self.broadcast = try io.bool("broadcast", false)
-        self.axisArg = io.has("axis") ? try io.int("axis") : nil
+        args = try BinaryArguments(io, mul: mul)
     }
 
     func run(_ ctx: ExecutionContext) throws {
         let (_, dyd) = try io.inputData(0)
         let (a, ad) = try io.inputData(1)
         let (b, bd) = try io.inputData(2)
-        let (outer, nb, inner) = try BinaryOp.layout(a: a.shape, b: b.shape, broadcast: broadcast, axis: axisArg, io: io)
+        let (outer, nb, inner) = try args.layout(a: a.shape, b: b.shape, io: io)
         let (_, da) = try io.outputData(0, shape: a.shape)
         let (_, db) = try io.outputData(1, shape: b.shape)
         var dbAcc = [Double](repeating: 0, count: nb)
@@ -146,7 +152,7 @@ final class BinaryGradientOp: Operator, @unchecked Sendable {
                 var acc = 0.0
                 for k in 0..<inner {
                     let g = dyd[base + k]
-                    if isMul {
+                    if args.isMul {
                         da[base + k] = g * bd[j]
                         acc += Double(g * ad[base + k])
                     } else {
@@ -161,7 +167,6 @@ final class BinaryGradientOp: Operator, @unchecked Sendable {
     }
 }
 
-/// `Y = X · scale` (`Scale`), in place allowed.
 /// `WeightedSum(X0, w0, X1, w1, …)`: `Y = Σ w_i · X_i`, with each `w_i` a one-element tensor.
 final class WeightedSumOp: Operator, @unchecked Sendable {
     let io: OpIO

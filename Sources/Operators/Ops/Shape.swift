@@ -231,7 +231,6 @@ final class SpatialNarrowAsOp: Operator, @unchecked Sendable {
                 }
             }
         } else {
-            let ad = try io.inputData(0).1
             let (dy, dyd) = try io.inputData(2)
             try io.require(dy.shape == [n, c, h, w], input: 2, "has shape \(dy.shape), expected \([n, c, h, w])")
             let (_, dx) = try io.outputData(0, shape: a.shape)
