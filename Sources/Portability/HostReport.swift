@@ -207,3 +207,13 @@ public struct HostReport: Sendable, Codable {
         return nil
     }
 }
+
+/// Which sanitizer this process was built with, if any. Memory figures (RSS) say nothing about
+/// leaks under one: it keeps shadow memory and quarantines freed blocks.
+public enum Sanitizer {
+    public static var active: String? {
+        if dlsym(nil, "__tsan_init") != nil { return "ThreadSanitizer" }  // nil is RTLD_DEFAULT
+        if dlsym(nil, "__asan_init") != nil { return "AddressSanitizer" }
+        return nil
+    }
+}

@@ -52,7 +52,7 @@ func makeJPEGFolder(_ count: Int, corruptAt: Int? = nil) throws -> String {
         img.fill(x1: i % 20, y1: 3, x2: i % 20 + 10, y2: 20, Color(255, UInt8(i % 256), 0))
         var bytes = try JPEG.encode(img, quality: 85)
         if i == corruptAt { bytes = Array(bytes.prefix(bytes.count / 3)) }
-        FileManager.default.createFile(atPath: dir + String(format: "/img_%04d.jpg", i), contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: dir + String(format: "/img_%04d.jpg", i), contents: Data(bytes))
     }
     chmod(dir, 0o755)
     return dir

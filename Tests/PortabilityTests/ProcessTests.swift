@@ -88,7 +88,7 @@ extension Spawning {
             }
             let dir = makeTempDirectory("noexec")
             let script = dir + "/script.sh"
-            FileManager.default.createFile(atPath: script, contents: Data("#!/bin/sh\nexit 0\n".utf8))
+            _ = FileManager.default.createFile(atPath: script, contents: Data("#!/bin/sh\nexit 0\n".utf8))
             chmod(script, 0o644)
             // Even root gets EACCES from execve for a file with no execute bit at all.
             #expect(throws: SpawnError.permissionDenied(script)) {

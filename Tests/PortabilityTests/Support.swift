@@ -18,13 +18,6 @@ func probe(_ args: [String], environment extra: [String: String] = [:], timeout:
 
 let isRoot = geteuid() == 0
 
-/// The sanitizer this test binary was built with, if any.
-let activeSanitizer: String? = {
-    if dlsym(nil, "__tsan_init") != nil { return "ThreadSanitizer" }  // nil is RTLD_DEFAULT
-    if dlsym(nil, "__asan_init") != nil { return "AddressSanitizer" }
-    return nil
-}()
-
 /// Children of this process that stay zombies (exited, never reaped). A child another test is
 /// reaping right now is a zombie for a few milliseconds; only one still there after half a second
 /// counts.

@@ -137,7 +137,7 @@ struct ThreadPoolTests {
         try #require(f.count == 6, "unexpected probe output: \(r.output)")
         #expect(f[1] == f[2], "thread count grew: \(r.output)")
         let growth = (Int(f[5].trimmingCharacters(in: .whitespacesAndNewlines))! - Int(f[4])!)
-        if let sanitizer = activeSanitizer {
+        if let sanitizer = Sanitizer.active {
             // Sanitizers keep shadow state and quarantined memory for every thread that ever ran.
             print("RSS bound not checked under \(sanitizer) (grew \(growth) KiB)")
         } else {
