@@ -71,7 +71,7 @@ struct ProcessWorkerTests {
         #expect(lines.contains { $0.hasPrefix("error DataLoader workers cannot start") }, "\(lines)")
     }
 
-    @Test("50 epochs over 256 JPEGs with 2 process and 2 thread workers: RSS growth under 2 %, descriptors flat, nothing left over",
+    @Test("50 epochs over 256 JPEGs with 2 process and 2 thread workers: RSS growth under 2 % or 1 MiB, descriptors flat, nothing left over",
           arguments: ["processes", "threads"])
     func leaks(kind: String) throws {
         let dir = try makeJPEGFolder(256)
@@ -87,7 +87,10 @@ struct ProcessWorkerTests {
         if let sanitizer = Sanitizer.active {
             print("RSS bound not checked under \(sanitizer) (\(rss5) → \(rss50) KB)")
         } else {
-            #expect((rss50 - rss5) / rss5 < 0.02, "RSS peak \(rss5) KB over epochs 5–14, \(rss50) KB over epochs 40–49")
+            // Of the ~22 MB, ~20 MB are mapped libraries (flat); the ~2 MB of heap moves in steps of
+            // ~500 KB (an allocator arena's top, up or down) — more than 2 % on its own. A leak of
+            // 120 bytes per image over the ~9,000 images between the two windows exceeds the 1 MiB floor.
+            #expect(rss50 - rss5 < max(0.02 * rss5, 1024), "RSS peak \(rss5) KB over epochs 5–14, \(rss50) KB over epochs 40–49")
         }
         #expect(epochs[5][7] == epochs[49][7], "descriptors \(epochs[5][7]) → \(epochs[49][7])")
         #expect(epochs.allSatisfy { $0[3] == "256" })
