@@ -15,6 +15,19 @@ public struct RoidbEntry: Sendable, Equatable {
     public var isCrowd: [Bool]
     public var segAreas: [Float]
 
+    public init(imageID: Int, image: String, width: Int, height: Int, flipped: Bool, boxes: [Float], gtClasses: [Int32],
+                isCrowd: [Bool], segAreas: [Float]) {
+        self.imageID = imageID
+        self.image = image
+        self.width = width
+        self.height = height
+        self.flipped = flipped
+        self.boxes = boxes
+        self.gtClasses = gtClasses
+        self.isCrowd = isCrowd
+        self.segAreas = segAreas
+    }
+
     public var boxCount: Int { gtClasses.count }
 
     /// Max overlap of each gt with its own class: 1 for a regular box, −1 for a crowd region.

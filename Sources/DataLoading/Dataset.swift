@@ -66,7 +66,7 @@ public struct ByteWriter: Sendable {
 
 /// Reads what a ``ByteWriter`` wrote.
 public struct ByteReader {
-    public struct Truncated: Error {}
+    public struct Truncated: Error { public init() {} }
     let bytes: UnsafeRawBufferPointer
     public private(set) var offset = 0
 

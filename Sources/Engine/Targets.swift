@@ -17,10 +17,25 @@ struct RPNTargetMaker: Sendable {
     let fgFraction: Double
     let straddle: Float
 
+    /// What the maker was built from (process workers rebuild it from these).
+    let cellAnchors: [Int: [Float]]
+    let maxSize: Int
+
     init(cfg: Config, cellAnchors: [Int: [Float]], levels: ClosedRange<Int>) {
+        self.init(cellAnchors: cellAnchors, levels: levels, maxSize: cfg.int("TRAIN.MAX_SIZE"),
+                  positiveOverlap: Float(cfg.double("TRAIN.RPN_POSITIVE_OVERLAP")),
+                  negativeOverlap: Float(cfg.double("TRAIN.RPN_NEGATIVE_OVERLAP")),
+                  batchSize: cfg.int("TRAIN.RPN_BATCH_SIZE_PER_IM"), fgFraction: cfg.double("TRAIN.RPN_FG_FRACTION"),
+                  straddle: Float(cfg.int("TRAIN.RPN_STRADDLE_THRESH")))
+    }
+
+    init(cellAnchors: [Int: [Float]], levels: ClosedRange<Int>, maxSize: Int, positiveOverlap: Float, negativeOverlap: Float,
+         batchSize: Int, fgFraction: Double, straddle: Float) {
         self.levels = levels
+        self.cellAnchors = cellAnchors
+        self.maxSize = maxSize
         anchorsPerCell = cellAnchors[levels.lowerBound]!.count / 4
-        let padded = Int((Double(cfg.int("TRAIN.MAX_SIZE")) / 32).rounded(.up)) * 32
+        let padded = Int((Double(maxSize) / 32).rounded(.up)) * 32
         var field: [Int: Int] = [:], all: [Float] = []
         for level in levels {
             let stride = 1 << level
@@ -39,11 +54,11 @@ struct RPNTargetMaker: Sendable {
         }
         self.field = field
         self.anchors = all
-        positiveOverlap = Float(cfg.double("TRAIN.RPN_POSITIVE_OVERLAP"))
-        negativeOverlap = Float(cfg.double("TRAIN.RPN_NEGATIVE_OVERLAP"))
-        batchSize = cfg.int("TRAIN.RPN_BATCH_SIZE_PER_IM")
-        fgFraction = cfg.double("TRAIN.RPN_FG_FRACTION")
-        straddle = Float(cfg.int("TRAIN.RPN_STRADDLE_THRESH"))
+        self.positiveOverlap = positiveOverlap
+        self.negativeOverlap = negativeOverlap
+        self.batchSize = batchSize
+        self.fgFraction = fgFraction
+        self.straddle = straddle
     }
 
     /// The per-level blobs of one image: labels (A, F, F) and targets / inside / outside weights

@@ -176,13 +176,14 @@ public final class Trainer {
         options.batchSize = cfg.int("TRAIN.IMS_PER_BATCH")
         options.seed = seed &+ UInt64(start)
         options.numWorkers = cfg.int("DATA_LOADER.NUM_THREADS")
+        options.workerKind = try workerKind(cfg)
         options.prefetchFactor = options.numWorkers > 0 ? 2 : nil
         options.persistentWorkers = options.numWorkers > 0
         options.warn = { [log] in log("warning: \($0)") }
         let sampler: any BatchSampler = cfg.bool("TRAIN.ASPECT_GROUPING")
             ? AspectRatioGroupedBatchSampler(horizontal: roidb.map { $0.width >= $0.height }, batchSize: options.batchSize, seed: options.seed)
             : SimpleBatchSampler(count: roidb.count, batchSize: options.batchSize, shuffle: true, seed: options.seed, dropLast: true)
-        let loader = try DataLoader(dataset: dataset, options: options, batchSampler: sampler) { samples in
+        let loader = try DataLoader(transportable: dataset, options: options, batchSampler: sampler) { samples in
             try MinibatchCollate.collate(samples, targets: targets, context: ctx)
         }
         var epoch = 0
@@ -381,4 +382,19 @@ enum LossCurve {
         </svg>
         """
     }
+}
+
+/// DATA_LOADER.WORKER_KIND: `threads` (the default) or `processes`.
+func workerKind(_ cfg: Config) throws(EngineError) -> WorkerKind {
+    let raw = cfg.string("DATA_LOADER.WORKER_KIND")
+    guard let kind = WorkerKind(rawValue: raw.lowercased()) else {
+        throw .config("config key DATA_LOADER.WORKER_KIND is '\(raw)'; use threads or processes")
+    }
+    return kind
+}
+
+/// The engine's worker-role registrations: an executable that calls `WorkerGuard.enter` adds
+/// these to its data-loader role so training can use process workers.
+public enum EngineWorkers {
+    public static var datasets: [any TransportableDataset.Type] { [TrainingDataset.self] }
 }

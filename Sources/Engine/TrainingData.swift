@@ -49,6 +49,92 @@ struct TrainingDataset: Dataset {
     }
 }
 
+/// Process workers rebuild the training dataset from this description: the roidb, the scale
+/// rule, the pixel means and what the RPN target maker was built from.
+extension TrainingDataset: TransportableDataset {
+    static let kind = "detectron-training"
+
+    func describe() -> [UInt8] {
+        var w = ByteWriter()
+        w.write(UInt32(roidb.count))
+        for e in roidb {
+            w.write(Int64(e.imageID)); w.write(e.image); w.write(Int32(e.width)); w.write(Int32(e.height))
+            w.write(UInt8(e.flipped ? 1 : 0))
+            w.write(array: e.boxes); w.write(array: e.gtClasses); w.write(array: e.isCrowd.map { UInt8($0 ? 1 : 0) })
+            w.write(array: e.segAreas)
+        }
+        w.write(array: scales.map(Int64.init)); w.write(Int64(maxSize)); w.write(array: pixelMeans)
+        w.write(Int32(targets.levels.lowerBound)); w.write(Int32(targets.levels.upperBound))
+        for level in targets.levels { w.write(array: targets.cellAnchors[level] ?? []) }
+        w.write(Int64(targets.maxSize)); w.write(targets.positiveOverlap); w.write(targets.negativeOverlap)
+        w.write(Int64(targets.batchSize)); w.write(targets.fgFraction); w.write(targets.straddle)
+        return w.bytes
+    }
+
+    init(description: [UInt8]) throws {
+        var out: TrainingDataset?
+        try description.withUnsafeBytes { raw throws in
+            var r = ByteReader(raw)
+            var roidb: [RoidbEntry] = []
+            for _ in 0..<Int(try r.read(UInt32.self)) {
+                let id = Int(try r.read(Int64.self)), image = try r.read(String.self)
+                let width = Int(try r.read(Int32.self)), height = Int(try r.read(Int32.self))
+                let flipped = try r.read(UInt8.self) != 0
+                let boxes = try r.readArray(of: Float.self), classes = try r.readArray(of: Int32.self)
+                let crowd = try r.readArray(of: UInt8.self).map { $0 != 0 }, areas = try r.readArray(of: Float.self)
+                guard boxes.count == 4 * classes.count, crowd.count == classes.count else { throw ByteReader.Truncated() }
+                roidb.append(RoidbEntry(imageID: id, image: image, width: width, height: height, flipped: flipped,
+                                        boxes: boxes, gtClasses: classes, isCrowd: crowd, segAreas: areas))
+            }
+            let scales = try r.readArray(of: Int64.self).map(Int.init), maxSize = Int(try r.read(Int64.self))
+            let means = try r.readArray(of: Float.self)
+            let levels = Int(try r.read(Int32.self))...Int(try r.read(Int32.self))
+            var cells: [Int: [Float]] = [:]
+            for level in levels { cells[level] = try r.readArray(of: Float.self) }
+            let targets = RPNTargetMaker(cellAnchors: cells, levels: levels, maxSize: Int(try r.read(Int64.self)),
+                                         positiveOverlap: try r.read(Float.self), negativeOverlap: try r.read(Float.self),
+                                         batchSize: Int(try r.read(Int64.self)), fgFraction: try r.read(Double.self),
+                                         straddle: try r.read(Float.self))
+            out = TrainingDataset(roidb: roidb, scales: scales, maxSize: maxSize, pixelMeans: means, targets: targets)
+        }
+        self = out!
+    }
+}
+
+extension TrainSample: ByteCodable {
+    func encode(to w: inout ByteWriter) {
+        w.write(Int32(image.width)); w.write(Int32(image.height)); w.write(Int32(image.channels)); w.write(array: image.pixels)
+        w.write(scale); w.write(seed)
+        w.write(UInt32(rpn.labels.count))
+        for level in rpn.labels.keys.sorted() {
+            w.write(Int32(level))
+            w.write(array: rpn.labels[level]!); w.write(array: rpn.targets[level]!)
+            w.write(array: rpn.inside[level]!); w.write(array: rpn.outside[level]!)
+        }
+        w.write(array: entry.boxes); w.write(array: entry.classes); w.write(array: entry.crowd.map { UInt8($0 ? 1 : 0) })
+        w.write(entry.scale)
+    }
+
+    init(from r: inout ByteReader) throws(ByteReader.Truncated) {
+        let width = Int(try r.read(Int32.self)), height = Int(try r.read(Int32.self)), channels = Int(try r.read(Int32.self))
+        let pixels = try r.readArray(of: Float.self)
+        guard pixels.count == width * height * channels else { throw ByteReader.Truncated() }
+        image = FloatImage(width: width, height: height, channels: channels, pixels: pixels)
+        scale = try r.read(Float.self)
+        seed = try r.read(UInt64.self)
+        rpn = RPNTargetMaker.Output()
+        for _ in 0..<Int(try r.read(UInt32.self)) {
+            let level = Int(try r.read(Int32.self))
+            rpn.labels[level] = try r.readArray(of: Int32.self)
+            rpn.targets[level] = try r.readArray(of: Float.self)
+            rpn.inside[level] = try r.readArray(of: Float.self)
+            rpn.outside[level] = try r.readArray(of: Float.self)
+        }
+        entry = MinibatchRoidb.Entry(boxes: try r.readArray(of: Float.self), classes: try r.readArray(of: Int32.self),
+                                     crowd: try r.readArray(of: UInt8.self).map { $0 != 0 }, scale: try r.read(Float.self))
+    }
+}
+
 /// The blobs of one training iteration.
 struct Minibatch: Sendable {
     var blobs: [(String, Tensor)]

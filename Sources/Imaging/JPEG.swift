@@ -13,6 +13,8 @@ public enum JPEGError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The arguments were invalid (scale, channels, quality, colour space).
     case invalidArgument(source: String, detail: String)
     case outOfMemory(source: String)
+    /// The header declares more pixels than the decoder is allowed to allocate.
+    case tooLarge(source: String, width: Int, height: Int, limit: Int)
     /// The file could not be read or written.
     case io(path: String, detail: String)
 
@@ -23,6 +25,9 @@ public enum JPEGError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .corrupt(s, d): return "\(s) is a corrupt JPEG: \(d)"
         case let .invalidArgument(s, d): return "cannot process \(s): \(d)"
         case let .outOfMemory(s): return "out of memory while processing \(s)"
+        case let .tooLarge(s, w, h, limit):
+            return "\(s) declares \(w)×\(h) pixels, more than the decoder's limit of \(limit) (a decompression bomb or a "
+                + "corrupt header); if the image is real, pass a larger maxPixels to JPEG.decode"
         case let .io(p, d): return "\(p): \(d)"
         }
     }
@@ -74,12 +79,18 @@ public enum JPEG {
         return Info(width: Int(r.source_width), height: Int(r.source_height), components: Int(r.components))
     }
 
-    /// Decodes `data` to 3-channel pixels in `order`, downscaled by `scale`.
+    /// The most pixels a decode may produce unless the caller allows more: Pillow's
+    /// decompression-bomb error threshold (2 × `Image.MAX_IMAGE_PIXELS`), 537 MB of RGB.
+    public static let defaultMaxPixels = 178_956_970
+
+    /// Decodes `data` to 3-channel pixels in `order`, downscaled by `scale`. A header that declares
+    /// more than `maxPixels` output pixels is refused before anything is allocated.
     public static func decode(_ data: [UInt8], order: ChannelOrder = .rgb, scale: Scale = .full,
-                              source: String = "JPEG data") throws(JPEGError) -> Image {
+                              source: String = "JPEG data", maxPixels: Int = defaultMaxPixels) throws(JPEGError) -> Image {
         let probe = data.withUnsafeBufferPointer { sd_jpeg_probe($0.baseAddress, $0.count, Int32(scale.rawValue)) }
         try check(probe, source: source)
         let w = Int(probe.width), h = Int(probe.height)
+        guard w * h <= maxPixels else { throw .tooLarge(source: source, width: w, height: h, limit: maxPixels) }
         var pixels = [UInt8](repeating: 0, count: w * h * 3)
         let r = data.withUnsafeBufferPointer { src in
             pixels.withUnsafeMutableBufferPointer { dst in

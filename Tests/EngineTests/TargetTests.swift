@@ -8,7 +8,7 @@ import Testing
 
 func smallConfig(_ overrides: [String] = []) throws -> Config {
     var c = Config()
-    try c.merge(file: repoRoot + "/configs/getting_started/tutorial_shapes_gn_R-18-FPN.yaml")
+    try c.merge(file: shapesConfig)
     try c.merge(overrides: overrides)
     return c
 }

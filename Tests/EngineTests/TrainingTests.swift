@@ -1,4 +1,5 @@
 import COCO
+import DataLoading
 @testable import Engine
 import Operators
 import Foundation
@@ -32,6 +33,14 @@ func tinyConfig(dataset: String, output: String, maxIter: Int, snapshot: Int = 1
      "SOLVER.MAX_ITER", String(maxIter), "SOLVER.STEPS", "[0, \(maxIter * 4 / 5)]", "TRAIN.SNAPSHOT_ITERS", String(snapshot),
      "DATA_LOADER.NUM_THREADS", "0", "OUTPUT_DIR", output, "TRAIN.DATASETS", "('\(dataset)',)", "TEST.DATASETS", "('\(dataset)',)"]
 }
+
+/// The `detectron` executable built beside the test bundle.
+var detectronExecutable: String {
+    URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        .deletingLastPathComponent().appendingPathComponent("detectron").path
+}
+
+let shapesConfig = repoRoot + "/configs/getting_started/tutorial_shapes_gn_R-18-FPN.yaml"
 
 @Suite("Training", .serialized)
 struct TrainingTests {
@@ -81,9 +90,7 @@ struct TrainingTests {
     @Test("kill -9 during training, then the same command: it resumes from the last snapshot and ends at the same iteration")
     func killAndResume() throws {
         let (spec, _, dir) = try tinyDataset()
-        let exe = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-            .deletingLastPathComponent().appendingPathComponent("detectron").path
-        let cfgPath = repoRoot + "/configs/getting_started/tutorial_shapes_gn_R-18-FPN.yaml"
+        let exe = detectronExecutable, cfgPath = shapesConfig
         let out = dir + "/out"
         let args = ["train", "--skip-test", "--cfg", cfgPath] + tinyConfig(dataset: spec, output: out, maxIter: 90, snapshot: 15)
         let child = try Processes.spawn(ProcessConfiguration(executable: exe, arguments: args))
@@ -109,5 +116,63 @@ struct TrainingTests {
         // No partial file was ever left where a checkpoint is read from.
         let after = try FileManager.default.contentsOfDirectory(atPath: snapDir)
         #expect(!after.contains { $0.hasSuffix(".safetensors") && $0.hasPrefix(".") && $0.contains("tmp") && !before.contains($0) })
+    }
+
+    @Test("process workers train exactly as thread workers and the calling thread: same json_stats, no fallback")
+    func processWorkers() throws {
+        let (spec, _, dir) = try tinyDataset()
+        let exe = detectronExecutable, cfgPath = shapesConfig
+        var stats: [String: [String]] = [:]
+        for (name, workers, kind) in [("main", "0", "threads"), ("threads", "2", "threads"), ("processes", "2", "processes")] {
+            let out = dir + "/" + name
+            var args = ["train", "--skip-test", "--cfg", cfgPath] + tinyConfig(dataset: spec, output: out, maxIter: 40)
+            args += ["DATA_LOADER.NUM_THREADS", workers, "DATA_LOADER.WORKER_KIND", kind, "TRAIN.USE_FLIPPED", "True"]
+            var env = ProcessInfo.processInfo.environment
+            env["DETECTRON_NUM_THREADS"] = "1"
+            let r = try Processes.run(ProcessConfiguration(executable: exe, arguments: args, environment: env), timeout: 300)
+            #expect(r.status.isSuccess, "\(r.error.suffix(2000))")
+            #expect(!r.error.contains("DataLoader:") && !r.output.contains("DataLoader:"), "the loader fell back: \(r.error.suffix(1000))")
+            // Everything but the timings.
+            let lines = try String(contentsOfFile: out + "/train/training_stats.jsonl", encoding: .utf8).split(separator: "\n")
+            stats[name] = try lines.map { line in
+                var json = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                json["time"] = nil
+                json["eta"] = nil
+                return String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
+            }
+        }
+        #expect(stats["main"]?.count == 3, "\(stats)")
+        #expect(stats["threads"] == stats["main"])
+        #expect(stats["processes"] == stats["main"])
+    }
+
+    @Test("the training dataset survives its description: a rebuilt one gives the same samples, bytes round-trip")
+    func trainingDatasetTransport() throws {
+        let (spec, _, _) = try tinyDataset()
+        var cfg = Config()
+        try cfg.merge(file: shapesConfig)
+        try cfg.merge(overrides: tinyConfig(dataset: spec, output: "/tmp/unused", maxIter: 1) + ["TRAIN.USE_FLIPPED", "True"])
+        let model = try FasterRCNN.build(cfg, train: true)
+        var roidb: [RoidbEntry] = []
+        for d in try loadDatasets(cfg, key: "TRAIN.DATASETS") { roidb += try d.trainingRoidb(flipped: true).entries }
+        let dataset = TrainingDataset(roidb: roidb, scales: cfg.ints("TRAIN.SCALES"), maxSize: cfg.int("TRAIN.MAX_SIZE"),
+                                      pixelMeans: pixelMeans(cfg),
+                                      targets: RPNTargetMaker(cfg: cfg, cellAnchors: model.cellAnchors, levels: model.rpnLevels))
+        let rebuilt = try TrainingDataset(description: dataset.describe())
+        #expect(rebuilt.roidb == dataset.roidb && rebuilt.count == 2)
+        #expect(rebuilt.targets.anchors == dataset.targets.anchors)
+        #expect(throws: ByteReader.Truncated.self) { try TrainingDataset(description: Array(dataset.describe().dropLast(3))) }
+        for index in 0..<dataset.count {
+            var a = SampleRNG(seed: 7, epoch: 0, index: index), b = a
+            let sample = try dataset.element(at: index, rng: &a)
+            var w = ByteWriter()
+            try rebuilt.element(at: index, rng: &b).encode(to: &w)
+            let decoded = try w.bytes.withUnsafeBytes { raw in var r = ByteReader(raw); return try TrainSample(from: &r) }
+            #expect(decoded.image == sample.image && decoded.scale == sample.scale && decoded.seed == sample.seed)
+            #expect(decoded.rpn.labels == sample.rpn.labels && decoded.rpn.targets == sample.rpn.targets)
+            #expect(decoded.rpn.inside == sample.rpn.inside && decoded.rpn.outside == sample.rpn.outside)
+            #expect(decoded.entry.boxes == sample.entry.boxes && decoded.entry.classes == sample.entry.classes)
+            #expect(decoded.entry.crowd == sample.entry.crowd && decoded.entry.scale == sample.entry.scale)
+        }
     }
 }

@@ -129,6 +129,22 @@ struct JPEGTests {
         }
     }
 
+    @Test("a header declaring a huge image is refused before allocating (a gap found while writing the JPEG fuzz target)")
+    func decompressionBomb() throws {
+        var bytes = try JPEG.encode(pattern(width: 16, height: 16))
+        let sof = try #require((2..<bytes.count - 1).first { bytes[$0] == 0xFF && bytes[$0 + 1] == 0xC0 })
+        for (offset, value) in [(5, 0xEA), (6, 0x60), (7, 0xEA), (8, 0x60)] { bytes[sof + offset] = UInt8(value) }  // 60000×60000
+        #expect(throws: JPEGError.tooLarge(source: "bomb.jpg", width: 60000, height: 60000, limit: JPEG.defaultMaxPixels)) {
+            _ = try JPEG.decode(bytes, source: "bomb.jpg")
+        }
+        // The limit applies to the output: 16×16 is over a 100-pixel limit, its 1/2 decode (8×8) is not.
+        let small = try JPEG.encode(pattern(width: 16, height: 16))
+        #expect(throws: JPEGError.tooLarge(source: "b", width: 16, height: 16, limit: 100)) {
+            _ = try JPEG.decode(small, source: "b", maxPixels: 100)
+        }
+        #expect(try JPEG.decode(small, scale: .half, maxPixels: 100).width == 8)
+    }
+
     @Test("a missing file names the path")
     func missingFile() {
         #expect(throws: JPEGError.self) { try JPEG.decode(contentsOf: "/nonexistent/photo.jpg") }
