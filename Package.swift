@@ -2,7 +2,7 @@
 // SwiftDetectron: a portable, Swift-native Detectron.
 //
 // Layering (arrows point down only):
-//   C shims (CBLAS, CLibJPEG + CJPEGShim, CLinuxShim)
+//   C shims (CBLAS + CBLASPreinit, CLibJPEG + CJPEGShim, CLinuxShim)
 //     → Portability → Storage, BLAS, Imaging → … → DetectronCLI
 import PackageDescription
 
@@ -49,6 +49,9 @@ let package = Package(
             dependencies: ["CLibJPEG"],
             cSettings: [.unsafeFlags(["-O2"])]
         ),
+        // Starts OpenBLAS single-threaded (before its constructor runs) so a low process limit
+        // cannot kill an executable at load; see the file's comment.
+        .target(name: "CBLASPreinit"),
         .target(
             name: "CLinuxShim",
             cSettings: [.define("_GNU_SOURCE")]
@@ -68,7 +71,7 @@ let package = Package(
         .target(name: "Storage", dependencies: ["Portability"], swiftSettings: strict),
 
         // MARK: BLAS — Swift layer over OpenBLAS.
-        .target(name: "BLAS", dependencies: ["CBLAS"], swiftSettings: strict),
+        .target(name: "BLAS", dependencies: ["CBLAS", "CBLASPreinit"], swiftSettings: strict),
 
         // MARK: Operators — Caffe2-style ops, gradients, nets and executors.
         .target(name: "Operators", dependencies: ["Storage", "BLAS", "Portability"], swiftSettings: strict),

@@ -1,4 +1,5 @@
 import CBLAS
+import CBLASPreinit
 
 /// Whether a matrix operand is used as stored or transposed.
 public enum Transpose: Sendable {
@@ -11,8 +12,15 @@ public enum Transpose: Sendable {
 ///
 /// OpenBLAS keeps one thread count per process; ``threadCount`` reads and sets it, so the
 /// engine can give BLAS the same core budget its own thread pool uses (see
-/// `Portability.CPUBudget`) and the two never oversubscribe the cores together.
+/// `Portability.CPUBudget`) and the two never oversubscribe the cores together. Executables that
+/// link this module start OpenBLAS with one thread (unless `OPENBLAS_NUM_THREADS`,
+/// `GOTO_NUM_THREADS` or `OMP_NUM_THREADS` says otherwise): its load-time thread start would
+/// otherwise kill the process under a low `ulimit -u` or pids limit (see ``singleThreadedAtLoad``).
 public enum BLAS {
+    /// Whether OpenBLAS was started with one thread by this module (true) or the environment
+    /// chose its thread count (false).
+    public static var singleThreadedAtLoad: Bool { sd_blas_preinit_applied() != 0 }
+
     /// The number of threads OpenBLAS uses for one call.
     public static var threadCount: Int {
         get { Int(openblas_get_num_threads()) }

@@ -36,12 +36,13 @@ struct Doctor: ParsableCommand {
                 }
             }
         }
-        let budget = CPUBudget.detect()
-        BLAS.threadCount = budget.threads
         report.facts.append(HostFact("blas.core", "BLAS core type", "OpenBLAS \(BLAS.coreName)", .ok))
         let coreType = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"]
         report.facts.append(HostFact("blas.coretype_env", "OPENBLAS_CORETYPE", coreType ?? "unset (OpenBLAS detects the CPU)"))
-        report.facts.append(HostFact("blas.threads", "BLAS threads", String(BLAS.threadCount), .ok))
+        // Reported, not changed: starting OpenBLAS threads here could fail under a low process limit.
+        report.facts.append(HostFact("blas.threads", "BLAS threads", BLAS.singleThreadedAtLoad
+            ? "1 at load (the engine splits GEMMs across its own pool; OPENBLAS_NUM_THREADS overrides)"
+            : "\(BLAS.threadCount) (from the environment)", .ok))
         report.facts.append(HostFact("jpeg.version", "JPEG library", JPEG.libraryVersion, .ok))
         return report
     }
