@@ -184,11 +184,11 @@ public struct ShapesDataset: Sendable {
     public func write(split: String, count: Int, to directory: String) throws(COCOError) -> COCOFile {
         let imageDir = (directory as NSString).appendingPathComponent(split)
         let annotationDir = (directory as NSString).appendingPathComponent("annotations")
-        do {
-            try FileManager.default.createDirectory(atPath: imageDir, withIntermediateDirectories: true)
-            try FileManager.default.createDirectory(atPath: annotationDir, withIntermediateDirectories: true)
+        do throws(FileAccessError) {
+            try Files.makeDirectory(imageDir)
+            try Files.makeDirectory(annotationDir)
         } catch {
-            throw .unwritable(file: directory, reason: (error as NSError).localizedDescription)
+            throw .unwritable(file: directory, reason: error.description)
         }
         var images: [COCOFile.Image] = [], annotations: [COCOFile.Annotation] = []
         for i in 0..<count {

@@ -73,7 +73,7 @@ struct Infer: ParsableCommand {
         var c = Config()
         try c.merge(file: cfg)
         let detector = try Detector(config: c, weights: weights, log: log)
-        try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
+        try Files.makeDirectory(outputDir)
         var files: [String] = []
         for input in inputs {
             var isDir: ObjCBool = false

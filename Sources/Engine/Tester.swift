@@ -114,7 +114,7 @@ public struct Tester {
             let (entries, _) = try ds.roidb()
             let selected = range.map { Array(entries[max(0, $0.lowerBound)..<min(entries.count, $0.upperBound)]) } ?? entries
             let dir = ((cfg.string("OUTPUT_DIR") as NSString).appendingPathComponent("test") as NSString).appendingPathComponent(ds.name)
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try Files.makeDirectory(dir)
             var detections: [Detection] = []
             let t0 = Date()
             for (i, e) in selected.enumerated() {

@@ -120,7 +120,7 @@ public final class Trainer {
     /// Trains; returns the path of `model_final`.
     @discardableResult
     public func run(onLog: ((TrainingEvent) -> Void)? = nil) throws -> String {
-        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        try Files.makeDirectory(outputDirectory)
         if cfg.bool("TRAIN.AUTO_RESUME"), FileManager.default.fileExists(atPath: finalPath) {
             log("model_final exists at \(finalPath): training is done (delete it to train again)")
             return finalPath

@@ -12,6 +12,8 @@ public enum FileAccessError: Error, Equatable, Sendable, CustomStringConvertible
     case doesNotExist(path: String)
     case io(path: String, call: String, errno: Int32)
     case noWritableTemporaryDirectory(tried: [String])
+    /// A directory could not be created; `reason` is about the ancestor that stopped it.
+    indirect case cannotCreate(path: String, reason: FileAccessError)
 
     public var description: String {
         switch self {
@@ -24,6 +26,7 @@ public enum FileAccessError: Error, Equatable, Sendable, CustomStringConvertible
         case let .notADirectory(path): return "\(path) is not a directory"
         case let .doesNotExist(path): return "\(path) does not exist (create it, or choose another directory)"
         case let .io(path, call, e): return "\(path): \(call) failed: \(String(cString: strerror(e)))"
+        case let .cannotCreate(path, reason): return "cannot create \(path): \(reason)"
         case let .noWritableTemporaryDirectory(tried): return "no writable temporary directory among \(tried.joined(separator: ", ")) (set TMPDIR to a writable directory)"
         }
     }
@@ -103,6 +106,27 @@ public enum Files {
         let owns = st.st_uid == geteuid()
         let missing = faccessat(AT_FDCWD, dir, X_OK, AT_EACCESS) != 0 ? "execute" : "write"
         throw .permissionDenied(path: dir, missing: missing, userOwnsIt: owns, mode: String(st.st_mode & 0o7777, radix: 8))
+    }
+
+    /// Creates `dir` and its missing parents (like `mkdir -p`). When that fails, the error names
+    /// the ancestor that stopped it and why (permissions, read-only mount), not just the errno.
+    public static func makeDirectory(_ dir: String) throws(FileAccessError) {
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        } catch {
+            var ancestor = (dir as NSString).deletingLastPathComponent
+            while !ancestor.isEmpty && ancestor != "/" && !FileManager.default.fileExists(atPath: ancestor) {
+                ancestor = (ancestor as NSString).deletingLastPathComponent
+            }
+            do throws(FileAccessError) {
+                try checkWritableDirectory(ancestor.isEmpty ? "." : ancestor)
+            } catch {
+                throw .cannotCreate(path: dir, reason: error)
+            }
+            let code = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError)?.code ?? Int(EIO)
+            throw .io(path: dir, call: "mkdir", errno: Int32(code))
+        }
+        try checkWritableDirectory(dir)
     }
 
     /// Whether `dir` is writable, without the details.

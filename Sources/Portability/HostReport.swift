@@ -133,7 +133,16 @@ public struct HostReport: Sendable, Codable {
                               transport == .pipe ? .warning : .ok, hint: "batches are copied through pipes: slower"))
 
         switch Result(catching: { () throws(FileAccessError) -> String in try Files.temporaryDirectory(environment: environment) }) {
-        case let .success(dir): facts.append(HostFact("paths.temp", "temporary directory", dir + " (writable)", .ok))
+        case let .success(dir):
+            // TMPDIR set but passed over: say why, since tools that trust TMPDIR blindly will fail.
+            if let t = environment["TMPDIR"], !t.isEmpty, t != dir {
+                let why = Result { () throws(FileAccessError) in try Files.checkWritableDirectory(t) }
+                let reason = if case let .failure(e) = why { e.description } else { "not usable" }
+                facts.append(HostFact("paths.temp", "temporary directory", "\(dir) (writable; TMPDIR: \(reason))", .warning,
+                                      hint: "set TMPDIR to a writable directory"))
+            } else {
+                facts.append(HostFact("paths.temp", "temporary directory", dir + " (writable)", .ok))
+            }
         case let .failure(e): facts.append(HostFact("paths.temp", "temporary directory", e.description, .missing, hint: "set TMPDIR"))
         }
         if let out = outputDirectory {

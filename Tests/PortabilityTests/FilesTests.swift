@@ -76,6 +76,20 @@ extension Spawning {
             #expect(r.output.contains("cannot write to \(dir)"), "\(r.output)")
         }
 
+        @Test("makeDirectory creates parents, and names the ancestor that stops it and why")
+        func makeDirectory() throws {
+            let dir = makeTempDirectory("mkdir")
+            try Files.makeDirectory(dir + "/a/b/c")
+            try Files.makeDirectory(dir + "/a/b/c")  // existing: fine
+            #expect(Files.isWritableDirectory(dir + "/a/b/c"))
+            _ = FileManager.default.createFile(atPath: dir + "/file", contents: Data())
+            #expect(throws: FileAccessError.cannotCreate(path: dir + "/file/x/y", reason: .notADirectory(path: dir + "/file"))) {
+                try Files.makeDirectory(dir + "/file/x/y")
+            }
+            #expect(FileAccessError.cannotCreate(path: "/o/x", reason: .readOnlyFileSystem(path: "/o")).description
+                    == "cannot create /o/x: cannot write to /o: the file system is mounted read-only (choose an output directory on a writable mount)")
+        }
+
         @Test("the temporary directory skips unwritable candidates")
         func temporaryDirectory() throws {
             #expect(try Files.temporaryDirectory(environment: ["TMPDIR": "/nonexistent"]) == "/tmp")
