@@ -58,6 +58,7 @@ extension Config {
             ("SOLVER.MOMENTUM", .float(0.9)), ("SOLVER.WEIGHT_DECAY", .float(0.0005)), ("SOLVER.WEIGHT_DECAY_GN", .float(0.0)),
             ("SOLVER.BIAS_LR", .float(2.0)), ("SOLVER.WARM_UP_ITERS", .int(500)), ("SOLVER.WARM_UP_FACTOR", .float(1.0 / 3.0)),
             ("SOLVER.WARM_UP_METHOD", .string("linear")), ("SOLVER.SCALE_MOMENTUM", .bool(true)),
+            ("SOLVER.SCALE_SCHEDULE_FROM_GPUS", .int(0)),   // ours: apply the linear scaling rule from this many replicas
             ("SOLVER.SCALE_MOMENTUM_THRESHOLD", .float(1.1)), ("SOLVER.LOG_LR_CHANGE_THRESHOLD", .float(1.1)),
             // FAST_RCNN
             ("FAST_RCNN.ROI_BOX_HEAD", .string("")), ("FAST_RCNN.MLP_HEAD_DIM", .int(1024)), ("FAST_RCNN.CONV_HEAD_DIM", .int(256)),
