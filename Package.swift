@@ -52,6 +52,8 @@ let package = Package(
         // Starts OpenBLAS single-threaded (before its constructor runs) so a low process limit
         // cannot kill an executable at load; see the file's comment.
         .target(name: "CBLASPreinit"),
+        // Open MPI through dlopen: only `mpirun … detectron train` needs it installed.
+        .target(name: "CMPIShim"),
         .target(
             name: "CLinuxShim",
             cSettings: [.define("_GNU_SOURCE")]
@@ -88,7 +90,7 @@ let package = Package(
         // MARK: Modeling and Engine — Faster R-CNN nets, config, train / test / infer.
         .target(
             name: "Engine",
-            dependencies: ["Portability", "Storage", "BLAS", "Operators", "Imaging", "DataLoading", "COCO",
+            dependencies: ["Portability", "Storage", "BLAS", "Operators", "Imaging", "DataLoading", "COCO", "CMPIShim",
                            .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),

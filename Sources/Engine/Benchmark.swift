@@ -66,7 +66,7 @@ public enum ModelBenchmark {
         let registry = OperatorRegistry.engine(cfg)
         try Net(model.initNet, workspace: ws, registry: registry, seed: 3).run()
         for (level, cell) in model.cellAnchors { ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx)) }
-        let (netDef, _) = try makeTrainingNet(cfg, model: model, ws: ws, registry: registry)
+        let netDef = try makeTrainingNet(cfg, model: model, ws: ws, registry: registry).combined
         try ws.fetchBlob("lr").mutableData(as: Float.self)[0] = 0.001
         let targets = RPNTargetMaker(cfg: cfg, cellAnchors: model.cellAnchors, levels: model.rpnLevels)
         let n = cfg.int("TRAIN.IMS_PER_BATCH")

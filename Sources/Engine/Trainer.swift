@@ -92,7 +92,7 @@ public struct TrainingEvent: Sendable {
 /// `detectron train`: Detectron's `train_net.py` — roidb, loader, net with gradients and
 /// solver ops, the LR schedule, logging, snapshots and resume.
 public final class Trainer {
-    public let cfg: Config
+    public private(set) var cfg: Config
     public let outputDirectory: String
     let log: @Sendable (String) -> Void
     /// The training categories, saved with the weights so inference can name classes.
@@ -120,6 +120,7 @@ public final class Trainer {
     /// Trains; returns the path of `model_final`.
     @discardableResult
     public func run(onLog: ((TrainingEvent) -> Void)? = nil) throws -> String {
+        if let note = try ScheduleScaling.applyIfRequested(&cfg) { log(note) }
         try Files.makeDirectory(outputDirectory)
         if cfg.bool("TRAIN.AUTO_RESUME"), FileManager.default.fileExists(atPath: finalPath) {
             log("model_final exists at \(finalPath): training is done (delete it to train again)")
@@ -137,20 +138,32 @@ public final class Trainer {
         categoriesJSON = String(decoding: (try? JSONEncoder().encode(datasets[0].coco.categories)) ?? Data("[]".utf8), as: UTF8.self)
 
         let model = try FasterRCNN.build(cfg, train: true)
+        let communicator = try makeCommunicator(cfg)
+        let replicaCount = communicator.localReplicas
+        let isFirstProcess = communicator.firstReplica == 0
+        if communicator.worldSize > 1 {
+            log("data-parallel training: \(communicator.worldSize) replicas (NUM_GPUS), \(replicaCount) in this process, "
+                + "each with TRAIN.IMS_PER_BATCH \(cfg.int("TRAIN.IMS_PER_BATCH")) images")
+        }
         let budget = CPUBudget.detect()
         // One BLAS thread: the ops split their GEMMs across the pool instead, so BLAS threads and
-        // pool threads never compete for the cores.
+        // pool threads never compete for the cores. Replicas in one process share the cores.
         BLAS.threadCount = 1
-        // The calling thread takes part in every parallel loop: threads − 1 helpers use them all.
-        let pool = ThreadPool(threadCount: max(0, budget.threads - 1), name: "sd-train")
+        let threadsPerReplica = max(1, budget.threads / replicaCount)
         let ctx = CPUContext()
-        let ws = Workspace(context: ctx)
         let registry = OperatorRegistry.engine(cfg)
         let seed = UInt64(cfg.int("RNG_SEED"))
-        try Net(model.initNet, workspace: ws, registry: registry, seed: seed).run()
-        for (level, cell) in model.cellAnchors {
-            ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx))
+        var workspaces: [Workspace] = []
+        for _ in 0..<replicaCount {
+            let ws = Workspace(context: ctx)
+            try Net(model.initNet, workspace: ws, registry: registry, seed: seed).run()
+            for (level, cell) in model.cellAnchors {
+                ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx))
+            }
+            workspaces.append(ws)
         }
+        // Weights are read into the first replica; the broadcast below gives them to the others.
+        let ws = workspaces[0]
         var start = 0
         if cfg.bool("TRAIN.AUTO_RESUME"), let (path, it) = latestSnapshot() {
             try loadCheckpoint(path, into: ws, model: model, momentum: true)
@@ -164,14 +177,32 @@ public final class Trainer {
             try loadCheckpoint(w, into: ws, model: model, momentum: false, log: log)
         }
 
-        let (net, trainable) = try makeTrainingNet(cfg, model: model, ws: ws, registry: registry)
+        var replicas: [Replica] = [], trainable: [ParamInfo] = [], gradients: [String] = []
+        for (r, rws) in workspaces.enumerated() {
+            let nets = try makeTrainingNet(cfg, model: model, ws: rws, registry: registry)
+            trainable = nets.trainable
+            gradients = nets.gradients
+            let pool = ThreadPool(threadCount: threadsPerReplica - 1, name: "sd-train\(r)")
+            let global = UInt64(communicator.firstReplica + r)
+            replicas.append(Replica(index: r, workspace: rws,
+                                    forwardBackward: try Net(nets.forwardBackward, workspace: rws, registry: registry, pool: pool, seed: seed &+ global),
+                                    update: try Net(nets.update, workspace: rws, registry: registry, pool: pool, seed: seed), pool: pool))
+        }
         log("\(trainable.count) trainable parameters (\(trainable.reduce(0) { $0 + $1.shape.reduce(1, *) }) values), \(model.params.count - trainable.count) frozen")
-        let trainNet = try Net(net, workspace: ws, registry: registry, pool: pool, seed: seed)
+        let group = ReplicaGroup(replicas: replicas, communicator: communicator, gradients: gradients,
+                                 shared: model.params.map(\.name) + trainable.map { $0.name + "_momentum" })
+        defer { group.shutdown() }
+        // Every replica starts from the first one's parameters and momentum (Detectron broadcasts from GPU 0).
+        try group.broadcastParameters()
+        // …and from the same iteration (ranks of an MPI run may see different snapshot folders).
+        start = try agreeOnFirstReplica(start, communicator)
 
         // The loader: aspect-ratio grouped batches, targets made in its workers.
         let targets = RPNTargetMaker(cfg: cfg, cellAnchors: model.cellAnchors, levels: model.rpnLevels)
         let dataset = TrainingDataset(roidb: roidb, scales: cfg.ints("TRAIN.SCALES"), maxSize: cfg.int("TRAIN.MAX_SIZE"),
                                       pixelMeans: pixelMeans(cfg), targets: targets)
+        // One loader per replica; replica g of N takes batches g, g + N, … of the one sampled
+        // sequence, as Detectron's GPUs take minibatches in turn from its single queue.
         var options = DataLoaderOptions()
         options.batchSize = cfg.int("TRAIN.IMS_PER_BATCH")
         options.seed = seed &+ UInt64(start)
@@ -183,17 +214,14 @@ public final class Trainer {
         let sampler: any BatchSampler = cfg.bool("TRAIN.ASPECT_GROUPING")
             ? AspectRatioGroupedBatchSampler(horizontal: roidb.map { $0.width >= $0.height }, batchSize: options.batchSize, seed: options.seed)
             : SimpleBatchSampler(count: roidb.count, batchSize: options.batchSize, shuffle: true, seed: options.seed, dropLast: true)
-        let loader = try DataLoader(transportable: dataset, options: options, batchSampler: sampler) { samples in
-            try MinibatchCollate.collate(samples, targets: targets, context: ctx)
-        }
-        var epoch = 0
-        var batches = try loader.makeIterator(epoch: 0)
-        func nextBatch() throws -> Minibatch {
-            while true {
-                if let b = try batches.next() { return b }
-                epoch += 1
-                batches = try loader.makeIterator(epoch: epoch)
+        let streams = try (0..<replicaCount).map { r in
+            let mine = ReplicaBatchSampler(base: sampler, replicas: communicator.worldSize, index: communicator.firstReplica + r)
+            guard !mine.batches(epoch: 0).isEmpty else {
+                throw EngineError.data("\(roidb.count) training images make fewer than \(communicator.worldSize) minibatches of \(options.batchSize): lower NUM_GPUS or TRAIN.IMS_PER_BATCH")
             }
+            return BatchStream(loader: try DataLoader(transportable: dataset, options: options, batchSampler: mine) { samples in
+                try MinibatchCollate.collate(samples, targets: targets, context: ctx)
+            })
         }
 
         let schedule = LearningRateSchedule(cfg)
@@ -204,8 +232,9 @@ public final class Trainer {
         var curve: [(Int, Float)] = []
         var lastSnapshot: String? = latestSnapshot()?.0
         let statsPath = (outputDirectory as NSString).appendingPathComponent("training_stats.jsonl")
-        if start == 0 { _ = FileManager.default.createFile(atPath: statsPath, contents: nil) }
-        let stats = FileHandle(forWritingAtPath: statsPath)
+        // Only the process of replica 0 writes (an MPI run's other ranks compute and keep quiet).
+        if start == 0 && isFirstProcess { _ = FileManager.default.createFile(atPath: statsPath, contents: nil) }
+        let stats = isFirstProcess ? FileHandle(forWritingAtPath: statsPath) : nil
         stats?.seekToEndOfFile()
         defer { try? stats?.close() }
         let interactive = isatty(2) != 0
@@ -213,26 +242,29 @@ public final class Trainer {
         for t in start..<maxIter {
             let lr = schedule.lr(t)
             if lr != currentLR {
-                try ws.fetchBlob("lr").mutableData(as: Float.self)[0] = lr
+                for r in replicas { try r.workspace.fetchBlob("lr").mutableData(as: Float.self)[0] = lr }
                 // Momentum correction on big changes (the decay steps).
                 if cfg.bool("SOLVER.SCALE_MOMENTUM"), currentLR > 1e-7, max(lr / currentLR, currentLR / lr) > Float(cfg.double("SOLVER.SCALE_MOMENTUM_THRESHOLD")) {
                     let ratio = lr / currentLR
-                    for p in trainable {
-                        let m = try ws.fetchBlob(p.name + "_momentum").mutableData(as: Float.self)
-                        for i in 0..<m.count { m[i] *= ratio }
+                    for r in replicas {
+                        for p in trainable {
+                            let m = try r.workspace.fetchBlob(p.name + "_momentum").mutableData(as: Float.self)
+                            for i in 0..<m.count { m[i] *= ratio }
+                        }
                     }
                     log("iteration \(t): learning rate \(currentLR) → \(lr), momentum rescaled by \(ratio)")
                 }
                 currentLR = lr
             }
             let t0 = Date()
-            let batch = try nextBatch()
-            for (name, tensor) in batch.blobs { ws.feedBlob(name, tensor) }
-            ws.feed("roidb", value: batch.roidb)
-            try trainNet.run()
-            var losses: [String: Float] = [:]
-            for l in model.losses { losses[l] = try ws.fetchBlob(l).toArray(as: Float.self)[0] }
-            losses["accuracy_cls"] = try ws.fetchBlob("accuracy_cls").toArray(as: Float.self)[0]
+            try group.step { r in
+                let batch = try streams[r.index].next()
+                for (name, tensor) in batch.blobs { r.workspace.feedBlob(name, tensor) }
+                r.workspace.feed("roidb", value: batch.roidb)
+            }
+            // Losses (already scaled by 1/NUM_GPUS) are summed over the replicas, the accuracy
+            // averaged, as Detectron logs them.
+            var losses = try replicaLosses(group, names: model.losses)
             let total = model.losses.reduce(Float(0)) { $0 + losses[$1]! }
             if !total.isFinite {
                 throw EngineError.diverged(iteration: t, losses: losses.keys.sorted().map { "\($0) \(losses[$0]!)" }.joined(separator: ", "), lastSnapshot: lastSnapshot)
@@ -241,8 +273,8 @@ public final class Trainer {
             window.append(losses)
             times.append(Date().timeIntervalSince(t0))
             if window.count > 20 { window.removeFirst(); times.removeFirst() }
-            let logNow = (t + 1) % 20 == 0 || t == start || t == maxIter - 1
-            if logNow || interactive {
+            let logNow = isFirstProcess && ((t + 1) % 20 == 0 || t == start || t == maxIter - 1)
+            if logNow || (interactive && isFirstProcess) {
                 let med = medians(window)
                 let secs = times.sorted()[times.count / 2]
                 let eta = secs * Double(maxIter - t - 1)
@@ -260,7 +292,7 @@ public final class Trainer {
                                                                 med["loss"] ?? total, lr, secs, formatETA(eta)).utf8))
                 }
             }
-            if (t + 1) % snapshotEvery == 0 && t + 1 < maxIter {
+            if isFirstProcess && (t + 1) % snapshotEvery == 0 && t + 1 < maxIter {
                 let path = (outputDirectory as NSString).appendingPathComponent("model_iter\(t).safetensors")
                 try saveCheckpoint(path, ws: ws, model: model, trainable: trainable, iteration: t)
                 lastSnapshot = path
@@ -268,10 +300,10 @@ public final class Trainer {
             }
         }
         if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        try saveCheckpoint(finalPath, ws: ws, model: model, trainable: trainable, iteration: maxIter - 1)
-        loader.shutdown()
+        if isFirstProcess { try saveCheckpoint(finalPath, ws: ws, model: model, trainable: trainable, iteration: maxIter - 1) }
+        for stream in streams { stream.shutdown() }
         log(String(format: "training done in %.1f s; wrote %@", Date().timeIntervalSince(trainStart), finalPath))
-        if !curve.isEmpty {
+        if isFirstProcess && !curve.isEmpty {
             let svg = LossCurve.svg(curve)
             try? Files.writeAtomically(Array(svg.utf8), to: (outputDirectory as NSString).appendingPathComponent("loss_curve.svg"))
         }
@@ -297,10 +329,26 @@ public final class Trainer {
     }
 }
 
-/// The training net: the model's forward, its gradients, and Detectron's parameter update —
-/// biases get a 2× gradient and no decay, GN parameters their own decay, the rest WEIGHT_DECAY,
-/// then MomentumSGDUpdate. Feeds `lr`, `one`, the decays and zero momentum buffers.
-func makeTrainingNet(_ cfg: Config, model: DetectionModel, ws: Workspace, registry: OperatorRegistry) throws -> (NetDef, [ParamInfo]) {
+/// The nets of one training replica: the model's forward and its gradients, then Detectron's
+/// parameter update (run after the gradients are summed over replicas) — biases get a 2×
+/// gradient and no decay, GN parameters their own decay, the rest WEIGHT_DECAY, then
+/// MomentumSGDUpdate. Feeds `lr`, `one`, the decays and zero momentum buffers.
+struct TrainingNets {
+    var forwardBackward: NetDef
+    var update: NetDef
+    var trainable: [ParamInfo]
+    /// The gradient blob of each trainable parameter, in the same order.
+    var gradients: [String]
+
+    /// Both as one net (a single replica's whole iteration, for benchmarks).
+    var combined: NetDef {
+        var net = forwardBackward
+        net.ops += update.ops
+        return net
+    }
+}
+
+func makeTrainingNet(_ cfg: Config, model: DetectionModel, ws: Workspace, registry: OperatorRegistry) throws -> TrainingNets {
     let ctx = ws.context
     var net = model.net
     let gradients = try addGradientOperators(to: &net, losses: model.losses, registry: registry)
@@ -308,25 +356,110 @@ func makeTrainingNet(_ cfg: Config, model: DetectionModel, ws: Workspace, regist
     ws.feedBlob("one", try Tensor([1] as [Float], shape: [1], context: ctx))
     ws.feedBlob("weight_decay", try Tensor([Float(cfg.double("SOLVER.WEIGHT_DECAY"))], shape: [1], context: ctx))
     ws.feedBlob("weight_decay_gn", try Tensor([Float(cfg.double("SOLVER.WEIGHT_DECAY_GN"))], shape: [1], context: ctx))
-    var trainable: [ParamInfo] = []
+    var update = NetDef(name: net.name + "_update", executor: net.executor)
+    var trainable: [ParamInfo] = [], gradientNames: [String] = []
     for p in model.params where p.trainable {
         guard let g = gradients[p.name] else { continue }
         trainable.append(p)
+        gradientNames.append(g)
         if !ws.hasBlob(p.name + "_momentum") {
             ws.feedBlob(p.name + "_momentum", try Tensor([Float](repeating: 0, count: p.shape.reduce(1, *)), shape: p.shape, context: ctx))
         }
         switch p.kind {
         case .bias:
-            net.add("Scale", [g], [g], ["scale": .float(cfg.double("SOLVER.BIAS_LR"))])
+            update.add("Scale", [g], [g], ["scale": .float(cfg.double("SOLVER.BIAS_LR"))])
         case .gnScale, .gnBias:
-            if cfg.double("SOLVER.WEIGHT_DECAY_GN") > 0 { net.add("WeightedSum", [g, "one", p.name, "weight_decay_gn"], [g]) }
+            if cfg.double("SOLVER.WEIGHT_DECAY_GN") > 0 { update.add("WeightedSum", [g, "one", p.name, "weight_decay_gn"], [g]) }
         default:
-            if cfg.double("SOLVER.WEIGHT_DECAY") > 0 { net.add("WeightedSum", [g, "one", p.name, "weight_decay"], [g]) }
+            if cfg.double("SOLVER.WEIGHT_DECAY") > 0 { update.add("WeightedSum", [g, "one", p.name, "weight_decay"], [g]) }
         }
-        net.add("MomentumSGDUpdate", [g, p.name + "_momentum", "lr", p.name], [g, p.name + "_momentum", p.name],
-                ["momentum": .float(cfg.double("SOLVER.MOMENTUM"))])
+        update.add("MomentumSGDUpdate", [g, p.name + "_momentum", "lr", p.name], [g, p.name + "_momentum", p.name],
+                   ["momentum": .float(cfg.double("SOLVER.MOMENTUM"))])
     }
-    return (net, trainable)
+    // Everything the update reads comes from the forward-backward net or the workspace.
+    var seen = Set<String>()
+    update.externalInputs = update.ops.flatMap(\.inputs).filter { seen.insert($0).inserted }
+    return TrainingNets(forwardBackward: net, update: update, trainable: trainable, gradients: gradientNames)
+}
+
+/// The communicator for this run: MPI when started by `mpirun` with more than one rank, else
+/// NUM_GPUS replicas in this process.
+func makeCommunicator(_ cfg: Config) throws -> any ReplicaCommunicator {
+    let gpus = cfg.int("NUM_GPUS")
+    guard gpus >= 1 else { throw EngineError.config("config key NUM_GPUS is \(gpus); it must be at least 1 (replicas)") }
+    if let mpi = try MPICommunicator.fromEnvironment() {
+        guard mpi.worldSize == gpus else {
+            throw EngineError.config("mpirun started \(mpi.worldSize) ranks but NUM_GPUS is \(gpus): one replica per rank, so pass NUM_GPUS \(mpi.worldSize) (or mpirun -np \(gpus))")
+        }
+        return mpi
+    }
+    return InProcessCommunicator(replicas: gpus)
+}
+
+/// The value replica 0 has, on every replica (e.g. the iteration to resume from).
+func agreeOnFirstReplica(_ value: Int, _ communicator: any ReplicaCommunicator) throws -> Int {
+    let values = try communicate((0..<communicator.localReplicas).map { _ in [Float(value)] }) { try communicator.broadcastFromFirst([$0]) }
+    return Int(values[0][0])
+}
+
+/// Each replica's losses summed over all replicas, and `accuracy_cls` averaged.
+func replicaLosses(_ group: ReplicaGroup, names: [String]) throws -> [String: Float] {
+    let keys = names + ["accuracy_cls"]
+    let mine = try group.replicas.map { r in try keys.map { try r.workspace.fetchBlob($0).toArray(as: Float.self)[0] } }
+    let buffers = try communicate(mine) { try group.communicator.allReduceSum([$0]) }
+    var out: [String: Float] = [:]
+    for (i, k) in keys.enumerated() { out[k] = buffers[0][i] }
+    out["accuracy_cls"] = out["accuracy_cls"]! / Float(group.communicator.worldSize)
+    return out
+}
+
+/// Runs `body` on scratch copies of `values` (one buffer per local replica) and returns them.
+func communicate(_ values: [[Float]], _ body: ([UnsafeMutableBufferPointer<Float>]) throws -> Void) rethrows -> [[Float]] {
+    let buffers = values.map { v in
+        let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: v.count)
+        _ = b.initialize(from: v)
+        return b
+    }
+    defer { for b in buffers { b.deallocate() } }
+    try body(buffers)
+    return buffers.map { Array($0) }
+}
+
+/// Replica `index` of `replicas` takes batches index, index + replicas, … of each epoch, and each
+/// epoch is cut to a multiple of `replicas` batches so every replica has as many.
+struct ReplicaBatchSampler: BatchSampler {
+    let base: any BatchSampler
+    let replicas: Int
+    let index: Int
+
+    func batches(epoch: Int) -> [[Int]] {
+        let all = base.batches(epoch: epoch)
+        let usable = all.count / replicas * replicas
+        return stride(from: index, to: usable, by: replicas).map { all[$0] }
+    }
+}
+
+/// An endless stream of minibatches over epochs.
+final class BatchStream: @unchecked Sendable {
+    let loader: DataLoader<TrainingDataset, Minibatch>
+    private var epoch = 0
+    private var iterator: DataLoaderIterator<TrainingDataset, Minibatch>?
+
+    init(loader: DataLoader<TrainingDataset, Minibatch>) { self.loader = loader }
+
+    func next() throws -> Minibatch {
+        while true {
+            if iterator == nil { iterator = try loader.makeIterator(epoch: epoch) }
+            if let b = try iterator!.next() { return b }
+            epoch += 1
+            iterator = nil
+        }
+    }
+
+    func shutdown() {
+        iterator = nil
+        loader.shutdown()
+    }
 }
 
 /// Feeds a checkpoint's blobs into a workspace by name, checking shapes; reports what the model

@@ -171,6 +171,8 @@ public enum EngineError: Error, Sendable, CustomStringConvertible {
     case config(String)
     case diverged(iteration: Int, losses: String, lastSnapshot: String?)
     case io(String)
+    /// A replica of a data-parallel run failed; the others stopped.
+    case replica(Int, String)
 
     public var description: String {
         switch self {
@@ -181,6 +183,7 @@ public enum EngineError: Error, Sendable, CustomStringConvertible {
                 + (snap.map { "the last good snapshot \($0) is intact; " } ?? "")
                 + "lower SOLVER.BASE_LR or lengthen SOLVER.WARM_UP_ITERS"
         case let .io(m): return m
+        case let .replica(r, m): return "replica \(r) failed: \(m)"
         }
     }
 }
