@@ -1,0 +1,172 @@
+import Foundation
+@testable import Engine
+import Operators
+import Portability
+import Storage
+import Testing
+
+/// A small conv net whose loss is the mean over its images (no sampling): conv → relu → FC →
+/// softmax loss scaled by 1/replicas, with its gradients and a momentum-SGD update.
+private func smallTrainingNets(replicas: Int) throws -> (forward: NetDef, update: NetDef, gradients: [String]) {
+    var net = NetDef(name: "dp", externalInputs: ["data", "label", "c1_w", "c1_b", "fc_w", "fc_b"])
+    net.add("Conv", ["data", "c1_w", "c1_b"], ["c1"], ["kernel": .int(3), "pad": .int(1)])
+    net.add("Relu", ["c1"], ["c1"])
+    net.add("FC", ["c1", "fc_w", "fc_b"], ["logits"])
+    net.add("SoftmaxWithLoss", ["logits", "label"], ["prob", "loss"], ["scale": .float(1.0 / Double(replicas))])
+    let grads = try addGradientOperators(to: &net, losses: ["loss"])
+    var update = NetDef(name: "dp_update", externalInputs: [])
+    var names: [String] = []
+    for p in ["c1_w", "c1_b", "fc_w", "fc_b"] {
+        let g = try #require(grads[p])
+        names.append(g)
+        update.add("WeightedSum", [g, "one", p, "weight_decay"], [g])
+        update.add("MomentumSGDUpdate", [g, p + "_momentum", "lr", p], [g, p + "_momentum", p], ["momentum": .float(0.9)])
+    }
+    var seen = Set<String>()
+    update.externalInputs = update.ops.flatMap(\.inputs).filter { seen.insert($0).inserted }
+    return (net, update, names)
+}
+
+/// Image `i` of iteration `t` (3×6×6) and its label, the same whatever replica gets it.
+private func sample(_ t: Int, _ i: Int) -> ([Float], Int32) {
+    var rng = SplitMix64(seed: UInt64(t * 1000 + i))
+    return ((0..<(3 * 6 * 6)).map { _ in Float(rng.next() % 2001) / 1000 - 1 }, Int32(rng.next() % 3))
+}
+
+/// Trains the small net for `iterations` with `replicas` replicas of `perReplica` images each;
+/// replica r of iteration t gets images r·perReplica … of that iteration. Returns replica 0's
+/// parameters after each iteration, the gradients of the first, and whether the replicas were
+/// bitwise identical after every update.
+private func trainSmallNet(replicas: Int, perReplica: Int, iterations: Int) throws -> (params: [[Float]], firstGradients: [[Float]], identical: Bool) {
+    let (forward, update, gradients) = try smallTrainingNets(replicas: replicas)
+    let ctx = CPUContext()
+    var members: [Replica] = []
+    for r in 0..<replicas {
+        let ws = Workspace(context: ctx)
+        var rng = SplitMix64(seed: UInt64(r + 1))   // different on purpose: the broadcast must fix it
+        for (name, shape) in [("c1_w", [4, 3, 3, 3]), ("c1_b", [4]), ("fc_w", [3, 4 * 6 * 6]), ("fc_b", [3])] {
+            let n = shape.reduce(1, *)
+            ws.feedBlob(name, try Tensor((0..<n).map { _ in Float(rng.next() % 2001) / 10_000 - 0.1 }, shape: shape, context: ctx))
+            ws.feedBlob(name + "_momentum", try Tensor([Float](repeating: 0, count: n), shape: shape, context: ctx))
+        }
+        ws.feedBlob("lr", try Tensor([0.05] as [Float], shape: [1], context: ctx))
+        ws.feedBlob("one", try Tensor([1] as [Float], shape: [1], context: ctx))
+        ws.feedBlob("weight_decay", try Tensor([1e-4] as [Float], shape: [1], context: ctx))
+        ws.feedBlob("data", try Tensor([Float](repeating: 0, count: perReplica * 3 * 36), shape: [perReplica, 3, 6, 6], context: ctx))
+        ws.feedBlob("label", try Tensor([Int32](repeating: 0, count: perReplica), shape: [perReplica], context: ctx))
+        let pool = ThreadPool(threadCount: 0)
+        members.append(Replica(index: r, workspace: ws, forwardBackward: try Net(forward, workspace: ws, pool: pool),
+                               update: try Net(update, workspace: ws, pool: pool), pool: pool))
+    }
+    let params = ["c1_w", "c1_b", "fc_w", "fc_b"]
+    let group = ReplicaGroup(replicas: members, communicator: InProcessCommunicator(replicas: replicas), gradients: gradients,
+                             shared: params + params.map { $0 + "_momentum" })
+    defer { group.shutdown() }
+    try group.broadcastParameters()
+    var history: [[Float]] = [], firstGradients: [[Float]] = [], identical = true
+    for t in 0..<iterations {
+        try group.forEachReplica { r in
+            var data: [Float] = [], labels: [Int32] = []
+            for i in 0..<perReplica {
+                let (x, y) = sample(t, r.index * perReplica + i)
+                data += x
+                labels.append(y)
+            }
+            r.workspace.feedBlob("data", try Tensor(data, shape: [perReplica, 3, 6, 6], context: ctx))
+            r.workspace.feedBlob("label", try Tensor(labels, shape: [perReplica], context: ctx))
+            try r.forwardBackward.run()
+        }
+        try group.communicator.allReduceSum(try gradients.map { g in try members.map { try $0.workspace.fetchBlob(g).mutableData(as: Float.self) } })
+        if t == 0 { firstGradients = try gradients.map { try members[0].workspace.fetchBlob($0).toArray(as: Float.self) } }
+        try group.forEachReplica { try $0.update.run() }
+        let mine = try params.map { try members[0].workspace.fetchBlob($0).toArray(as: Float.self) }
+        for other in members.dropFirst() {
+            for p in params + params.map({ $0 + "_momentum" }) {
+                let theirs = try other.workspace.fetchBlob(p).toArray(as: Float.self)
+                let ours = try members[0].workspace.fetchBlob(p).toArray(as: Float.self)
+                if theirs != ours { identical = false }
+            }
+        }
+        history.append(mine.flatMap { $0 })
+    }
+    return (history, firstGradients, identical)
+}
+
+@Suite("Data-parallel training")
+struct DataParallelTests {
+    @Test("2 replicas × 1 image equal 1 replica × 2 images: same gradients, same parameters after 20 iterations; replicas bitwise identical after every update")
+    func replicasMatchOneBigBatch() throws {
+        let one = try trainSmallNet(replicas: 1, perReplica: 2, iterations: 20)
+        let two = try trainSmallNet(replicas: 2, perReplica: 1, iterations: 20)
+        #expect(two.identical, "replicas drifted apart")
+        // Same sums in another order: float rounding only. Stated tolerance: 1e-5 × (1 + |x|).
+        func close(_ a: [Float], _ b: [Float]) -> Float {
+            zip(a, b).map { abs($0 - $1) / (1 + abs($0)) }.max() ?? 0
+        }
+        let gradientGap = zip(one.firstGradients, two.firstGradients).map { close($0, $1) }.max() ?? 0
+        let parameterGap = close(one.params.last!, two.params.last!)
+        print("largest relative difference, 1×2 vs 2×1 images: gradients \(gradientGap), parameters after 20 iterations \(parameterGap)")
+        #expect(gradientGap <= 1e-5)
+        #expect(parameterGap <= 1e-5)
+        // And the run did move: the parameters changed.
+        #expect(close(one.params.first!, one.params.last!) > 1e-3)
+    }
+
+    @Test("the in-process all-reduce sums in replica order and writes the same sum everywhere; broadcast copies replica 0")
+    func inProcessCommunicator() throws {
+        let comm = InProcessCommunicator(replicas: 3)
+        var a: [Float] = [1, 2], b: [Float] = [10, 20], c: [Float] = [100, 200]
+        try a.withUnsafeMutableBufferPointer { pa in
+            try b.withUnsafeMutableBufferPointer { pb in
+                try c.withUnsafeMutableBufferPointer { pc in
+                    try comm.allReduceSum([[pa, pb, pc]])
+                }
+            }
+        }
+        #expect(a == [111, 222] && b == a && c == a)
+        let values = try communicate([[5], [6], [7]]) { try comm.broadcastFromFirst([$0]) }
+        #expect(values == [[5], [5], [5]])
+        #expect(throws: EngineError.self) { _ = try communicate([[1], [2, 3], [4]]) { try comm.allReduceSum([$0]) } }
+    }
+
+    @Test("scale-schedule reproduces the tutorial's 1/2/4/8-GPU table from any of its configs")
+    func linearScalingRule() throws {
+        var table: [Int: Config] = [:]
+        for n in [1, 2, 4, 8] {
+            var c = Config()
+            try c.merge(file: repoRoot + "/configs/getting_started/tutorial_\(n)gpu_e2e_faster_rcnn_R-50-FPN.yaml")
+            table[n] = c
+        }
+        for from in [1, 2, 4, 8] {
+            for to in [1, 2, 4, 8] {
+                let s = try ScheduleScaling(table[from]!, from: from, to: to)
+                let want = table[to]!
+                #expect(s.numGPUs == want.int("NUM_GPUS"))
+                #expect(s.baseLR == want.double("SOLVER.BASE_LR"), "\(from) → \(to): BASE_LR \(s.baseLR)")
+                #expect(s.maxIter == want.int("SOLVER.MAX_ITER") && s.steps == want.ints("SOLVER.STEPS"), "\(from) → \(to)")
+                #expect(s.snapshotIters == want.int("TRAIN.SNAPSHOT_ITERS") && s.rounded.isEmpty)
+            }
+        }
+        // The opt-in key applies it at start.
+        var c = table[1]!
+        try c.merge(overrides: ["NUM_GPUS", "4", "SOLVER.SCALE_SCHEDULE_FROM_GPUS", "1"])
+        let note = try #require(try ScheduleScaling.applyIfRequested(&c))
+        #expect(note.contains("BASE_LR 0.01, MAX_ITER 15000, STEPS [0, 7500, 10000]"), "\(note)")
+        #expect(c.double("SOLVER.BASE_LR") == 0.01 && c.int("SOLVER.MAX_ITER") == 15000 && c.ints("SOLVER.STEPS") == [0, 7500, 10000])
+    }
+
+    @Test("NUM_GPUS 2 trains two in-process replicas: summed losses logged, snapshots written once")
+    func trainerWithTwoReplicas() throws {
+        let (spec, _, dir) = try tinyDataset()
+        let out = dir + "/dp"
+        var args = ["train", "--skip-test", "--cfg", shapesConfig] + tinyConfig(dataset: spec, output: out, maxIter: 20)
+        args += ["NUM_GPUS", "2", "TRAIN.USE_FLIPPED", "True"]
+        let r = try Processes.run(ProcessConfiguration(executable: detectronExecutable, arguments: args), timeout: 300)
+        #expect(r.status.isSuccess, "\(r.error.suffix(1500))")
+        #expect(r.output.contains("data-parallel training: 2 replicas (NUM_GPUS), 2 in this process"), "\(r.output.prefix(3000))")
+        let final = try Checkpoint.read(out + "/train/model_final.safetensors")
+        #expect(final.metadata["iteration"] == "19")
+        let stats = try String(contentsOfFile: out + "/train/training_stats.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(stats.count == 2)
+    }
+}
