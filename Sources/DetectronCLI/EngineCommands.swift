@@ -32,8 +32,18 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let cfg = try options.load()
-        let final = try Trainer(config: cfg, log: log).run()
-        if !skipTest { try Tester(config: cfg, log: log).run(weights: final) }
+        do {
+            let final = try Trainer(config: cfg, log: log).run()
+            // In an MPI run, the process of replica 0 tests; the other ranks are done.
+            if !skipTest && (MPICommunicator.runningRank ?? 0) == 0 { try Tester(config: cfg, log: log).run(weights: final) }
+        } catch {
+            // A failing rank stops the whole MPI job, naming itself; the others never wait for it.
+            if let rank = MPICommunicator.runningRank {
+                FileHandle.standardError.write(Data("Error: MPI rank \(rank) failed: \(error)\n".utf8))
+                MPICommunicator.abort()
+            }
+            throw error
+        }
     }
 }
 

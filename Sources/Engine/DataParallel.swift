@@ -115,6 +115,9 @@ public struct MPICommunicator: ReplicaCommunicator {
         try packed(groups, "broadcast") { sd_mpi_broadcast($0, $1) }
     }
 
+    /// This process's rank when MPI was started, else nil.
+    public static var runningRank: Int? { let r = sd_mpi_rank(); return r >= 0 ? Int(r) : nil }
+
     /// Stops every rank of the job (after the caller has printed why).
     public static func abort(code: Int32 = 1) { sd_mpi_abort(code) }
 }

@@ -169,4 +169,88 @@ struct DataParallelTests {
         let stats = try String(contentsOfFile: out + "/train/training_stats.jsonl", encoding: .utf8).split(separator: "\n")
         #expect(stats.count == 2)
     }
+
+    /// `mpirun` with what it needs here (root needs the allow-run-as-root pair), or nil.
+    private func mpirun() -> (String, [String: String])? {
+        guard let path = try? Processes.resolveExecutable("mpirun") else { return nil }
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        env["DETECTRON_NUM_THREADS"] = "1"
+        return (path, env)
+    }
+
+    @Test("mpirun -np 2 trains like two in-process replicas: same parameters (within 1e-5 relative; bitwise here)")
+    func mpiMatchesInProcess() throws {
+        guard let (mpirunPath, env) = mpirun() else {
+            print("skipped: no mpirun (ci/setup installs openmpi-bin)")
+            return
+        }
+        let (spec, _, dir) = try tinyDataset()
+        func args(_ out: String) -> [String] {
+            ["train", "--skip-test", "--cfg", shapesConfig] + tinyConfig(dataset: spec, output: dir + "/" + out, maxIter: 10)
+                + ["NUM_GPUS", "2", "TRAIN.USE_FLIPPED", "True"]
+        }
+        let local = try Processes.run(ProcessConfiguration(executable: detectronExecutable, arguments: args("inproc"), environment: env), timeout: 300)
+        #expect(local.status.isSuccess, "\(local.error.suffix(1500))")
+        let mpi = try Processes.run(ProcessConfiguration(executable: mpirunPath, arguments: ["-np", "2", detectronExecutable] + args("mpi"), environment: env),
+                                    timeout: 300)
+        #expect(mpi.status.isSuccess, "\(mpi.output.suffix(1500)) \(mpi.error.suffix(1500))")
+        #expect(mpi.output.contains("2 replicas (NUM_GPUS), 1 in this process"), "\(mpi.output.prefix(2000))")
+        let a = try Checkpoint.read(dir + "/inproc/train/model_final.safetensors").blobs
+        let b = try Checkpoint.read(dir + "/mpi/train/model_final.safetensors").blobs
+        #expect(a.keys.sorted() == b.keys.sorted())
+        var worst: Float = 0
+        for (name, blob) in a {
+            guard let other = b[name] else { continue }
+            for (x, y) in zip(blob.values, other.values) { worst = max(worst, abs(x - y) / (1 + abs(x))) }
+        }
+        print("mpirun -np 2 vs in-process: largest relative parameter difference \(worst)")
+        #expect(worst <= 1e-5)
+    }
+
+    @Test("killing one MPI rank stops the other within 10 s, and mpirun names the rank that died")
+    func mpiRankDeath() throws {
+        guard let (mpirunPath, env) = mpirun() else {
+            print("skipped: no mpirun (ci/setup installs openmpi-bin)")
+            return
+        }
+        let (spec, _, dir) = try tinyDataset()
+        let out = dir + "/mpi-kill"
+        let args = ["-np", "2", detectronExecutable, "train", "--skip-test", "--cfg", shapesConfig]
+            + tinyConfig(dataset: spec, output: out, maxIter: 100_000) + ["NUM_GPUS", "2", "TRAIN.USE_FLIPPED", "True"]
+        // The job's output goes to a file (a pipe nobody reads could fill and stall it).
+        let logPath = dir + "/mpi-kill.log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let logFile = try #require(FileHandle(forWritingAtPath: logPath))
+        var config = ProcessConfiguration(executable: mpirunPath, arguments: args, environment: env)
+        config.standardOutput = .descriptor(logFile.fileDescriptor)
+        config.standardError = .descriptor(logFile.fileDescriptor)
+        let job = try Processes.spawn(config)
+        try logFile.close()
+        // Find rank 1 once it is training: its environment says so and its arguments name our folder.
+        var victim: Int32?
+        let t0 = Date()
+        while victim == nil && Date().timeIntervalSince(t0) < 60 {
+            usleep(200_000)
+            guard FileManager.default.fileExists(atPath: out + "/train/training_stats.jsonl") else { continue }
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+                guard let pid = Int32(name),
+                      let cmd = FileManager.default.contents(atPath: "/proc/\(name)/cmdline"), String(decoding: cmd, as: UTF8.self).contains(out),
+                      let environ = FileManager.default.contents(atPath: "/proc/\(name)/environ"),
+                      String(decoding: environ, as: UTF8.self).split(separator: "\0").contains("OMPI_COMM_WORLD_RANK=1") else { continue }
+                victim = pid
+            }
+        }
+        let pid = try #require(victim, "rank 1 never started training")
+        kill(pid, SIGKILL)
+        let killedAt = Date()
+        let status = job.wait(timeout: 10)
+        let waited = Date().timeIntervalSince(killedAt)
+        if status == nil { _ = job.terminate(grace: 1) }
+        #expect(status != nil && status?.isSuccess == false, "mpirun still running \(waited) s after rank 1 died")
+        let text = try String(contentsOfFile: logPath, encoding: .utf8)
+        print("mpirun stopped \(String(format: "%.2f", waited)) s after rank 1 was killed")
+        #expect(text.contains("rank 1"), "\(text.suffix(1500))")
+    }
 }
