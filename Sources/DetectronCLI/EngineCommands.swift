@@ -52,11 +52,25 @@ struct Test: ParsableCommand {
     @OptionGroup var options: ConfigOptions
     @Option(help: "Weights (else TEST.WEIGHTS).") var weights: String?
     @Option(help: "Only images [start, end) of the dataset, e.g. 0:100.") var range: String?
+    @Flag(name: [.customLong("multi-worker-testing"), .customLong("multi-gpu-testing")],
+          help: "Split each dataset into NUM_GPUS contiguous ranges, test them in parallel child processes (each with its share of the cores), merge and evaluate once.")
+    var multiWorker = false
 
     func run() throws {
         let cfg = try options.load()
         let w = weights ?? cfg.string("TEST.WEIGHTS")
         guard !w.isEmpty else { throw ValidationError("no weights: pass --weights FILE or TEST.WEIGHTS FILE") }
+        if multiWorker {
+            guard range == nil else { throw ValidationError("--range and --multi-worker-testing exclude each other: the workers get the ranges") }
+            let workers = cfg.int("NUM_GPUS")
+            let threads = max(1, CPUBudget.detect().threads / max(1, workers))
+            let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            try Tester(config: cfg, log: log).runMultiWorker(executable: exe, workers: workers, threads: threads) { r, dataset in
+                ["test", "--weights", w, "--range", "\(r.lowerBound):\(r.upperBound)", "--cfg", options.cfg]
+                    + options.overrides + ["TEST.DATASETS", "('\(dataset)',)"]
+            }
+            return
+        }
         var r: Range<Int>?
         if let range {
             let parts = range.split(separator: ":").compactMap { Int($0) }

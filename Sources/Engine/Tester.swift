@@ -113,8 +113,6 @@ public struct Tester {
         for ds in try loadDatasets(cfg, key: "TEST.DATASETS") {
             let (entries, _) = try ds.roidb()
             let selected = range.map { Array(entries[max(0, $0.lowerBound)..<min(entries.count, $0.upperBound)]) } ?? entries
-            let dir = ((cfg.string("OUTPUT_DIR") as NSString).appendingPathComponent("test") as NSString).appendingPathComponent(ds.name)
-            try Files.makeDirectory(dir)
             var detections: [Detection] = []
             let t0 = Date()
             for (i, e) in selected.enumerated() {
@@ -128,24 +126,93 @@ public struct Tester {
                 }
             }
             let perImage = Date().timeIntervalSince(t0) / Double(max(1, selected.count))
-            let suffix = range.map { "_range_\($0.lowerBound)_\($0.upperBound)" } ?? ""
-            let resultsFile = (dir as NSString).appendingPathComponent("bbox_\(ds.name)_results\(suffix).json")
-            try Detection.write(detections, to: resultsFile)
-            log("wrote \(detections.count) detections to \(resultsFile)")
-            var evaluation: COCOEvaluator.Result?
-            if range == nil && !ds.name.contains("test") {
-                let result = COCOEvaluator(groundTruth: ds.coco, detections: detections).evaluate()
-                evaluation = result
-                log("Evaluating bounding boxes of \(ds.name):\n" + result.summary)
-                for c in ds.coco.categories {
-                    log(String(format: "  %-12@ AP %.3f", c.name, result.perCategory[c.id] ?? -1))
-                }
-                let json = EvaluationJSON.object(result)
-                try Files.writeAtomically(Array(json.utf8), to: (dir as NSString).appendingPathComponent("detection_results.json"))
-            }
-            outcomes.append(Outcome(resultsFile: resultsFile, evaluation: evaluation, secondsPerImage: perImage))
+            outcomes.append(try finish(ds, detections: detections, range: range, secondsPerImage: perImage))
         }
         return outcomes
+    }
+
+    /// Detectron's `--multi-gpu-testing`: each dataset is cut into `workers` contiguous ranges, one
+    /// child process per range runs `test --range` (`childArguments(range, TEST.DATASETS entry)` gives its
+    /// command line; `threads` is each child's DETECTRON_NUM_THREADS), and their detections are
+    /// merged in image order and evaluated once. A failing child stops the others and fails the
+    /// run with its error; children die with this process.
+    @discardableResult
+    public func runMultiWorker(executable: String, workers: Int, threads: Int,
+                               childArguments: (Range<Int>, String) -> [String]) throws -> [Outcome] {
+        guard workers >= 1 else { throw EngineError.config("multi-worker testing needs at least one worker, got \(workers)") }
+        var outcomes: [Outcome] = []
+        // Each child gets one dataset as it was named in TEST.DATASETS (a catalog name or a spec).
+        for (spec, ds) in zip(cfg.strings("TEST.DATASETS"), try loadDatasets(cfg, key: "TEST.DATASETS")) {
+            let count = try ds.roidb().entries.count
+            let per = (count + workers - 1) / workers
+            let ranges = (0..<workers).map { i in min(count, i * per)..<min(count, (i + 1) * per) }.filter { !$0.isEmpty }
+            let dir = resultsDirectory(ds)
+            try Files.makeDirectory(dir)
+            log("multi-worker testing of \(ds.name): \(count) images in \(ranges.count) workers × \(threads) threads: \(ranges.map { "\($0.lowerBound):\($0.upperBound)" }.joined(separator: ", "))")
+            let t0 = Date()
+            var children: [(ChildProcess, Range<Int>, String, FileHandle)] = []
+            defer { for (child, _, _, _) in children where child.poll() == nil { _ = child.terminate(grace: 1) } }
+            for r in ranges {
+                let logPath = (dir as NSString).appendingPathComponent("worker_range_\(r.lowerBound)_\(r.upperBound).log")
+                _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+                guard let logFile = FileHandle(forWritingAtPath: logPath) else { throw EngineError.io("cannot write \(logPath)") }
+                var env = ProcessInfo.processInfo.environment
+                env[CPUBudget.environmentKey] = String(threads)
+                var config = ProcessConfiguration(executable: executable, arguments: childArguments(r, spec), environment: env)
+                config.standardOutput = .descriptor(logFile.fileDescriptor)
+                config.standardError = .descriptor(logFile.fileDescriptor)
+                children.append((try Processes.spawn(config), r, logPath, logFile))
+            }
+            for (_, _, _, file) in children { try? file.close() }
+            // Wait for all; the first failure stops the rest (the defer terminates them).
+            var pending = Set(children.indices)
+            while !pending.isEmpty {
+                for i in pending.sorted() {
+                    guard let status = children[i].0.poll() else { continue }
+                    pending.remove(i)
+                    guard status.isSuccess else {
+                        let tail = ((try? String(contentsOfFile: children[i].2, encoding: .utf8)) ?? "").split(separator: "\n").suffix(5).joined(separator: "\n")
+                        throw EngineError.data("test worker for images \(children[i].1.lowerBound):\(children[i].1.upperBound) of \(ds.name) \(status) (log \(children[i].2)):\n\(tail)")
+                    }
+                }
+                if !pending.isEmpty { usleep(20_000) }
+            }
+            var detections: [Detection] = []
+            for (_, r, _, _) in children { detections += try Detection.load(resultsFile(ds, range: r)) }
+            let perImage = Date().timeIntervalSince(t0) / Double(max(1, count))
+            log(String(format: "multi-worker testing: %d images in %.1f s (%.3f s/image)", count, Date().timeIntervalSince(t0), perImage))
+            outcomes.append(try finish(ds, detections: detections, range: nil, secondsPerImage: perImage))
+        }
+        return outcomes
+    }
+
+    func resultsDirectory(_ ds: JSONDataset) -> String {
+        ((cfg.string("OUTPUT_DIR") as NSString).appendingPathComponent("test") as NSString).appendingPathComponent(ds.name)
+    }
+
+    func resultsFile(_ ds: JSONDataset, range: Range<Int>?) -> String {
+        let suffix = range.map { "_range_\($0.lowerBound)_\($0.upperBound)" } ?? ""
+        return (resultsDirectory(ds) as NSString).appendingPathComponent("bbox_\(ds.name)_results\(suffix).json")
+    }
+
+    /// Writes the results file and, for a whole labelled dataset, evaluates and writes the summary.
+    func finish(_ ds: JSONDataset, detections: [Detection], range: Range<Int>?, secondsPerImage: Double) throws -> Outcome {
+        try Files.makeDirectory(resultsDirectory(ds))
+        let file = resultsFile(ds, range: range)
+        try Detection.write(detections, to: file)
+        log("wrote \(detections.count) detections to \(file)")
+        var evaluation: COCOEvaluator.Result?
+        if range == nil && !ds.name.contains("test") {
+            let result = COCOEvaluator(groundTruth: ds.coco, detections: detections).evaluate()
+            evaluation = result
+            log("Evaluating bounding boxes of \(ds.name):\n" + result.summary)
+            for c in ds.coco.categories {
+                log(String(format: "  %-12@ AP %.3f", c.name, result.perCategory[c.id] ?? -1))
+            }
+            let json = EvaluationJSON.object(result)
+            try Files.writeAtomically(Array(json.utf8), to: (resultsDirectory(ds) as NSString).appendingPathComponent("detection_results.json"))
+        }
+        return Outcome(resultsFile: file, evaluation: evaluation, secondsPerImage: secondsPerImage)
     }
 }
 

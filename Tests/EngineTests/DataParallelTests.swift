@@ -254,3 +254,55 @@ struct DataParallelTests {
         #expect(text.contains("rank 1"), "\(text.suffix(1500))")
     }
 }
+
+@Suite("Multi-worker testing")
+struct MultiWorkerTestingTests {
+    /// Detections of a results file, sorted, as comparable text.
+    func sortedDetections(_ path: String) throws -> [String] {
+        let list = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [[String: Any]])
+        return try list.map { String(decoding: try JSONSerialization.data(withJSONObject: $0, options: [.sortedKeys]), as: UTF8.self) }.sorted()
+    }
+
+    @Test("--multi-worker-testing gives the same detections as one process, and a failing worker fails the run naming its file, leaving no process behind")
+    func sameDetectionsAndFailures() throws {
+        let (_, _, dir) = try tinyDataset()
+        let spec = "\(dir)/shapes/annotations/instances_train.json::\(dir)/shapes/train"
+        var env = ProcessInfo.processInfo.environment
+        env["DETECTRON_NUM_THREADS"] = "1"
+        func detectron(_ args: [String]) throws -> (status: TerminationStatus, output: String, error: String) {
+            try Processes.run(ProcessConfiguration(executable: detectronExecutable, arguments: args, environment: env), timeout: 300)
+        }
+        #expect(try detectron(["make-shapes", "--out", dir + "/shapes", "--train", "2", "--val", "7", "--seed", "4"]).status.isSuccess)
+        let trained = try detectron(["train", "--skip-test", "--cfg", shapesConfig] + tinyConfig(dataset: spec, output: dir + "/model", maxIter: 10)
+                                    + ["MODEL.NUM_CLASSES", "5"])
+        #expect(trained.status.isSuccess, "\(trained.error.suffix(1000))")
+        let weights = dir + "/model/train/model_final.safetensors"
+        let val = "\(dir)/shapes/annotations/instances_val.json::\(dir)/shapes/val"
+        func test(_ out: String, multi: Bool) throws -> (status: TerminationStatus, output: String, error: String) {
+            try detectron(["test", "--weights", weights] + (multi ? ["--multi-worker-testing"] : []) + ["--cfg", shapesConfig]
+                          + tinyConfig(dataset: spec, output: dir + "/" + out, maxIter: 10)
+                          + ["TEST.DATASETS", "('\(val)',)", "TEST.SCORE_THRESH", "0.0", "NUM_GPUS", "2", "MODEL.NUM_CLASSES", "5"])
+        }
+        let one = try test("one", multi: false)
+        #expect(one.status.isSuccess, "\(one.error.suffix(1000))")
+        let two = try test("two", multi: true)
+        #expect(two.status.isSuccess, "\(two.error.suffix(1000))")
+        #expect(two.output.contains("7 images in 2 workers × 1 threads: 0:4, 4:7"), "\(two.output.suffix(2000))")
+        let a = try sortedDetections(dir + "/one/test/instances_val/bbox_instances_val_results.json")
+        let b = try sortedDetections(dir + "/two/test/instances_val/bbox_instances_val_results.json")
+        #expect(a.count > 20 && a == b, "\(a.count) vs \(b.count) detections")
+        #expect(FileManager.default.fileExists(atPath: dir + "/two/test/instances_val/detection_results.json"))
+
+        // A corrupt image in the second worker's range.
+        let victim = dir + "/shapes/val/val_000005.jpg"
+        try Data("not a jpeg".utf8).write(to: URL(fileURLWithPath: victim))
+        let failed = try test("broken", multi: true)
+        #expect(!failed.status.isSuccess)
+        #expect(failed.error.contains("test worker for images 4:7") && failed.error.contains(victim), "\(failed.error.suffix(1500))")
+        let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { name in
+            guard Int(name) != nil, let cmd = FileManager.default.contents(atPath: "/proc/\(name)/cmdline") else { return false }
+            return String(decoding: cmd, as: UTF8.self).contains(dir + "/broken")
+        }
+        #expect(leftovers.isEmpty, "processes left behind: \(leftovers)")
+    }
+}
