@@ -180,6 +180,17 @@ struct DataParallelTests {
         return (path, env)
     }
 
+    /// Starts `mpirun` with its output in `logPath` (a pipe nobody reads could fill and stall it).
+    private func spawnLogged(_ mpirunPath: String, _ args: [String], _ env: [String: String], logPath: String) throws -> ChildProcess {
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let logFile = try #require(FileHandle(forWritingAtPath: logPath))
+        defer { try? logFile.close() }
+        var config = ProcessConfiguration(executable: mpirunPath, arguments: args, environment: env)
+        config.standardOutput = .descriptor(logFile.fileDescriptor)
+        config.standardError = .descriptor(logFile.fileDescriptor)
+        return try Processes.spawn(config)
+    }
+
     @Test("mpirun -np 2 trains like two in-process replicas: same parameters (within 1e-5 relative; bitwise here)")
     func mpiMatchesInProcess() throws {
         guard let (mpirunPath, env) = mpirun() else {
@@ -209,6 +220,30 @@ struct DataParallelTests {
         #expect(worst <= 1e-5)
     }
 
+    @Test("an error on one MPI rank stops the whole job, naming the rank and the cause")
+    func mpiRankError() throws {
+        guard let (mpirunPath, env) = mpirun() else {
+            print("skipped: no mpirun (ci/setup installs openmpi-bin)")
+            return
+        }
+        let (spec, _, dir) = try tinyDataset()
+        // The image turns unreadable after the roidb is built: whichever rank loads it first fails.
+        let args = ["-np", "2", detectronExecutable, "train", "--skip-test", "--cfg", shapesConfig]
+            + tinyConfig(dataset: spec, output: dir + "/mpi-error", maxIter: 100_000) + ["NUM_GPUS", "2", "TRAIN.USE_FLIPPED", "True"]
+        let logPath = dir + "/mpi-error.log"
+        let job = try spawnLogged(mpirunPath, args, env, logPath: logPath)
+        let t0 = Date()
+        while !FileManager.default.fileExists(atPath: dir + "/mpi-error/train/training_stats.jsonl") && Date().timeIntervalSince(t0) < 60 { usleep(100_000) }
+        try Data("broken".utf8).write(to: URL(fileURLWithPath: dir + "/a.jpg"))
+        let brokenAt = Date()
+        let status = job.wait(timeout: 30)
+        if status == nil { _ = job.terminate(grace: 1) }
+        #expect(status != nil && status?.isSuccess == false, "the job did not stop")
+        print(String(format: "mpirun stopped %.2f s after the image broke", Date().timeIntervalSince(brokenAt)))
+        let text = try String(contentsOfFile: logPath, encoding: .utf8)
+        #expect(text.contains("MPI rank") && text.contains("failed") && text.contains(dir + "/a.jpg"), "\(text.suffix(1500))")
+    }
+
     @Test("killing one MPI rank stops the other within 10 s, and mpirun names the rank that died")
     func mpiRankDeath() throws {
         guard let (mpirunPath, env) = mpirun() else {
@@ -219,15 +254,8 @@ struct DataParallelTests {
         let out = dir + "/mpi-kill"
         let args = ["-np", "2", detectronExecutable, "train", "--skip-test", "--cfg", shapesConfig]
             + tinyConfig(dataset: spec, output: out, maxIter: 100_000) + ["NUM_GPUS", "2", "TRAIN.USE_FLIPPED", "True"]
-        // The job's output goes to a file (a pipe nobody reads could fill and stall it).
         let logPath = dir + "/mpi-kill.log"
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        let logFile = try #require(FileHandle(forWritingAtPath: logPath))
-        var config = ProcessConfiguration(executable: mpirunPath, arguments: args, environment: env)
-        config.standardOutput = .descriptor(logFile.fileDescriptor)
-        config.standardError = .descriptor(logFile.fileDescriptor)
-        let job = try Processes.spawn(config)
-        try logFile.close()
+        let job = try spawnLogged(mpirunPath, args, env, logPath: logPath)
         // Find rank 1 once it is training: its environment says so and its arguments name our folder.
         var victim: Int32?
         let t0 = Date()
