@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "COCO", targets: ["COCO"]),
         .library(name: "DataLoading", targets: ["DataLoading"]),
         .library(name: "Engine", targets: ["Engine"]),
+        .library(name: "Pickle", targets: ["Pickle"]),
         .plugin(name: "DoctorPlugin", targets: ["DoctorPlugin"]),
         .plugin(name: "PortabilityTestPlugin", targets: ["PortabilityTestPlugin"]),
     ],
@@ -84,6 +85,9 @@ let package = Package(
         // MARK: DataLoading — guarded multi-worker loading (threads or processes).
         .target(name: "DataLoading", dependencies: ["Portability", "Imaging", "Storage"], swiftSettings: strict),
 
+        // MARK: Pickle — Python pickles and PyTorch archives, read as data (weights only).
+        .target(name: "Pickle", swiftSettings: strict),
+
         // MARK: COCO — datasets, roidb, box AP evaluation equal to pycocotools.
         .target(name: "COCO", dependencies: ["Portability", "Imaging"], swiftSettings: strict),
 
@@ -134,6 +138,7 @@ let package = Package(
         .testTarget(name: "OperatorsTests", dependencies: ["Operators", "Portability"], swiftSettings: strict),
         .testTarget(name: "DataLoadingTests", dependencies: ["DataLoading", "DataLoaderProbe"], swiftSettings: strict),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Operators", "DetectronCLI"], resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "PickleTests", dependencies: ["Pickle"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "COCOTests", dependencies: ["COCO"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(
             name: "ImagingTests",
