@@ -94,7 +94,7 @@ let package = Package(
         // MARK: Modeling and Engine — Faster R-CNN nets, config, train / test / infer.
         .target(
             name: "Engine",
-            dependencies: ["Portability", "Storage", "BLAS", "Operators", "Imaging", "DataLoading", "COCO", "CMPIShim",
+            dependencies: ["Portability", "Storage", "BLAS", "Operators", "Imaging", "DataLoading", "COCO", "CMPIShim", "Pickle",
                            .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),

@@ -1,4 +1,5 @@
 import Foundation
+import Pickle
 import Portability
 import Storage
 
@@ -12,7 +13,7 @@ public enum WeightsError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .unreadable(f, r): return "\(f): cannot read weights: \(r)"
-        case let .malformed(f, r): return "\(f): not a valid safetensors file: \(r)"
+        case let .malformed(f, r): return "\(f): not a valid weights file: \(r)"
         case let .shapeMismatch(f, b, s, m): return "\(f): blob \(b) has shape \(s) in the file but \(m) in the model"
         case let .unwritable(f, r): return "\(f): cannot write weights: \(r)"
         }
@@ -54,9 +55,17 @@ public enum Checkpoint {
         }
     }
 
+    /// Reads weights: our safetensors checkpoints, or Detectron's pickles — model-zoo files
+    /// (`{'blobs': {name: ndarray}, 'cfg': yaml}`) and ImageNet-pretrained bodies (a flat dict) —
+    /// by content, whatever the file is called.
     public static func read(_ path: String) throws(WeightsError) -> Contents {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw .unreadable(file: path, reason: FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
+        }
+        if data.first == 0x80 || path.hasSuffix(".pkl") { return try readDetectronPickle(path, data) }
+        if data.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
+            throw .unreadable(file: path, reason: "a PyTorch (torch.save) archive: mapping torchvision's state_dict names onto this "
+                              + "model is not supported yet; load Detectron .pkl files or this engine's .safetensors checkpoints")
         }
         guard data.count >= 8 else { throw .malformed(file: path, reason: "shorter than the 8-byte header length") }
         let n = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
@@ -79,6 +88,28 @@ public enum Checkpoint {
             let values = data.subdata(in: begin..<end).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
             out.blobs[name] = (shape, values)
         }
+        return out
+    }
+
+    /// Detectron's pickled weights: the `blobs` dict (or the whole dict, for ImageNet bodies),
+    /// every numpy array as float32 by its unscoped name; other entries are skipped.
+    static func readDetectronPickle(_ path: String, _ data: Data) throws(WeightsError) -> Contents {
+        let root: PickleValue
+        do {
+            root = try PickleReader(bytes: [UInt8](data), file: path).read()
+        } catch {
+            throw .unreadable(file: path, reason: error.description)
+        }
+        let blobs = root["blobs"] ?? root
+        guard case let .dict(entries) = blobs else { throw .malformed(file: path, reason: "a Detectron pickle must hold a dict of arrays") }
+        var out = Contents(blobs: [:], metadata: ["format": "detectron-pkl"])
+        if let cfg = root["cfg"]?.text { out.metadata["detectron_cfg"] = cfg }
+        for entry in entries {
+            guard let name = entry.key.text, case let .array(a) = entry.value else { continue }
+            let unscoped = name.split(separator: "/").last.map(String.init) ?? name   // gpu_0/conv1_w → conv1_w
+            out.blobs[unscoped] = (a.shape, a.floats())
+        }
+        guard !out.blobs.isEmpty else { throw .malformed(file: path, reason: "the pickle holds no arrays") }
         return out
     }
 }

@@ -13,6 +13,11 @@ public enum TorchArchive {
         } catch {
             throw .unsupported(file: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
         }
+        return try load(data: data, file: path)
+    }
+
+    /// Reads an archive already in memory; `file` names it in errors.
+    public static func load(data: Data, file path: String) throws(PickleError) -> PickleValue {
         let zip = try ZipDirectory(data: data, file: path)
         guard let pickleName = zip.entries.keys.filter({ $0 == "data.pkl" || $0.hasSuffix("/data.pkl") }).min() else {
             throw .unsupported(file: path, reason: "a zip archive without data.pkl: not a PyTorch checkpoint")

@@ -1,7 +1,9 @@
 import BLAS
+@testable import Engine
 import Foundation
 import Glibc
 import Portability
+import Storage
 import Testing
 
 @Suite("Host limits")
@@ -39,5 +41,55 @@ struct HostTests {
         #expect(r.status.isSuccess, "\(r.output) \(r.error)")
         #expect(!r.error.contains("blas_thread_init"), "\(r.error)")
         #expect(r.output.contains("per-user process limit is reached (ulimit -u is 1)"), "\(r.output)")
+    }
+}
+
+@Suite("Weights in other formats")
+struct WeightFormatTests {
+    let pickles = repoRoot + "/Tests/PickleTests/Fixtures"
+
+    @Test("Detectron pickles read as checkpoints: model-zoo blobs and ImageNet flat dicts; convert-weights writes them as safetensors")
+    func detectronPickles() throws {
+        let zoo = try Checkpoint.read(pickles + "/detectron_p2.pkl")
+        #expect(zoo.blobs["conv1_w"]?.shape == [2, 3, 3, 3] && zoo.blobs["res_conv1_bn_s"]?.values == [1.5, -0.25])
+        #expect(zoo.metadata["detectron_cfg"] == "MODEL:\n  NUM_CLASSES: 81\n")
+        let flat = try Checkpoint.read(pickles + "/imagenet_flat.pkl")
+        #expect(flat.blobs.keys.sorted() == ["res2_0_branch2a_bn_b", "res2_0_branch2a_w"])
+        let out = NSTemporaryDirectory() + "sd-convert-\(UInt32.random(in: 0...UInt32.max)).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let r = try Processes.run(ProcessConfiguration(executable: detectronExecutable, arguments: ["convert-weights", pickles + "/detectron_p2.pkl", out]), timeout: 60)
+        #expect(r.status.isSuccess, "\(r.error)")
+        #expect(r.output.contains("6 blobs"), "\(r.output)")
+        let back = try Checkpoint.read(out)
+        for (name, blob) in zoo.blobs {
+            #expect(back.blobs[name]?.shape == blob.shape && back.blobs[name]?.values == blob.values, "\(name)")
+        }
+        #expect(back.metadata["converted_from"] == pickles + "/detectron_p2.pkl")
+    }
+
+    @Test("loading a pickle into a model checks every shape, naming the blob; foreign globals and torch archives are refused clearly")
+    func shapeChecksAndRefusals() throws {
+        var cfg = Config()
+        try cfg.merge(file: shapesConfig)
+        let model = try FasterRCNN.build(cfg, train: false)
+        let ws = Workspace(context: CPUContext())
+        #expect(throws: WeightsError.self) { try loadCheckpoint(pickles + "/detectron_p2.pkl", into: ws, model: model, momentum: false) }
+        do {
+            try loadCheckpoint(pickles + "/detectron_p2.pkl", into: ws, model: model, momentum: false)
+        } catch let e as WeightsError {
+            #expect(e.description.contains("blob conv1_w has shape [2, 3, 3, 3] in the file"), "\(e)")
+        }
+        do {
+            _ = try Checkpoint.read(pickles + "/evil.pkl")
+            Issue.record("evil.pkl was accepted")
+        } catch {
+            #expect(error.description.contains("os.system"), "\(error)")
+        }
+        do {
+            _ = try Checkpoint.read(pickles + "/torch_state.pth")
+            Issue.record("a torch archive was accepted")
+        } catch {
+            #expect(error.description.contains("PyTorch (torch.save) archive"), "\(error)")
+        }
     }
 }

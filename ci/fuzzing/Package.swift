@@ -15,6 +15,8 @@ let package = Package(
                           swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(name: "FuzzCOCO", dependencies: ["FuzzDriver", .product(name: "COCO", package: "SwiftDetectron")],
                           swiftSettings: [.swiftLanguageMode(.v6)]),
+        .executableTarget(name: "FuzzPickle", dependencies: ["FuzzDriver", .product(name: "Pickle", package: "SwiftDetectron")],
+                          swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(name: "FuzzConfig", dependencies: ["FuzzDriver", .product(name: "Engine", package: "SwiftDetectron")],
                           swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
