@@ -87,7 +87,7 @@ public struct MPICommunicator: ReplicaCommunicator {
         guard let raw = environment[sizeKey], let size = Int(raw), size > 1 else { return nil }
         var message = [CChar](repeating: 0, count: 512)
         guard sd_mpi_start(&message, message.count) == 0 else {
-            throw .config("started by mpirun (\(sizeKey)=\(raw)) but MPI is unusable: \(String(cString: message))")
+            throw .config("started by mpirun (\(sizeKey)=\(raw)) but MPI is unusable: \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
         }
         return MPICommunicator(rank: Int(sd_mpi_rank()), worldSize: Int(sd_mpi_size()))
     }
