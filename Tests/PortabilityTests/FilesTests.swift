@@ -188,6 +188,16 @@ struct HostReportTests {
         #expect(obj?["ready"] as? Bool == report.ready)
     }
 
+    @Test("a TMPDIR that cannot be used is reported with the reason, and another directory is chosen")
+    func unusableTMPDIR() throws {
+        let report = HostReport.collect(environment: ["TMPDIR": "/nonexistent/tmp"])
+        let fact = try #require(report.facts.first { $0.key == "paths.temp" })
+        #expect(fact.status == .warning)
+        #expect(fact.value == "/tmp (writable; TMPDIR: /nonexistent/tmp does not exist (create it, or choose another directory))", "\(fact.value)")
+        let fine = try #require(HostReport.collect(environment: ["TMPDIR": "/tmp"]).facts.first { $0.key == "paths.temp" })
+        #expect(fine.status == .ok && fine.value == "/tmp (writable)")
+    }
+
     @Test("an unwritable output directory makes the verdict fail, naming it")
     func missingCapability() {
         let report = HostReport.collect(outputDirectory: "/proc/sd-not-writable")
