@@ -59,6 +59,9 @@ public enum Checkpoint {
     /// (`{'blobs': {name: ndarray}, 'cfg': yaml}`) and ImageNet-pretrained bodies (a flat dict) —
     /// by content, whatever the file is called.
     public static func read(_ path: String) throws(WeightsError) -> Contents {
+        // (Checked first: Foundation's reader leaks its buffer on files that report size 0.)
+        var st = stat()
+        if stat(path, &st) == 0 && st.st_size == 0 { throw .malformed(file: path, reason: "the file is empty") }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw .unreadable(file: path, reason: FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
         }

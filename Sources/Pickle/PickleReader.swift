@@ -32,6 +32,10 @@ public struct PickleReader {
 
     /// Reads a pickle file.
     public static func load(_ path: String) throws(PickleError) -> PickleValue {
+        // An empty file is no pickle; checked first because Foundation's reader leaks its 4 KiB
+        // buffer on files that report size 0.
+        var st = stat()
+        if stat(path, &st) == 0 && st.st_size == 0 { throw .truncated(file: path, offset: 0) }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw .unsupported(file: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
         }
