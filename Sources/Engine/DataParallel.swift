@@ -171,16 +171,20 @@ final class ReplicaGroup: @unchecked Sendable {
         try communicator.broadcastFromFirst(try buffers(shared))
     }
 
-    /// Runs `body` for every local replica at once; the first error wins, naming the replica.
+    /// Runs `body` for every local replica at once; the first error wins, naming the replica
+    /// when there is more than one.
     func forEachReplica(_ body: (Replica) throws -> Void) throws {
+        guard communicator.worldSize > 1 else {
+            for r in replicas { try body(r) }
+            return
+        }
         try driver.parallelFor(replicas.count) { (r: Int) throws(EngineError) in
             do {
                 try body(replicas[r])
             } catch let e as EngineError {
                 throw e
             } catch {
-                let global = communicator.firstReplica + r
-                throw EngineError.replica(global, "\(error)")
+                throw EngineError.replica(communicator.firstReplica + r, "\(error)")
             }
         }
     }
