@@ -103,7 +103,7 @@ let package = Package(
         .executableTarget(
             name: "DetectronCLI",
             dependencies: [
-                "Portability", "Storage", "BLAS", "Imaging", "Operators", "COCO", "DataLoading", "Engine",
+                "Portability", "Storage", "BLAS", "Imaging", "Operators", "COCO", "DataLoading", "Engine", "Pickle",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

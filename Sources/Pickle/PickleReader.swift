@@ -276,7 +276,7 @@ public struct PickleReader {
         case "_codecs.encode":
             // Python 3 writes bytes at protocol 2 as _codecs.encode(text, 'latin1').
             guard let text = a.first?.text else { throw .malformed(file: file, offset: 0, reason: "_codecs.encode without text") }
-            return .bytes(text.unicodeScalars.map { UInt8(truncatingIfNeeded: $0.value) })
+            return .bytes(latin1Bytes(text))
         case "numpy.dtype":
             return .internal(.dtype(a.first?.text.flatMap { NDArray.DType(numpy: $0) }))
         case "numpy.core.multiarray._reconstruct":
@@ -324,7 +324,7 @@ public struct PickleReader {
             let raw: [UInt8]
             switch s[4] {
             case let .bytes(b): raw = b
-            case let .string(t): raw = t.unicodeScalars.map { UInt8(truncatingIfNeeded: $0.value) }
+            case let .string(t): raw = latin1Bytes(t)
             case .list: throw .unsupported(file: file, reason: "a numpy array of Python objects")
             default: throw .malformed(file: file, offset: 0, reason: "ndarray data is not bytes")
             }
@@ -412,5 +412,33 @@ public struct PickleReader {
             }
         }
         return .array(gather(dt, raw, shape: shape, strides: strides, offset: offset))
+    }
+
+    /// The Latin-1 bytes of `text` (each scalar below 256 is one byte), read straight from its
+    /// UTF-8 storage: Python 3 pickles array data at protocol 2 as such text, hundreds of MB of it.
+    func latin1Bytes(_ text: String) -> [UInt8] {
+        var text = text
+        return text.withUTF8 { utf8 in
+            var out = [UInt8]()
+            out.reserveCapacity(utf8.count)
+            var i = 0
+            while i < utf8.count {
+                let b = utf8[i]
+                if b < 0x80 {
+                    out.append(b)
+                    i += 1
+                } else if i + 1 < utf8.count {
+                    // Two-byte sequences (U+0080…U+07FF); a scalar above U+00FF keeps its low byte.
+                    let width = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : 2
+                    var scalar = UInt32(b) & (width == 2 ? 0x1F : width == 3 ? 0x0F : 0x07)
+                    for k in 1..<width where i + k < utf8.count { scalar = scalar << 6 | UInt32(utf8[i + k] & 0x3F) }
+                    out.append(UInt8(truncatingIfNeeded: scalar))
+                    i += width
+                } else {
+                    i += 1
+                }
+            }
+            return out
+        }
     }
 }
