@@ -302,7 +302,8 @@ public final class Trainer {
         if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         if isFirstProcess { try saveCheckpoint(finalPath, ws: ws, model: model, trainable: trainable, iteration: maxIter - 1) }
         for stream in streams { stream.shutdown() }
-        log(String(format: "training done in %.1f s; wrote %@", Date().timeIntervalSince(trainStart), finalPath))
+        log(String(format: "training done in %.1f s; %@", Date().timeIntervalSince(trainStart),
+                   isFirstProcess ? "wrote \(finalPath)" : "replica 0's process wrote \(finalPath)"))
         if isFirstProcess && !curve.isEmpty {
             let svg = LossCurve.svg(curve)
             try? Files.writeAtomically(Array(svg.utf8), to: (outputDirectory as NSString).appendingPathComponent("loss_curve.svg"))
