@@ -29,27 +29,22 @@ public struct InProcessCommunicator: ReplicaCommunicator {
     public let localReplicas: Int
     public var worldSize: Int { localReplicas }
     public var firstReplica: Int { 0 }
-    let pool: ThreadPool?
 
-    public init(replicas: Int, pool: ThreadPool? = nil) {
+    public init(replicas: Int) {
         precondition(replicas > 0, "a run needs at least one replica")
         localReplicas = replicas
-        self.pool = pool
     }
 
     public func allReduceSum(_ groups: [[UnsafeMutableBufferPointer<Float>]]) throws(EngineError) {
         guard localReplicas > 1 else { return }
         try check(groups)
-        let run: (Int) -> Void = { g in
-            let group = groups[g]
-            let first = group[0]
-            for i in 0..<first.count {
-                var acc = first[i]
+        for group in groups {
+            for i in 0..<group[0].count {
+                var acc = group[0][i]
                 for r in 1..<group.count { acc += group[r][i] }
                 for r in 0..<group.count { group[r][i] = acc }
             }
         }
-        if let pool { pool.parallelFor(groups.count, run) } else { for g in groups.indices { run(g) } }
     }
 
     public func broadcastFromFirst(_ groups: [[UnsafeMutableBufferPointer<Float>]]) throws(EngineError) {
@@ -98,13 +93,17 @@ public struct MPICommunicator: ReplicaCommunicator {
         var all = [Float]()
         all.reserveCapacity(groups.reduce(0) { $0 + ($1.first?.count ?? 0) })
         for g in groups { all.append(contentsOf: g[0]) }
-        let rc = all.withUnsafeMutableBufferPointer { body($0.baseAddress!, $0.count) }
-        guard rc == 0 else { throw .config("MPI \(what) failed on rank \(rank)") }
-        var offset = 0
-        for g in groups {
-            g[0].baseAddress!.update(from: all.withUnsafeBufferPointer { $0.baseAddress! + offset }, count: g[0].count)
-            offset += g[0].count
+        let rc = all.withUnsafeMutableBufferPointer { packed in
+            let rc = body(packed.baseAddress!, packed.count)
+            guard rc == 0 else { return rc }
+            var offset = 0
+            for g in groups {
+                g[0].baseAddress!.update(from: packed.baseAddress! + offset, count: g[0].count)
+                offset += g[0].count
+            }
+            return rc
         }
+        guard rc == 0 else { throw .config("MPI \(what) failed on rank \(rank)") }
     }
 
     public func allReduceSum(_ groups: [[UnsafeMutableBufferPointer<Float>]]) throws(EngineError) {

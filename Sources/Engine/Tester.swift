@@ -150,35 +150,41 @@ public struct Tester {
             try Files.makeDirectory(dir)
             log("multi-worker testing of \(ds.name): \(count) images in \(ranges.count) workers × \(threads) threads: \(ranges.map { "\($0.lowerBound):\($0.upperBound)" }.joined(separator: ", "))")
             let t0 = Date()
-            var children: [(ChildProcess, Range<Int>, String, FileHandle)] = []
-            defer { for (child, _, _, _) in children where child.poll() == nil { _ = child.terminate(grace: 1) } }
+            struct Worker {
+                var child: ChildProcess
+                var range: Range<Int>
+                var log: String
+            }
+            var workers: [Worker] = []
+            defer { for w in workers where w.child.poll() == nil { _ = w.child.terminate(grace: 1) } }
             for r in ranges {
                 let logPath = (dir as NSString).appendingPathComponent("worker_range_\(r.lowerBound)_\(r.upperBound).log")
                 _ = FileManager.default.createFile(atPath: logPath, contents: nil)
                 guard let logFile = FileHandle(forWritingAtPath: logPath) else { throw EngineError.io("cannot write \(logPath)") }
+                defer { try? logFile.close() }   // the child has its own copy
                 var env = ProcessInfo.processInfo.environment
                 env[CPUBudget.environmentKey] = String(threads)
                 var config = ProcessConfiguration(executable: executable, arguments: childArguments(r, spec), environment: env)
                 config.standardOutput = .descriptor(logFile.fileDescriptor)
                 config.standardError = .descriptor(logFile.fileDescriptor)
-                children.append((try Processes.spawn(config), r, logPath, logFile))
+                workers.append(Worker(child: try Processes.spawn(config), range: r, log: logPath))
             }
-            for (_, _, _, file) in children { try? file.close() }
             // Wait for all; the first failure stops the rest (the defer terminates them).
-            var pending = Set(children.indices)
+            var pending = Set(workers.indices)
             while !pending.isEmpty {
                 for i in pending.sorted() {
-                    guard let status = children[i].0.poll() else { continue }
+                    guard let status = workers[i].child.poll() else { continue }
                     pending.remove(i)
                     guard status.isSuccess else {
-                        let tail = ((try? String(contentsOfFile: children[i].2, encoding: .utf8)) ?? "").split(separator: "\n").suffix(5).joined(separator: "\n")
-                        throw EngineError.data("test worker for images \(children[i].1.lowerBound):\(children[i].1.upperBound) of \(ds.name) \(status) (log \(children[i].2)):\n\(tail)")
+                        let w = workers[i]
+                        let tail = ((try? String(contentsOfFile: w.log, encoding: .utf8)) ?? "").split(separator: "\n").suffix(5).joined(separator: "\n")
+                        throw EngineError.data("test worker for images \(w.range.lowerBound):\(w.range.upperBound) of \(ds.name) \(status) (log \(w.log)):\n\(tail)")
                     }
                 }
                 if !pending.isEmpty { usleep(20_000) }
             }
             var detections: [Detection] = []
-            for (_, r, _, _) in children { detections += try Detection.load(resultsFile(ds, range: r)) }
+            for w in workers { detections += try Detection.load(resultsFile(ds, range: w.range)) }
             let perImage = Date().timeIntervalSince(t0) / Double(max(1, count))
             log(String(format: "multi-worker testing: %d images in %.1f s (%.3f s/image)", count, Date().timeIntervalSince(t0), perImage))
             outcomes.append(try finish(ds, detections: detections, range: nil, secondsPerImage: perImage))

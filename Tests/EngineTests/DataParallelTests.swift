@@ -186,9 +186,11 @@ struct DataParallelTests {
         #expect(stats.count == 2)
     }
 
-    /// `mpirun` with what it needs here (root needs the allow-run-as-root pair), or nil.
-    private func mpirun() -> (String, [String: String])? {
-        guard let path = try? Processes.resolveExecutable("mpirun") else { return nil }
+    /// `mpirun`'s path, or nil when Open MPI is not installed (the MPI tests are then skipped, visibly).
+    static let mpirunPath = try? Processes.resolveExecutable("mpirun")
+
+    /// The environment for `mpirun` and its ranks (root needs the allow-run-as-root pair).
+    private var mpiEnvironment: [String: String] {
         var env = ProcessInfo.processInfo.environment
         env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
         env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
@@ -198,7 +200,7 @@ struct DataParallelTests {
         // them; leak checking is off in the ranks only (the engine code they run is leak-checked
         // through the in-process backend). Other ASan checks stay on.
         env["ASAN_OPTIONS"] = (env["ASAN_OPTIONS"].map { $0 + ":" } ?? "") + "detect_leaks=0"
-        return (path, env)
+        return env
     }
 
     /// Starts `mpirun` with its output in `logPath` (a pipe nobody reads could fill and stall it).
@@ -212,12 +214,9 @@ struct DataParallelTests {
         return try Processes.spawn(config)
     }
 
-    @Test("mpirun -np 2 trains like two in-process replicas: same parameters (within 1e-5 relative; bitwise here)")
+    @Test("mpirun -np 2 trains like two in-process replicas: same parameters (within 1e-5 relative; bitwise here)", .enabled(if: mpirunPath != nil, "no mpirun: ci/setup installs openmpi-bin"))
     func mpiMatchesInProcess() throws {
-        guard let (mpirunPath, env) = mpirun() else {
-            print("skipped: no mpirun (ci/setup installs openmpi-bin)")
-            return
-        }
+        let mpirunPath = try #require(Self.mpirunPath), env = mpiEnvironment
         let (spec, _, dir) = try tinyDataset()
         func args(_ out: String) -> [String] {
             ["train", "--skip-test", "--cfg", shapesConfig] + tinyConfig(dataset: spec, output: dir + "/" + out, maxIter: 10)
@@ -241,12 +240,9 @@ struct DataParallelTests {
         #expect(worst <= 1e-5)
     }
 
-    @Test("an error on one MPI rank stops the whole job, naming the rank and the cause")
+    @Test("an error on one MPI rank stops the whole job, naming the rank and the cause", .enabled(if: mpirunPath != nil, "no mpirun: ci/setup installs openmpi-bin"))
     func mpiRankError() throws {
-        guard let (mpirunPath, env) = mpirun() else {
-            print("skipped: no mpirun (ci/setup installs openmpi-bin)")
-            return
-        }
+        let mpirunPath = try #require(Self.mpirunPath), env = mpiEnvironment
         let (spec, _, dir) = try tinyDataset()
         // The image turns unreadable after the roidb is built: whichever rank loads it first fails.
         let args = ["-np", "2", detectronExecutable, "train", "--skip-test", "--cfg", shapesConfig]
@@ -265,12 +261,9 @@ struct DataParallelTests {
         #expect(text.contains("MPI rank") && text.contains("failed") && text.contains(dir + "/a.jpg"), "\(text.suffix(1500))")
     }
 
-    @Test("killing one MPI rank stops the other within 10 s, and mpirun names the rank that died")
+    @Test("killing one MPI rank stops the other within 10 s, and mpirun names the rank that died", .enabled(if: mpirunPath != nil, "no mpirun: ci/setup installs openmpi-bin"))
     func mpiRankDeath() throws {
-        guard let (mpirunPath, env) = mpirun() else {
-            print("skipped: no mpirun (ci/setup installs openmpi-bin)")
-            return
-        }
+        let mpirunPath = try #require(Self.mpirunPath), env = mpiEnvironment
         let (spec, _, dir) = try tinyDataset()
         let out = dir + "/mpi-kill"
         let args = ["-np", "2", detectronExecutable, "train", "--skip-test", "--cfg", shapesConfig]
