@@ -81,6 +81,19 @@ struct Test: ParsableCommand {
     }
 }
 
+/// A float32 array in numpy's `.npy` format (version 1.0, little-endian, C order).
+func npy(shape: [Int], values: [Float]) -> [UInt8] {
+    let dims = shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? "," : "")
+    var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(dims)), }"
+    // Magic (6) + version (2) + length (2) + header, padded with spaces to 64 bytes, ending in \n.
+    while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+    header += "\n"
+    var out: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)]
+    out += Array(header.utf8)
+    values.withUnsafeBytes { out += $0 }
+    return out
+}
+
 struct Infer: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Detect objects in images (Detectron's infer_simple): per-image JSON and drawn detections.",
@@ -91,6 +104,10 @@ struct Infer: ParsableCommand {
     @Option(name: .customLong("output-dir"), help: "Where the JSON and drawn images go.") var outputDir: String
     @Option(help: "Only draw detections scoring at least this.") var thresh = 0.7
     @Flag(name: .customLong("json-only"), help: "Skip the drawing.") var jsonOnly = false
+    @Option(name: .customLong("save-blobs"), parsing: .singleValue,
+            help: ArgumentHelp("Also write these blobs of each image's run as IMAGE_<blob>.npy (float32), comma-separated: any blob of the test net, or p2…p6 (FPN outputs), proposals, proposal_scores.",
+                               valueName: "blob,…"))
+    var saveBlobs: String?
     @Argument(help: "Images, or directories of .jpg files.") var inputs: [String]
 
     func run() throws {
@@ -117,12 +134,16 @@ struct Infer: ParsableCommand {
             let base = ((file as NSString).lastPathComponent as NSString).deletingPathExtension
             let items: [[String: Any]] = dets.map { d in
                 let cat = detector.categories[d.classIndex]
-                return ["bbox": d.bbox.map { ($0 * 100).rounded() / 100 }, "score": (d.score * 10000).rounded() / 10000,
+                return ["bbox": d.bbox, "score": d.score,
                         "category_id": cat?.id ?? d.classIndex, "category": cat?.name ?? "class \(d.classIndex)"]
             }
             let json: [String: Any] = ["image": file, "width": image.width, "height": image.height, "detections": items]
             let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted])
             try Files.writeAtomically([UInt8](data), to: (outputDir as NSString).appendingPathComponent(base + ".json"))
+            for blob in (saveBlobs ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !blob.isEmpty {
+                let (shape, values) = try detector.inspect(blob)
+                try Files.writeAtomically(npy(shape: shape, values: values), to: (outputDir as NSString).appendingPathComponent("\(base)_\(blob).npy"))
+            }
             if !jsonOnly {
                 var canvas = image
                 for d in dets.reversed() where d.score >= thresh {

@@ -33,6 +33,7 @@ extension Config {
             ("MODEL.CLS_AGNOSTIC_BBOX_REG", .bool(false)), ("MODEL.BBOX_REG_WEIGHTS", t([.float(10), .float(10), .float(5), .float(5)])),
             ("MODEL.FASTER_RCNN", .bool(false)), ("MODEL.MASK_ON", .bool(false)), ("MODEL.KEYPOINTS_ON", .bool(false)),
             ("MODEL.RPN_ONLY", .bool(false)), ("MODEL.EXECUTION_TYPE", .string("dag")),
+            ("MODEL.SEMANTICS", .string("detectron")),   // ours: detectron, or torchvision (inference: its box arithmetic and transforms)
             // TRAIN
             ("TRAIN.WEIGHTS", .string("")), ("TRAIN.DATASETS", t([])), ("TRAIN.SCALES", t([.int(600)])), ("TRAIN.MAX_SIZE", .int(1000)),
             ("TRAIN.IMS_PER_BATCH", .int(2)), ("TRAIN.BATCH_SIZE_PER_IM", .int(64)), ("TRAIN.FG_FRACTION", .float(0.25)),
@@ -89,6 +90,7 @@ extension Config {
             ("NUM_GPUS", .int(1)), ("USE_NCCL", .bool(false)), ("DEDUP_BOXES", .float(1.0 / 16.0)),
             ("BBOX_XFORM_CLIP", .float(log(1000.0 / 16.0))),
             ("PIXEL_MEANS", l([l([l([.float(102.9801), .float(115.9465), .float(122.7717)])])])),
+            ("PIXEL_STDS", l([l([l([.float(1), .float(1), .float(1)])])])),   // ours: torchvision semantics divide by these
             ("RNG_SEED", .int(3)), ("EPS", .float(1e-14)), ("ROOT_DIR", .string(".")), ("OUTPUT_DIR", .string("/tmp")),
             ("MATLAB", .string("matlab")), ("VIS", .bool(false)), ("VIS_TH", .float(0.9)), ("EXPECTED_RESULTS", l([])),
             ("EXPECTED_RESULTS_RTOL", .float(0.1)), ("EXPECTED_RESULTS_ATOL", .float(0.005)), ("MEMONGER", .bool(true)),

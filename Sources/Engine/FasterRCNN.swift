@@ -22,6 +22,26 @@ public struct DetectionModel: Sendable {
     public var numClasses: Int
 }
 
+/// Whose semantics a model follows (`MODEL.SEMANTICS`): Detectron's, or torchvision's
+/// `fasterrcnn_resnet50_fpn` at inference — no +1 in box arithmetic, its anchors, RPN filtering,
+/// FPN level rule, input transform and detection post-processing (the structure and the numeric
+/// settings come from the ordinary config keys; see configs/torchvision/).
+public enum ModelSemantics: String, Sendable {
+    case detectron, torchvision
+
+    public static func of(_ cfg: Config) throws(ModelError) -> ModelSemantics {
+        let v = cfg.string("MODEL.SEMANTICS")
+        guard let s = ModelSemantics(rawValue: v) else {
+            throw ModelError(message: "config key MODEL.SEMANTICS is '\(v)'; supported: detectron, torchvision")
+        }
+        return s
+    }
+
+    /// torchvision's RPN drops proposals with a side under this many pixels of the resized image
+    /// (`RegionProposalNetwork.min_size`, fixed in torchvision).
+    static let torchvisionRPNMinSize = 1e-3
+}
+
 /// Detectron's generalized R-CNN with FPN (`model_builder.generalized_rcnn`): ResNet body,
 /// FPN P2–P6, shared multi-level RPN head, multi-level RoIAlign, 2mlp (or GN conv) box head.
 enum FasterRCNN {
@@ -57,15 +77,20 @@ enum FasterRCNN {
         guard cfg.bool("MODEL.FASTER_RCNN") else { throw ModelError(message: "only end-to-end Faster R-CNN is implemented: set MODEL.FASTER_RCNN True") }
         let K = cfg.int("MODEL.NUM_CLASSES")
         guard K >= 2 else { throw ModelError(message: "config key MODEL.NUM_CLASSES must count the background too (≥ 2), got \(K)") }
+        let semantics = try ModelSemantics.of(cfg)
+        if train && semantics == .torchvision {
+            throw ModelError(message: "config key MODEL.SEMANTICS is 'torchvision', which is for inference with torchvision weights; "
+                             + "train with MODEL.SEMANTICS detectron")
+        }
         let b = ModelBuilder(name: train ? "train" : "test", train: train)
         let stages = try resnet(b, cfg)
         let fpn = fpnLevels(b, cfg, stages: stages)
         let rpnLevels = cfg.int("FPN.RPN_MIN_LEVEL")...cfg.int("FPN.RPN_MAX_LEVEL")
         let roiLevels = cfg.int("FPN.ROI_MIN_LEVEL")...cfg.int("FPN.ROI_MAX_LEVEL")
-        let anchors = rpnHead(b, cfg, fpn: fpn, levels: rpnLevels)
+        let anchors = rpnHead(b, cfg, fpn: fpn, levels: rpnLevels, semantics: semantics)
         var losses: [String] = []
         if train { losses += rpnLosses(b, cfg, levels: rpnLevels) }
-        proposals(b, cfg, levels: rpnLevels, roiLevels: roiLevels, train: train)
+        proposals(b, cfg, levels: rpnLevels, roiLevels: roiLevels, train: train, semantics: semantics)
         let headOut = try boxHead(b, cfg, fpn: fpn, roiLevels: roiLevels)
         let dim = cfg.int("FAST_RCNN.MLP_HEAD_DIM")
         b.fc(headOut, "cls_score", dimIn: dim, dimOut: K, weightFill: ParamInfo.gauss(0.01))
@@ -206,7 +231,9 @@ enum FasterRCNN {
     }
 
     /// The shared RPN head on every level (weights made at the lowest level, `ConvShared` above).
-    static func rpnHead(_ b: ModelBuilder, _ cfg: Config, fpn: [Int: String], levels: ClosedRange<Int>) -> [Int: [Float]] {
+    /// Returns each level's cell anchors (Detectron's, or torchvision's centred on 0).
+    static func rpnHead(_ b: ModelBuilder, _ cfg: Config, fpn: [Int: String], levels: ClosedRange<Int>,
+                        semantics: ModelSemantics) -> [Int: [Float]] {
         let dim = cfg.int("FPN.DIM")
         let ratios = cfg.doubles("FPN.RPN_ASPECT_RATIOS")
         let a = ratios.count
@@ -224,7 +251,8 @@ enum FasterRCNN {
             b.op("Sigmoid", ["rpn_cls_logits_fpn" + s], ["rpn_cls_probs_fpn" + s])
             let stride = 1 << level
             let size = Double(cfg.int("FPN.RPN_ANCHOR_START_SIZE")) * Double(1 << (level - k))
-            anchors[level] = Boxes.cellAnchors(stride: stride, sizes: [size], aspectRatios: ratios)
+            anchors[level] = semantics == .torchvision ? Boxes.torchvisionCellAnchors(sizes: [size], aspectRatios: ratios)
+                                                       : Boxes.cellAnchors(stride: stride, sizes: [size], aspectRatios: ratios)
         }
         return anchors
     }
@@ -249,19 +277,26 @@ enum FasterRCNN {
     }
 
     /// Proposals per level, then collect (and, in training, sample Fast R-CNN RoIs) and distribute.
-    static func proposals(_ b: ModelBuilder, _ cfg: Config, levels: ClosedRange<Int>, roiLevels: ClosedRange<Int>, train: Bool) {
+    /// With torchvision's semantics each level keeps every NMS survivor (the limit applies after
+    /// collecting) and the anchors input holds the whole grid (fed per image by the detector).
+    static func proposals(_ b: ModelBuilder, _ cfg: Config, levels: ClosedRange<Int>, roiLevels: ClosedRange<Int>, train: Bool,
+                          semantics: ModelSemantics) {
         let mode = train ? "TRAIN" : "TEST"
+        let torchvision = semantics == .torchvision
+        let plusOne: ArgumentValue = .int(torchvision ? 0 : 1)
         for level in levels {
             let s = "\(level)"
             b.op("GenerateProposals", ["rpn_cls_probs_fpn" + s, "rpn_bbox_pred_fpn" + s, "im_info", "anchors_fpn" + s],
                  ["rpn_rois_fpn" + s, "rpn_roi_probs_fpn" + s],
                  ["spatial_scale": .float(1.0 / Double(1 << level)), "pre_nms_topN": .int(cfg.int("\(mode).RPN_PRE_NMS_TOP_N")),
-                  "post_nms_topN": .int(cfg.int("\(mode).RPN_POST_NMS_TOP_N")), "nms_thresh": .float(cfg.double("\(mode).RPN_NMS_THRESH")),
-                  "min_size": .float(Double(cfg.int("\(mode).RPN_MIN_SIZE")))])
+                  "post_nms_topN": .int(torchvision ? 0 : cfg.int("\(mode).RPN_POST_NMS_TOP_N")),
+                  "nms_thresh": .float(cfg.double("\(mode).RPN_NMS_THRESH")),
+                  "min_size": .float(torchvision ? ModelSemantics.torchvisionRPNMinSize : Double(cfg.int("\(mode).RPN_MIN_SIZE"))),
+                  "legacy_plus_one": plusOne])
         }
         let inputs = levels.map { "rpn_rois_fpn\($0)" } + levels.map { "rpn_roi_probs_fpn\($0)" }
         let distributed = roiLevels.map { "rois_fpn\($0)" } + ["rois_idx_restore_int32"]
-        let args: [String: ArgumentValue] = ["rpn_post_nms_topN": .int(cfg.int("\(mode).RPN_POST_NMS_TOP_N")),
+        let args: [String: ArgumentValue] = ["rpn_post_nms_topN": .int(cfg.int("\(mode).RPN_POST_NMS_TOP_N")), "legacy_plus_one": plusOne,
                                              "roi_min_level": .int(roiLevels.lowerBound), "roi_max_level": .int(roiLevels.upperBound),
                                              "roi_canonical_scale": .float(Double(cfg.int("FPN.ROI_CANONICAL_SCALE"))),
                                              "roi_canonical_level": .int(cfg.int("FPN.ROI_CANONICAL_LEVEL"))]

@@ -21,6 +21,7 @@ public final class Detector {
     let ws: Workspace
     let net: Net
     let pool: ThreadPool
+    let semantics: ModelSemantics
     /// Contiguous class → (JSON category id, name), from the checkpoint (or none).
     public let categories: [Int: (id: Int, name: String)]
 
@@ -28,6 +29,7 @@ public final class Detector {
     /// (benchmarks).
     public init(config: Config, weights: String?, threads: Int? = nil, log: ((String) -> Void)? = nil) throws {
         cfg = config
+        semantics = try ModelSemantics.of(config)
         model = try FasterRCNN.build(config, train: false)
         let budget = CPUBudget.detect(override: threads)
         // One BLAS thread: the ops split their GEMMs across the pool instead, so BLAS threads and
@@ -45,8 +47,12 @@ public final class Detector {
             for (i, c) in list.enumerated() { cats[i + 1] = (c.id, c.name) }
         }
         categories = cats
-        for (level, cell) in model.cellAnchors {
-            ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx))
+        if semantics == .detectron {
+            for (level, cell) in model.cellAnchors {
+                ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx))
+            }
+        } else {
+            try feedAnchorGrids(paddedHeight: 32, paddedWidth: 32)
         }
         // Shapes are known only once an image is fed: make the net on the first image.
         ws.feedBlob("data", try Tensor(.float32, shape: [1, 3, 32, 32], context: ctx))
@@ -54,38 +60,122 @@ public final class Detector {
         net = try Net(model.net, workspace: ws, registry: registry, pool: pool)
     }
 
+    /// torchvision's anchors for a padded input: each level's feature map is the input halved
+    /// `level` times (rounding up, as the strided convs and pools do), its stride per axis the
+    /// input size divided by the map size (integer division: P6 of an 800-row input has 13 rows
+    /// and stride 61, not 64).
+    func feedAnchorGrids(paddedHeight: Int, paddedWidth: Int) throws {
+        for (level, cell) in model.cellAnchors {
+            var fh = paddedHeight, fw = paddedWidth
+            for _ in 0..<level { (fh, fw) = ((fh + 1) / 2, (fw + 1) / 2) }
+            let grid = Boxes.anchorGrid(cell: cell, height: fh, width: fw, strideH: paddedHeight / fh, strideW: paddedWidth / fw)
+            ws.feedBlob("anchors_fpn\(level)", try Tensor(grid, shape: [grid.count / 4, 4], context: ws.context))
+        }
+    }
+
     /// The number of proposals the box head saw for the last image.
     public var lastProposalCount: Int { (try? ws.fetchBlob("rois").dim(0)) ?? 0 }
 
     /// Detections for one image (BGR or RGB; converted), in its pixel coordinates.
     public func detect(_ image: Image) throws -> [DetectedBox] {
+        let found = semantics == .detectron ? try detectDetectron(image) : try detectTorchvision(image)
+        return found.map { DetectedBox(bbox: $0.box.map(Double.init), score: Double($0.score), classIndex: $0.classIndex) }
+    }
+
+    /// The net's outputs for the image fed: rois (R, 5), class probabilities (R, K), box deltas.
+    private func runNet() throws -> (rois: [Float], probs: [Float], deltas: [Float]) {
+        try net.run()
+        return (try ws.fetchBlob("rois").toArray(as: Float.self), try ws.fetchBlob("cls_prob").toArray(as: Float.self),
+                try ws.fetchBlob("bbox_pred").toArray(as: Float.self))
+    }
+
+    /// Each roi decoded per class (R, 4K) by the box head's deltas (or the roi itself without
+    /// TEST.BBOX_REG), `transform` applied to the roi first, clipped to height × width.
+    private func classBoxes(rois: [Float], deltas: [Float], convention: BoxConvention, height: Float, width: Float,
+                            transform: (Float) -> Float) -> [Float] {
+        let r = rois.count / 5, K = model.numClasses
+        let w = cfg.doubles("MODEL.BBOX_REG_WEIGHTS").map(Float.init)
+        let agnostic = cfg.bool("MODEL.CLS_AGNOSTIC_BBOX_REG")
+        let columns = agnostic ? 2 : K
+        var boxes = [Float](repeating: 0, count: r * 4 * K)
+        for i in 0..<r {
+            let ref = (1...4).map { transform(rois[5 * i + $0]) }
+            for c in 0..<K {
+                let start = (i * columns + (agnostic ? (c > 0 ? 1 : 0) : c)) * 4
+                var b = cfg.bool("TEST.BBOX_REG")
+                    ? Boxes.decode(ref, deltas: Array(deltas[start..<start + 4]), weights: (w[0], w[1], w[2], w[3]),
+                                   clip: Float(cfg.double("BBOX_XFORM_CLIP")), convention: convention)
+                    : ref
+                Boxes.clip(&b, height: height, width: width, convention: convention)
+                for k in 0..<4 { boxes[(i * K + c) * 4 + k] = b[k] }
+            }
+        }
+        return boxes
+    }
+
+    /// Detectron's `im_detect_bbox` and `box_results_with_nms_and_limit`.
+    private func detectDetectron(_ image: Image) throws -> [(classIndex: Int, score: Float, box: [Float])] {
         let (prepared, s) = InputBlob.prepare(image, pixelMeans: pixelMeans(cfg), target: cfg.int("TEST.SCALE"), maxSize: cfg.int("TEST.MAX_SIZE"))
         let blob = try InputBlob.batch([prepared], stride: cfg.int("FPN.COARSEST_STRIDE"), context: ws.context)
         ws.feedBlob("data", blob)
         // At test, im_info holds the padded size (Detectron keeps this on purpose).
         ws.feedBlob("im_info", try Tensor([Float(blob.dim(2)), Float(blob.dim(3)), Float(s)], shape: [1, 3], context: ws.context))
-        try net.run()
-        let rois = try ws.fetchBlob("rois").toArray(as: Float.self)
-        let probs = try ws.fetchBlob("cls_prob").toArray(as: Float.self)
-        let deltas = try ws.fetchBlob("bbox_pred").toArray(as: Float.self)
-        let r = rois.count / 5, K = model.numClasses
-        let w = cfg.doubles("MODEL.BBOX_REG_WEIGHTS").map(Float.init)
-        let agnostic = cfg.bool("MODEL.CLS_AGNOSTIC_BBOX_REG")
+        let (rois, probs, deltas) = try runNet()
         // Back to the original image, decoded per class, clipped to the original size.
-        var boxes = [Float](repeating: 0, count: r * 4 * K)
-        for i in 0..<r {
-            let ref = (1...4).map { rois[5 * i + $0] / Float(s) }
-            for c in 0..<K {
-                let col = agnostic ? (c > 0 ? 1 : 0) : c
-                let d = Array(deltas[(i * (agnostic ? 2 : K) + col) * 4..<(i * (agnostic ? 2 : K) + col) * 4 + 4])
-                var b = cfg.bool("TEST.BBOX_REG") ? Boxes.decode(ref, deltas: d, weights: (w[0], w[1], w[2], w[3]), clip: Float(cfg.double("BBOX_XFORM_CLIP"))) : ref
-                Boxes.clip(&b, height: Float(image.height), width: Float(image.width))
-                for k in 0..<4 { boxes[(i * K + c) * 4 + k] = b[k] }
-            }
+        let boxes = classBoxes(rois: rois, deltas: deltas, convention: .detectron, height: Float(image.height), width: Float(image.width)) {
+            $0 / Float(s)
         }
-        return Boxes.nmsAndLimit(scores: probs, boxes: boxes, rows: r, classes: K, threshold: Float(cfg.double("TEST.SCORE_THRESH")),
-                                 nms: Float(cfg.double("TEST.NMS")), limit: cfg.int("TEST.DETECTIONS_PER_IM"))
-            .map { DetectedBox(bbox: $0.box.map(Double.init), score: Double($0.score), classIndex: $0.classIndex) }
+        return Boxes.nmsAndLimit(scores: probs, boxes: boxes, rows: rois.count / 5, classes: model.numClasses,
+                                 threshold: Float(cfg.double("TEST.SCORE_THRESH")), nms: Float(cfg.double("TEST.NMS")),
+                                 limit: cfg.int("TEST.DETECTIONS_PER_IM"))
+    }
+
+    /// torchvision's `GeneralizedRCNN.forward` at inference: its transform, the net, then
+    /// `postprocess_detections` in the resized image and `transform.postprocess` (boxes scaled
+    /// by original/resized size per axis, in float32).
+    private func detectTorchvision(_ image: Image) throws -> [(classIndex: Int, score: Float, box: [Float])] {
+        let (prepared, scale) = TorchvisionTransform.prepare(image, mean: pixelMeans(cfg), std: pixelStds(cfg),
+                                                             minSize: cfg.int("TEST.SCALE"), maxSize: cfg.int("TEST.MAX_SIZE"))
+        let blob = try InputBlob.batch([prepared], stride: cfg.int("FPN.COARSEST_STRIDE"), context: ws.context)
+        ws.feedBlob("data", blob)
+        // im_info holds the resized size before padding: torchvision clips proposals to it.
+        let (rh, rw) = (Float(prepared.height), Float(prepared.width))
+        ws.feedBlob("im_info", try Tensor([rh, rw, scale], shape: [1, 3], context: ws.context))
+        try feedAnchorGrids(paddedHeight: blob.dim(2), paddedWidth: blob.dim(3))
+        let (rois, probs, deltas) = try runNet()
+        let boxes = classBoxes(rois: rois, deltas: deltas, convention: .torchvision, height: rh, width: rw) { $0 }
+        let found = Boxes.torchvisionDetections(scores: probs, boxes: boxes, rows: rois.count / 5, classes: model.numClasses,
+                                                threshold: Float(cfg.double("TEST.SCORE_THRESH")), nms: Float(cfg.double("TEST.NMS")),
+                                                limit: cfg.int("TEST.DETECTIONS_PER_IM"))
+        let ratioH = Float(image.height) / rh, ratioW = Float(image.width) / rw
+        return found.map { d in
+            (classIndex: d.classIndex, score: d.score, box: [d.box[0] * ratioW, d.box[1] * ratioH, d.box[2] * ratioW, d.box[3] * ratioH])
+        }
+    }
+
+    /// A blob of the last image's run, for comparisons with other implementations: any blob of
+    /// the net by name, or `p2`…`p6` (the FPN outputs), `proposals` (the collected rois' boxes,
+    /// (R, 4)) and `proposal_scores` (their RPN probabilities, (R)).
+    public func inspect(_ name: String) throws -> (shape: [Int], values: [Float]) {
+        if name.count == 2, name.first == "p", let level = Int(name.dropFirst()),
+           let conv = model.net.ops.first(where: { $0.type == "Conv" && $0.outputs == ["conv_rpn_fpn\(level)"] }) {
+            return try inspect(conv.inputs[0])
+        }
+        switch name {
+        case "proposals":
+            let rois = try ws.fetchBlob("rois").toArray(as: Float.self)
+            return ([rois.count / 5, 4], (0..<rois.count / 5).flatMap { rois[5 * $0 + 1..<5 * $0 + 5] })
+        case "proposal_scores":
+            // The collect op's order: every level's probabilities, by descending score, ties by index.
+            var probs: [Float] = []
+            for level in model.rpnLevels { probs += try ws.fetchBlob("rpn_roi_probs_fpn\(level)").toArray(as: Float.self) }
+            let r = try ws.fetchBlob("rois").dim(0)
+            return ([r], Boxes.descendingOrder(probs).prefix(r).map { probs[$0] })
+        default:
+            guard ws.hasBlob(name) else { throw ModelError(message: "no blob '\(name)' in the test net; use a blob name, p2…p6, proposals or proposal_scores") }
+            let t = try ws.fetchBlob(name)
+            return (t.shape, try t.toArray(as: Float.self))
+        }
     }
 }
 

@@ -485,11 +485,14 @@ func loadCheckpoint(_ path: String, into ws: Workspace, model: DetectionModel, m
     if !unused.isEmpty { log?("\(path): \(unused.count) blobs in the file are not used by the model: \(unused.prefix(8).joined(separator: ", "))") }
 }
 
-func pixelMeans(_ cfg: Config) -> [Float] {
-    if case let .list(a, _)? = cfg.value("PIXEL_MEANS"), case let .list(b, _)? = a.first, case let .list(c, _)? = b.first {
-        return c.map { if case let .float(v) = $0 { return Float(v) } else if case let .int(v) = $0 { return Float(v) } else { return 0 } }
-    }
-    return [102.9801, 115.9465, 122.7717]
+func pixelMeans(_ cfg: Config) -> [Float] { pixelTriple(cfg, "PIXEL_MEANS") ?? InputBlob.detectronPixelMeans }
+
+func pixelStds(_ cfg: Config) -> [Float] { pixelTriple(cfg, "PIXEL_STDS") ?? [1, 1, 1] }
+
+/// The three numbers of a `[[[a, b, c]]]` config key (Detectron's PIXEL_MEANS shape).
+private func pixelTriple(_ cfg: Config, _ key: String) -> [Float]? {
+    guard case let .list(a, _)? = cfg.value(key), case let .list(b, _)? = a.first, case let .list(c, _)? = b.first else { return nil }
+    return c.map { if case let .float(v) = $0 { return Float(v) } else if case let .int(v) = $0 { return Float(v) } else { return 0 } }
 }
 
 func formatETA(_ seconds: Double) -> String {

@@ -66,10 +66,17 @@ public enum Checkpoint {
             throw .unreadable(file: path, reason: FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
         }
         if data.first == 0x80 || path.hasSuffix(".pkl") { return try readDetectronPickle(path, data) }
-        if data.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
-            throw .unreadable(file: path, reason: "a PyTorch (torch.save) archive: mapping torchvision's state_dict names onto this "
-                              + "model is not supported yet; load Detectron .pkl files or this engine's .safetensors checkpoints")
+        if data.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return try readTorchStateDict(path, data) }
+        var contents = try readSafetensors(path, data)
+        if TorchvisionWeights.recognises(contents.blobs.keys) {
+            contents.blobs = try TorchvisionWeights.convert(contents.blobs, file: path)
+            contents.metadata["format"] = "torchvision-safetensors"
         }
+        return contents
+    }
+
+    /// Safetensors (F32 tensors) by their names in the file.
+    static func readSafetensors(_ path: String, _ data: Data) throws(WeightsError) -> Contents {
         guard data.count >= 8 else { throw .malformed(file: path, reason: "shorter than the 8-byte header length") }
         let n = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         guard n < UInt64(data.count - 8) || n == UInt64(data.count - 8) else { throw .malformed(file: path, reason: "header length \(n) runs past the end") }
@@ -92,6 +99,29 @@ public enum Checkpoint {
             out.blobs[name] = (shape, values)
         }
         return out
+    }
+
+    /// A `torch.save` archive of torchvision's `fasterrcnn_resnet50_fpn` `state_dict` (or of a
+    /// dict holding it under `model`, as torchvision's reference training scripts save it),
+    /// mapped by ``TorchvisionWeights``.
+    static func readTorchStateDict(_ path: String, _ data: Data) throws(WeightsError) -> Contents {
+        let root: PickleValue
+        do {
+            root = try TorchArchive.load(data: data, file: path)
+        } catch {
+            throw .unreadable(file: path, reason: error.description)
+        }
+        guard case let .dict(entries) = root["model"] ?? root else { throw .malformed(file: path, reason: "a PyTorch checkpoint that is not a state_dict") }
+        var tensors: [String: (shape: [Int], values: [Float])] = [:]
+        for entry in entries {
+            guard let name = entry.key.text, case let .array(a) = entry.value else { continue }
+            tensors[name] = (a.shape, a.floats())
+        }
+        guard TorchvisionWeights.recognises(tensors.keys) else {
+            throw .malformed(file: path, reason: "a PyTorch state_dict without backbone.body.conv1.weight: only torchvision's "
+                             + "fasterrcnn_resnet50_fpn names are mapped (first names: \(tensors.keys.sorted().prefix(3).joined(separator: ", ")))")
+        }
+        return Contents(blobs: try TorchvisionWeights.convert(tensors, file: path), metadata: ["format": "torchvision-state-dict"])
     }
 
     /// Detectron's pickled weights: the `blobs` dict (or the whole dict, for ImageNet bodies),

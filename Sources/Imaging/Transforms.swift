@@ -218,3 +218,53 @@ extension Image {
         return out
     }
 }
+
+/// torchvision's `GeneralizedRCNNTransform` for one image (inference): RGB scaled to [0, 1],
+/// normalised by `(x − mean)/std`, then resized with `F.interpolate(mode="bilinear",
+/// align_corners=False, recompute_scale_factor=True)` — every step in float32, as torch does it.
+public enum TorchvisionTransform {
+    /// The resize factor (float32: `min(minSize/short, maxSize/long)`) and the output size,
+    /// `floor(side × factor)` per side.
+    public static func resizedSize(width: Int, height: Int, minSize: Int, maxSize: Int) -> (width: Int, height: Int, scale: Float) {
+        let short = Float(min(width, height)), long = Float(max(width, height))
+        let scale = min(Float(minSize) / short, Float(maxSize) / long)
+        return (Int((Double(width) * Double(scale)).rounded(.down)), Int((Double(height) * Double(scale)).rounded(.down)), scale)
+    }
+
+    /// ATen's bilinear taps for one axis (`compute_indices_weights_linear`): the source coordinate
+    /// `(in/out)·(d + 0.5) − 0.5` in float32, clamped at 0; (i0, i1, w0, w1) per output coordinate.
+    static func taps(source: Int, destination: Int) -> [(Int, Int, Float, Float)] {
+        let scale = Float(source) / Float(destination)
+        return (0..<destination).map { d in
+            let real = max(scale * (Float(d) + 0.5) - 0.5, 0)
+            let i0 = min(Int(real.rounded(.down)), source - 1)
+            let lambda = min(max(real - Float(i0), 0), 1)
+            return (i0, i0 + (i0 < source - 1 ? 1 : 0), 1 - lambda, lambda)
+        }
+    }
+
+    /// The normalised, resized image (HWC, RGB) and the resize factor.
+    public static func prepare(_ image: Image, mean: [Float], std: [Float], minSize: Int, maxSize: Int) -> (FloatImage, Float) {
+        let rgb = image.converted(to: .rgb)
+        precondition(rgb.channels == 3 && mean.count == 3 && std.count == 3, "torchvision's detectors take 3-channel images")
+        let (width, height) = (rgb.width, rgb.height)
+        let (ow, oh, scale) = resizedSize(width: width, height: height, minSize: minSize, maxSize: maxSize)
+        var normalised = [Float](repeating: 0, count: rgb.pixels.count)
+        for i in 0..<rgb.pixels.count {
+            let c = i % 3
+            normalised[i] = (Float(rgb.pixels[i]) / 255 - mean[c]) / std[c]
+        }
+        let xt = taps(source: width, destination: ow), yt = taps(source: height, destination: oh)
+        var out = [Float](repeating: 0, count: oh * ow * 3)
+        for (y, (j0, j1, v0, v1)) in yt.enumerated() {
+            for (x, (i0, i1, u0, u1)) in xt.enumerated() {
+                for c in 0..<3 {
+                    let top = normalised[(j0 * width + i0) * 3 + c] * u0 + normalised[(j0 * width + i1) * 3 + c] * u1
+                    let bottom = normalised[(j1 * width + i0) * 3 + c] * u0 + normalised[(j1 * width + i1) * 3 + c] * u1
+                    out[(y * ow + x) * 3 + c] = top * v0 + bottom * v1
+                }
+            }
+        }
+        return (FloatImage(width: ow, height: oh, channels: 3, pixels: out), scale)
+    }
+}

@@ -10,6 +10,12 @@ import Storage
 /// and width; kept if both sides measured in the original image ((x2 − x1)/scale + 1) are
 /// ≥ max(min_size, 1) and the centre lies inside im_info; NMS at nms_thresh; the first
 /// post_nms_topN survivors. Equal scores keep index order (numpy `argsort(-scores)`).
+///
+/// With `legacy_plus_one` 0 it is torchvision's `RegionProposalNetwork.filter_proposals` for one
+/// level: the anchors input holds every location's anchors ((H·W·A, 4), ``Boxes/anchorGrid(cell:height:width:strideH:strideW:)``),
+/// boxes are decoded and clipped to im_info's height and width without +1, kept if both sides
+/// are ≥ min_size in the resized image, NMS drops IoU > nms_thresh, and post_nms_topN ≤ 0 keeps
+/// every survivor (torchvision limits the total after collecting the levels).
 final class GenerateProposalsOp: Operator, @unchecked Sendable {
     let io: OpIO
     let stride: Float
@@ -17,6 +23,7 @@ final class GenerateProposalsOp: Operator, @unchecked Sendable {
     let postTopN: Int
     let nmsThresh: Float
     let minSize: Float
+    let convention: BoxConvention
 
     init(_ io: OpIO) throws(OperatorError) {
         self.io = io
@@ -27,9 +34,11 @@ final class GenerateProposalsOp: Operator, @unchecked Sendable {
         postTopN = try io.int("post_nms_topN", 300)
         nmsThresh = Float(try io.float("nms_thresh", 0.7))
         minSize = Float(try io.float("min_size", 0))
+        convention = BoxConvention(legacyPlusOne: try io.int("legacy_plus_one", 1) != 0)
     }
 
     func run(_ ctx: ExecutionContext) throws {
+        let legacy = convention == .detectron
         let (scoresT, scores) = try io.inputData(0)
         let (deltasT, deltas) = try io.inputData(1)
         let (infoT, info) = try io.inputData(2)
@@ -38,7 +47,8 @@ final class GenerateProposalsOp: Operator, @unchecked Sendable {
         let (n, a, h, w) = (scoresT.shape[0], scoresT.shape[1], scoresT.shape[2], scoresT.shape[3])
         try io.require(deltasT.shape == [n, 4 * a, h, w], input: 1, "has shape \(deltasT.shape), expected \([n, 4 * a, h, w])")
         try io.require(infoT.shape == [n, 3], input: 2, "has shape \(infoT.shape), expected \([n, 3])")
-        try io.require(anchorsT.shape == [a, 4], input: 3, "has shape \(anchorsT.shape), expected \([a, 4])")
+        let anchorShape = legacy ? [a, 4] : [h * w * a, 4]
+        try io.require(anchorsT.shape == anchorShape, input: 3, "has shape \(anchorsT.shape), expected \(anchorShape)")
         var rois: [Float] = [], probs: [Float] = []
         let k = h * w * a
         for img in 0..<n {
@@ -48,11 +58,15 @@ final class GenerateProposalsOp: Operator, @unchecked Sendable {
                     for ai in 0..<a {
                         let idx = (y * w + x) * a + ai
                         s[idx] = scores[((img * a + ai) * h + y) * w + x]
-                        let sx = Float(x) * stride, sy = Float(y) * stride
-                        anchors[4 * idx] = cell[4 * ai] + sx
-                        anchors[4 * idx + 1] = cell[4 * ai + 1] + sy
-                        anchors[4 * idx + 2] = cell[4 * ai + 2] + sx
-                        anchors[4 * idx + 3] = cell[4 * ai + 3] + sy
+                        if legacy {
+                            let sx = Float(x) * stride, sy = Float(y) * stride
+                            anchors[4 * idx] = cell[4 * ai] + sx
+                            anchors[4 * idx + 1] = cell[4 * ai + 1] + sy
+                            anchors[4 * idx + 2] = cell[4 * ai + 2] + sx
+                            anchors[4 * idx + 3] = cell[4 * ai + 3] + sy
+                        } else {
+                            for c in 0..<4 { anchors[4 * idx + c] = cell[4 * idx + c] }
+                        }
                         for c in 0..<4 { d[4 * idx + c] = deltas[((img * 4 * a + 4 * ai + c) * h + y) * w + x] }
                     }
                 }
@@ -60,22 +74,28 @@ final class GenerateProposalsOp: Operator, @unchecked Sendable {
             var order = Boxes.descendingOrder(s)
             if preTopN > 0 && preTopN < k { order = Array(order.prefix(preTopN)) }
             var boxes = Boxes.decode(order.flatMap { Array(anchors[4 * $0..<4 * $0 + 4]) },
-                                     deltas: order.flatMap { Array(d[4 * $0..<4 * $0 + 4]) })
+                                     deltas: order.flatMap { Array(d[4 * $0..<4 * $0 + 4]) }, convention: convention)
             let (imH, imW, imScale) = (info[img * 3], info[img * 3 + 1], info[img * 3 + 2])
-            Boxes.clip(&boxes, height: imH, width: imW)
+            Boxes.clip(&boxes, height: imH, width: imW, convention: convention)
             let minOrig = max(minSize, 1)
             var keptBoxes: [Float] = [], keptScores: [Float] = []
             for (j, o) in order.enumerated() {
                 let (x1, y1, x2, y2) = (boxes[4 * j], boxes[4 * j + 1], boxes[4 * j + 2], boxes[4 * j + 3])
-                let wsOrig = (x2 - x1) / imScale + 1, hsOrig = (y2 - y1) / imScale + 1
-                let xc = x1 + (x2 - x1 + 1) / 2, yc = y1 + (y2 - y1 + 1) / 2
-                if wsOrig >= minOrig && hsOrig >= minOrig && xc < imW && yc < imH {
+                let keep: Bool
+                if legacy {
+                    let wsOrig = (x2 - x1) / imScale + 1, hsOrig = (y2 - y1) / imScale + 1
+                    let xc = x1 + (x2 - x1 + 1) / 2, yc = y1 + (y2 - y1 + 1) / 2
+                    keep = wsOrig >= minOrig && hsOrig >= minOrig && xc < imW && yc < imH
+                } else {
+                    keep = x2 - x1 >= minSize && y2 - y1 >= minSize
+                }
+                if keep {
                     keptBoxes += [x1, y1, x2, y2]
                     keptScores.append(s[o])
                 }
             }
             var keep = Array(keptScores.indices)
-            if nmsThresh > 0 { keep = Boxes.nms(keptBoxes, scores: keptScores, threshold: nmsThresh) }
+            if nmsThresh > 0 { keep = Boxes.nms(keptBoxes, scores: keptScores, threshold: nmsThresh, convention: convention) }
             if postTopN > 0 { keep = Array(keep.prefix(postTopN)) }
             for j in keep {
                 rois += [Float(img)] + keptBoxes[4 * j..<4 * j + 4]
@@ -95,7 +115,8 @@ final class GenerateProposalsOp: Operator, @unchecked Sendable {
 /// Collect: all levels' rois sorted by descending probability, the top rpn_post_nms_topN kept
 /// (over the whole batch). Distribute: each roi to its FPN level (``Boxes/fpnLevels``) keeping
 /// the relative order; `rois_idx_restore_int32` is the permutation that restores the collected
-/// order from the per-level concatenation.
+/// order from the per-level concatenation. With `legacy_plus_one` 0, levels follow torchvision's
+/// `LevelMapper` (``Boxes/fpnLevels(_:minLevel:maxLevel:canonicalScale:canonicalLevel:convention:)``).
 final class CollectAndDistributeOp: Operator, @unchecked Sendable {
     let io: OpIO
     let topN: Int
@@ -103,9 +124,11 @@ final class CollectAndDistributeOp: Operator, @unchecked Sendable {
     let maxLevel: Int
     let canonicalScale: Double
     let canonicalLevel: Int
+    let convention: BoxConvention
 
     init(_ io: OpIO) throws(OperatorError) {
         self.io = io
+        convention = BoxConvention(legacyPlusOne: try io.int("legacy_plus_one", 1) != 0)
         topN = try io.int("rpn_post_nms_topN", 2000)
         minLevel = try io.int("roi_min_level", 2)
         maxLevel = try io.int("roi_max_level", 5)
@@ -132,7 +155,7 @@ final class CollectAndDistributeOp: Operator, @unchecked Sendable {
         let (_, all) = try io.outputData(0, shape: [order.count, 5])
         _ = all.update(fromContentsOf: collected)
         let (levels, restore) = Boxes.distribute(collected, minLevel: minLevel, maxLevel: maxLevel,
-                                                 canonicalScale: canonicalScale, canonicalLevel: canonicalLevel)
+                                                 canonicalScale: canonicalScale, canonicalLevel: canonicalLevel, convention: convention)
         for (k, rows) in levels.enumerated() {
             let (_, out) = try io.outputData(1 + k, shape: [rows.count / 5, 5])
             _ = out.update(fromContentsOf: rows)

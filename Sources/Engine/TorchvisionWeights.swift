@@ -1,0 +1,114 @@
+import Foundation
+
+/// torchvision's `fasterrcnn_resnet50_fpn` `state_dict` names mapped to this engine's (Detectron's)
+/// blob names, with each `FrozenBatchNorm2d` folded into the `AffineChannel` it is:
+/// scale = weight / √(running_var + 1e−5), bias = bias − running_mean · scale (float32, as
+/// torchvision computes it in `forward`).
+///
+/// | torchvision | here |
+/// |---|---|
+/// | `backbone.body.conv1`, `.bn1` | `conv1`, `res_conv1_bn` |
+/// | `backbone.body.layerL.i.conv{1,2,3}`, `.bn{1,2,3}` | `res{L+1}_i_branch2{a,b,c}`, `…_bn` |
+/// | `backbone.body.layerL.i.downsample.{0,1}` | `res{L+1}_i_branch1`, `…_bn` |
+/// | `backbone.fpn.inner_blocks.{0,1,2}[.0]`, `.3[.0]` | `fpn_inner_res{2,3,4}_N_sum_lateral`, `fpn_inner_res5_N_sum` |
+/// | `backbone.fpn.layer_blocks.k[.0]` | `fpn_res{k+2}_N_sum` |
+/// | `rpn.head.conv[.0.0]`, `.cls_logits`, `.bbox_pred` | `conv_rpn_fpn2`, `rpn_cls_logits_fpn2`, `rpn_bbox_pred_fpn2` |
+/// | `roi_heads.box_head.fc6`, `.fc7`; `roi_heads.box_predictor.cls_score`, `.bbox_pred` | `fc6`, `fc7`, `cls_score`, `bbox_pred` |
+///
+/// `.weight` becomes `_w` and `.bias` `_b`; N is the last block of the stage. Names it does not
+/// know (a `module.` prefix is dropped first) are kept as they are, so the loader lists them as
+/// unused.
+enum TorchvisionWeights {
+    /// torchvision's `FrozenBatchNorm2d` epsilon.
+    static let batchNormEpsilon: Float = 1e-5
+
+    /// Whether `names` look like a torchvision detection model's state_dict.
+    static func recognises(_ names: some Sequence<String>) -> Bool {
+        names.contains { strip($0) == "backbone.body.conv1.weight" }
+    }
+
+    private static func strip(_ name: String) -> String { name.hasPrefix("module.") ? String(name.dropFirst(7)) : name }
+
+    static func convert(_ tensors: [String: (shape: [Int], values: [Float])], file: String) throws(WeightsError)
+        -> [String: (shape: [Int], values: [Float])] {
+        var byName: [String: (shape: [Int], values: [Float])] = [:]
+        for (name, t) in tensors where !name.hasSuffix("num_batches_tracked") { byName[strip(name)] = t }
+        // Blocks per stage, from the names: layerL.i.…
+        var blocks: [Int: Int] = [:]
+        for name in byName.keys {
+            let p = name.split(separator: ".")
+            if p.count > 3, p[0] == "backbone", p[1] == "body", p[2].hasPrefix("layer"), let l = Int(p[2].dropFirst(5)), let i = Int(p[3]) {
+                blocks[l + 1] = max(blocks[l + 1] ?? 0, i + 1)
+            }
+        }
+        func stageBlob(_ stage: Int) throws(WeightsError) -> String {
+            guard let n = blocks[stage] else { throw .malformed(file: file, reason: "torchvision state_dict without backbone.body.layer\(stage - 1)") }
+            return "res\(stage)_\(n - 1)_sum"
+        }
+        var out: [String: (shape: [Int], values: [Float])] = [:]
+        var folded: Set<String> = []
+        for name in byName.keys.sorted() {
+            let parts = name.split(separator: ".").map(String.init)
+            guard let leaf = parts.last, parts.count >= 2 else { out[name] = byName[name]; continue }
+            let module = parts.dropLast().joined(separator: ".")
+            guard let ours = try blobPrefix(module: Array(parts.dropLast()), stageBlob: stageBlob) else {
+                out[name] = byName[name]
+                continue
+            }
+            if byName[module + ".running_var"] != nil {
+                // A FrozenBatchNorm2d: its four buffers become one AffineChannel.
+                guard folded.insert(module).inserted else { continue }
+                guard let w = byName[module + ".weight"], let b = byName[module + ".bias"], let mean = byName[module + ".running_mean"],
+                      let variance = byName[module + ".running_var"],
+                      [b.values.count, mean.values.count, variance.values.count].allSatisfy({ $0 == w.values.count }) else {
+                    throw .malformed(file: file, reason: "batch norm \(module) lacks weight, bias, running_mean or running_var of one size")
+                }
+                var scale = [Float](repeating: 0, count: w.values.count), shift = scale
+                for c in scale.indices {
+                    scale[c] = w.values[c] * (1 / (variance.values[c] + batchNormEpsilon).squareRoot())
+                    shift[c] = b.values[c] - mean.values[c] * scale[c]
+                }
+                out[ours + "_s"] = ([scale.count], scale)
+                out[ours + "_b"] = ([shift.count], shift)
+            } else if leaf == "weight" || leaf == "bias" {
+                out[ours + (leaf == "weight" ? "_w" : "_b")] = byName[name]
+            } else {
+                out[name] = byName[name]
+            }
+        }
+        return out
+    }
+
+    /// Our blob prefix for a torchvision module path, or nil when it is not one of the model's.
+    private static func blobPrefix(module p: [String], stageBlob: (Int) throws(WeightsError) -> String) throws(WeightsError) -> String? {
+        // Newer torchvision wraps FPN and RPN convs in Conv2dNormActivation (`.0` suffixes).
+        var p = p
+        while p.count > 3 && p.last == "0" && (p[1] == "fpn" || p[1] == "head") { p.removeLast() }
+        switch (p.first, p.count) {
+        case ("backbone", 3) where p[1] == "body":
+            return ["conv1": "conv1", "bn1": "res_conv1_bn"][p[2]]
+        case ("backbone", 5...6) where p[1] == "body" && p[2].hasPrefix("layer"):
+            guard let l = Int(p[2].dropFirst(5)), let i = Int(p[3]) else { return nil }
+            let block = "res\(l + 1)_\(i)"
+            if p.count == 5, let k = Int(p[4].dropFirst(p[4].hasPrefix("conv") ? 4 : 2)), (1...3).contains(k),
+               p[4].hasPrefix("conv") || p[4].hasPrefix("bn") {
+                let branch = block + "_branch2" + ["a", "b", "c"][k - 1]
+                return p[4].hasPrefix("bn") ? branch + "_bn" : branch
+            }
+            if p.count == 6, p[4] == "downsample" { return p[5] == "0" ? block + "_branch1" : (p[5] == "1" ? block + "_branch1_bn" : nil) }
+            return nil
+        case ("backbone", 4) where p[1] == "fpn":
+            guard let k = Int(p[3]), (0...3).contains(k) else { return nil }
+            let stage = try stageBlob(k + 2)
+            if p[2] == "inner_blocks" { return k == 3 ? "fpn_inner_" + stage : "fpn_inner_" + stage + "_lateral" }
+            return p[2] == "layer_blocks" ? "fpn_" + stage : nil
+        case ("rpn", 3) where p[1] == "head":
+            return ["conv": "conv_rpn_fpn2", "cls_logits": "rpn_cls_logits_fpn2", "bbox_pred": "rpn_bbox_pred_fpn2"][p[2]]
+        case ("roi_heads", 3):
+            return ["box_head.fc6": "fc6", "box_head.fc7": "fc7", "box_predictor.cls_score": "cls_score",
+                    "box_predictor.bbox_pred": "bbox_pred"][p[1] + "." + p[2]]
+        default:
+            return nil
+        }
+    }
+}
