@@ -104,7 +104,7 @@ struct Infer: ParsableCommand {
     @Option(name: .customLong("output-dir"), help: "Where the JSON and drawn images go.") var outputDir: String
     @Option(help: "Only draw detections scoring at least this.") var thresh = 0.7
     @Flag(name: .customLong("json-only"), help: "Skip the drawing.") var jsonOnly = false
-    @Option(name: .customLong("save-blobs"), parsing: .singleValue,
+    @Option(name: .customLong("save-blobs"),
             help: ArgumentHelp("Also write these blobs of each image's run as IMAGE_<blob>.npy (float32), comma-separated: any blob of the test net, or p2…p6 (FPN outputs), proposals, proposal_scores.",
                                valueName: "blob,…"))
     var saveBlobs: String?

@@ -52,7 +52,7 @@ public final class Detector {
                 ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx))
             }
         } else {
-            try feedAnchorGrids(paddedHeight: 32, paddedWidth: 32)
+            try Self.feedAnchorGrids(model.cellAnchors, into: ws, paddedHeight: 32, paddedWidth: 32)
         }
         // Shapes are known only once an image is fed: make the net on the first image.
         ws.feedBlob("data", try Tensor(.float32, shape: [1, 3, 32, 32], context: ctx))
@@ -64,8 +64,8 @@ public final class Detector {
     /// `level` times (rounding up, as the strided convs and pools do), its stride per axis the
     /// input size divided by the map size (integer division: P6 of an 800-row input has 13 rows
     /// and stride 61, not 64).
-    func feedAnchorGrids(paddedHeight: Int, paddedWidth: Int) throws {
-        for (level, cell) in model.cellAnchors {
+    static func feedAnchorGrids(_ cellAnchors: [Int: [Float]], into ws: Workspace, paddedHeight: Int, paddedWidth: Int) throws {
+        for (level, cell) in cellAnchors {
             var fh = paddedHeight, fw = paddedWidth
             for _ in 0..<level { (fh, fw) = ((fh + 1) / 2, (fw + 1) / 2) }
             let grid = Boxes.anchorGrid(cell: cell, height: fh, width: fw, strideH: paddedHeight / fh, strideW: paddedWidth / fw)
@@ -140,8 +140,8 @@ public final class Detector {
         ws.feedBlob("data", blob)
         // im_info holds the resized size before padding: torchvision clips proposals to it.
         let (rh, rw) = (Float(prepared.height), Float(prepared.width))
-        ws.feedBlob("im_info", try Tensor([rh, rw, scale], shape: [1, 3], context: ws.context))
-        try feedAnchorGrids(paddedHeight: blob.dim(2), paddedWidth: blob.dim(3))
+        ws.feedBlob("im_info", try Tensor([rh, rw, Float(scale)], shape: [1, 3], context: ws.context))
+        try Self.feedAnchorGrids(model.cellAnchors, into: ws, paddedHeight: blob.dim(2), paddedWidth: blob.dim(3))
         let (rois, probs, deltas) = try runNet()
         let boxes = classBoxes(rois: rois, deltas: deltas, convention: .torchvision, height: rh, width: rw) { $0 }
         let found = Boxes.torchvisionDetections(scores: probs, boxes: boxes, rows: rois.count / 5, classes: model.numClasses,

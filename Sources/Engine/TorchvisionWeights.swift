@@ -83,7 +83,8 @@ enum TorchvisionWeights {
     private static func blobPrefix(module p: [String], stageBlob: (Int) throws(WeightsError) -> String) throws(WeightsError) -> String? {
         // Newer torchvision wraps FPN and RPN convs in Conv2dNormActivation (`.0` suffixes).
         var p = p
-        while p.count > 3 && p.last == "0" && (p[1] == "fpn" || p[1] == "head") { p.removeLast() }
+        if p.count == 5 && p[1] == "fpn" && p[4] == "0" { p.removeLast() }
+        if p.count == 5 && p[1] == "head" && p[2] == "conv" && p[3] == "0" && p[4] == "0" { p.removeLast(2) }
         switch (p.first, p.count) {
         case ("backbone", 3) where p[1] == "body":
             return ["conv1": "conv1", "bn1": "res_conv1_bn"][p[2]]

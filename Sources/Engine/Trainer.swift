@@ -485,7 +485,7 @@ func loadCheckpoint(_ path: String, into ws: Workspace, model: DetectionModel, m
     if !unused.isEmpty { log?("\(path): \(unused.count) blobs in the file are not used by the model: \(unused.prefix(8).joined(separator: ", "))") }
 }
 
-func pixelMeans(_ cfg: Config) -> [Float] { pixelTriple(cfg, "PIXEL_MEANS") ?? InputBlob.detectronPixelMeans }
+func pixelMeans(_ cfg: Config) -> [Float] { pixelTriple(cfg, "PIXEL_MEANS") ?? [102.9801, 115.9465, 122.7717] }
 
 func pixelStds(_ cfg: Config) -> [Float] { pixelTriple(cfg, "PIXEL_STDS") ?? [1, 1, 1] }
 

@@ -221,14 +221,15 @@ extension Image {
 
 /// torchvision's `GeneralizedRCNNTransform` for one image (inference): RGB scaled to [0, 1],
 /// normalised by `(x − mean)/std`, then resized with `F.interpolate(mode="bilinear",
-/// align_corners=False, recompute_scale_factor=True)` — every step in float32, as torch does it.
+/// align_corners=False, recompute_scale_factor=True)` — pixels in float32, as torch computes them.
 public enum TorchvisionTransform {
-    /// The resize factor (float32: `min(minSize/short, maxSize/long)`) and the output size,
-    /// `floor(side × factor)` per side.
-    public static func resizedSize(width: Int, height: Int, minSize: Int, maxSize: Int) -> (width: Int, height: Int, scale: Float) {
-        let short = Float(min(width, height)), long = Float(max(width, height))
-        let scale = min(Float(minSize) / short, Float(maxSize) / long)
-        return (Int((Double(width) * Double(scale)).rounded(.down)), Int((Double(height) * Double(scale)).rounded(.down)), scale)
+    /// The resize factor (`min(minSize/short, maxSize/long)`, in double as eager PyTorch computes
+    /// it) and the output size, `floor(side × factor)` per side (480 × 800/480 is 800.0000000000001:
+    /// 800 rows).
+    public static func resizedSize(width: Int, height: Int, minSize: Int, maxSize: Int) -> (width: Int, height: Int, scale: Double) {
+        let short = Double(min(width, height)), long = Double(max(width, height))
+        let scale = min(Double(minSize) / short, Double(maxSize) / long)
+        return (Int((Double(width) * scale).rounded(.down)), Int((Double(height) * scale).rounded(.down)), scale)
     }
 
     /// ATen's bilinear taps for one axis (`compute_indices_weights_linear`): the source coordinate
@@ -244,7 +245,7 @@ public enum TorchvisionTransform {
     }
 
     /// The normalised, resized image (HWC, RGB) and the resize factor.
-    public static func prepare(_ image: Image, mean: [Float], std: [Float], minSize: Int, maxSize: Int) -> (FloatImage, Float) {
+    public static func prepare(_ image: Image, mean: [Float], std: [Float], minSize: Int, maxSize: Int) -> (FloatImage, Double) {
         let rgb = image.converted(to: .rgb)
         precondition(rgb.channels == 3 && mean.count == 3 && std.count == 3, "torchvision's detectors take 3-channel images")
         let (width, height) = (rgb.width, rgb.height)

@@ -64,6 +64,24 @@ struct DetectionOpsTests {
         #expect(Boxes.nms(boxes, scores: scores, threshold: Float(50) / 150) == [1, 2])
     }
 
+    @Test("torchvision's convention: no +1, clip to the size, NMS suppresses above the threshold, kept by score")
+    func torchvisionConvention() {
+        // Two 10×10 boxes overlapping in a 5×10 strip: 50 / (100 + 100 − 50) = 1/3.
+        #expect(Boxes.iou((0, 0, 10, 10), (5, 0, 15, 10), .torchvision) == Float(50) / 150)
+        #expect(Boxes.iou((0, 0, 10, 10), (10, 0, 20, 10), .torchvision) == 0)
+        #expect(Boxes.decode([0, 0, 16, 16], deltas: [0.5, 0, 0, 0], convention: .torchvision) == [8, 0, 24, 16])
+        var clipped: [Float] = [-5, -2, 700, 300]
+        Boxes.clip(&clipped, height: 240, width: 320, convention: .torchvision)
+        #expect(clipped == [0, 0, 320, 240])
+        let boxes: [Float] = [0, 0, 10, 10, 5, 0, 15, 10, 100, 100, 110, 110]
+        let scores: [Float] = [0.6, 0.9, 0.3]
+        // IoU exactly at the threshold is kept (torchvision: IoU > threshold suppresses); order by score.
+        #expect(Boxes.nms(boxes, scores: scores, threshold: Float(50) / 150, convention: .torchvision) == [1, 0, 2])
+        #expect(Boxes.nms(boxes, scores: scores, threshold: 0.3, convention: .torchvision) == [1, 2])
+        // Equal scores: the lower index first (a stable descending sort).
+        #expect(Boxes.nms(boxes, scores: [0.5, 0.5, 0.5], threshold: 0.3, convention: .torchvision) == [0, 2])
+    }
+
     @Test("levels: ⌊4 + log₂(√area/224)⌋ in [2, 5], area the +1 way")
     func levels() {
         let boxes: [Float] = [0, 0, 223, 223, 0, 0, 111, 111, 0, 0, 447, 447, 0, 0, 9, 9, 0, 0, 2000, 2000, 0, 0, 110, 110]

@@ -1,0 +1,120 @@
+@testable import Engine
+import Foundation
+import Operators
+import Storage
+import Testing
+
+/// torchvision's outputs for random inputs (tools/make_torchvision_fixtures.py).
+struct TorchvisionBoxesFixture: Decodable {
+    var cell_anchors: [[Float]]
+    var grid_image: [Int]
+    var grid_maps: [[Int]]
+    var grid_anchors: [[Float]]
+    var reference: [Float], deltas: [Float], decoded_rpn: [Float], decoded_box: [Float]
+    var nms_boxes: [Float], nms_scores: [Float], nms_groups: [Int], nms_small_keep: [Int]
+    var nms_big_boxes: [Float], nms_big_scores: [Float], nms_big_groups: [Int], nms_big_keep: [Int]
+    var level_boxes: [Float], levels: [Int]
+
+    static func load() throws -> TorchvisionBoxesFixture {
+        let url = try #require(Bundle.module.url(forResource: "boxes", withExtension: "json", subdirectory: "Fixtures/torchvision"))
+        return try JSONDecoder().decode(TorchvisionBoxesFixture.self, from: Data(contentsOf: url))
+    }
+}
+
+@Suite("torchvision semantics")
+struct TorchvisionTests {
+    static var configPath: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../configs/torchvision/fasterrcnn_resnet50_fpn.yaml").path
+    }
+
+    @Test("cell anchors and the anchor grid (strides from map sizes) equal AnchorGenerator's")
+    func anchors() throws {
+        let f = try TorchvisionBoxesFixture.load()
+        var cells: [Int: [Float]] = [:]
+        for (i, size) in [32.0, 64, 128, 256, 512].enumerated() {
+            cells[i + 2] = Boxes.torchvisionCellAnchors(sizes: [size], aspectRatios: [0.5, 1, 2])
+            #expect(cells[i + 2] == f.cell_anchors[i])
+        }
+        let ws = Workspace(context: CPUContext())
+        try Detector.feedAnchorGrids(cells, into: ws, paddedHeight: f.grid_image[0], paddedWidth: f.grid_image[1])
+        for level in 2...6 {
+            let t = try ws.fetchBlob("anchors_fpn\(level)")
+            let map = f.grid_maps[level - 2]
+            #expect(t.shape == [map[0] * map[1] * 3, 4])
+            #expect(try t.toArray(as: Float.self) == f.grid_anchors[level - 2], "level \(level)")
+        }
+    }
+
+    @Test("BoxCoder.decode without +1, RPN and box-head weights (≤ 1e-4 relative)")
+    func decode() throws {
+        let f = try TorchvisionBoxesFixture.load()
+        for (weights, expected) in [((Float(1), Float(1), Float(1), Float(1)), f.decoded_rpn), ((10, 10, 5, 5), f.decoded_box)] {
+            let ours = Boxes.decode(f.reference, deltas: f.deltas, weights: weights, convention: .torchvision)
+            let worst = zip(ours, expected).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
+            #expect(worst <= 1e-4, "weights \(weights): worst relative difference \(worst)")
+        }
+    }
+
+    @Test("batched_nms keeps what torchvision keeps, in its order (offset trick and per-group paths)")
+    func batchedNMS() throws {
+        let f = try TorchvisionBoxesFixture.load()
+        #expect(Boxes.batchedNMS(f.nms_boxes, scores: f.nms_scores, groups: f.nms_groups, threshold: 0.5) == f.nms_small_keep)
+        #expect(Boxes.batchedNMS(f.nms_big_boxes, scores: f.nms_big_scores, groups: f.nms_big_groups, threshold: 0.6) == f.nms_big_keep)
+    }
+
+    @Test("FPN levels follow LevelMapper")
+    func levels() throws {
+        let f = try TorchvisionBoxesFixture.load()
+        #expect(Boxes.fpnLevels(f.level_boxes, convention: .torchvision) == f.levels)
+    }
+
+    @Test("a torchvision state_dict maps onto Detectron blob names, batch norms folded as FrozenBatchNorm2d computes them")
+    func stateDictMapping() throws {
+        let url = try #require(Bundle.module.url(forResource: "state_dict", withExtension: "pth", subdirectory: "Fixtures/torchvision"))
+        let expectedURL = try #require(Bundle.module.url(forResource: "state_dict_expected", withExtension: "json", subdirectory: "Fixtures/torchvision"))
+        struct Blob: Decodable { var shape: [Int]; var values: [Float] }
+        let expected = try JSONDecoder().decode([String: Blob].self, from: Data(contentsOf: expectedURL))
+        let contents = try Checkpoint.read(url.path)
+        #expect(contents.metadata["format"] == "torchvision-state-dict")
+        #expect(Set(contents.blobs.keys) == Set(expected.keys))
+        for (name, e) in expected {
+            let got = try #require(contents.blobs[name], "\(name) missing")
+            #expect(got.shape == e.shape, "\(name)")
+            let worst = zip(got.values, e.values).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
+            #expect(worst <= 1e-6, "\(name): worst relative difference \(worst)")
+        }
+    }
+
+    @Test("a PyTorch checkpoint with other names is refused, naming what it expected")
+    func foreignStateDict() throws {
+        let url = try #require(Bundle.module.url(forResource: "other_state_dict", withExtension: "pth", subdirectory: "Fixtures/torchvision"))
+        do {
+            _ = try Checkpoint.read(url.path)
+            Issue.record("read a non-torchvision state_dict")
+        } catch {
+            #expect(error.description.contains("backbone.body.conv1.weight"))
+        }
+    }
+
+    @Test("the torchvision config builds its test net with torchvision's ops and refuses training")
+    func config() throws {
+        var cfg = Config()
+        try cfg.merge(file: Self.configPath)
+        let model = try FasterRCNN.build(cfg, train: false)
+        let proposals = model.net.ops.filter { $0.type == "GenerateProposals" }
+        #expect(proposals.count == 5)
+        #expect(proposals.allSatisfy { $0.arguments["legacy_plus_one"] == .int(0) && $0.arguments["post_nms_topN"] == .int(0) })
+        #expect(model.net.ops.first { $0.type == "CollectAndDistributeFpnRpnProposals" }?.arguments["rpn_post_nms_topN"] == .int(1000))
+        #expect(model.cellAnchors[2] == [-23, -11, 23, 11, -16, -16, 16, 16, -11, -23, 11, 23])
+        // The 3×3 conv carries the stride (v1.5).
+        #expect(model.net.ops.first { $0.outputs == ["res3_0_branch2b"] }?.arguments["stride"] == .int(2))
+        #expect(throws: ModelError.self) { try FasterRCNN.build(cfg, train: true) }
+        try cfg.merge(overrides: ["MODEL.SEMANTICS", "pytorch"])
+        do {
+            _ = try FasterRCNN.build(cfg, train: false)
+            Issue.record("accepted MODEL.SEMANTICS pytorch")
+        } catch {
+            #expect(error.description.contains("MODEL.SEMANTICS") && error.description.contains("torchvision"))
+        }
+    }
+}
