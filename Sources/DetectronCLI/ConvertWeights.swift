@@ -7,11 +7,13 @@ struct ConvertWeights: ParsableCommand {
         abstract: "Write weights in this engine's checkpoint format (safetensors).",
         discussion: """
         Reads Detectron pickles — model-zoo checkpoints ({'blobs': …, 'cfg': …}) and ImageNet-pretrained bodies (a flat \
-        dict, with _bn_s/_bn_b AffineChannel blobs) — or this engine's own checkpoints, and writes OUT atomically with the \
-        blob names unchanged (gpu_0/ scopes dropped). Python objects in the file are never executed.
+        dict, with _bn_s/_bn_b AffineChannel blobs) —, torchvision's fasterrcnn_resnet50_fpn state_dicts (torch.save .pth or \
+        safetensors; names mapped to Detectron's, FrozenBatchNorm2d folded into AffineChannel), or this engine's own \
+        checkpoints, and writes OUT atomically (Detectron blob names, gpu_0/ scopes dropped). Python objects in the file \
+        are never executed.
         """
     )
-    @Argument(help: "Weights to read (.pkl or .safetensors).") var input: String
+    @Argument(help: "Weights to read (.pkl, .pth or .safetensors).") var input: String
     @Argument(help: "The checkpoint to write (.safetensors).") var output: String
 
     func run() throws {

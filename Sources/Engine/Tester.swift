@@ -40,9 +40,10 @@ public final class Detector {
         ws = Workspace(context: ctx)
         let registry = OperatorRegistry.engine(config)
         try Net(model.initNet, workspace: ws, registry: registry, seed: UInt64(config.int("RNG_SEED"))).run()
-        if let weights { try loadCheckpoint(weights, into: ws, model: model, momentum: false, log: log) }
+        var metadata: [String: String] = [:]
+        if let weights { metadata = try loadCheckpoint(weights, into: ws, model: model, momentum: false, log: log) }
         var cats: [Int: (Int, String)] = [:]
-        if let weights, let text = try? Checkpoint.read(weights).metadata["categories"],
+        if let text = metadata["categories"],
            let list = try? JSONDecoder().decode([COCOFile.Category].self, from: Data(text.utf8)) {
             for (i, c) in list.enumerated() { cats[i + 1] = (c.id, c.name) }
         }

@@ -464,9 +464,11 @@ final class BatchStream: @unchecked Sendable {
 }
 
 /// Feeds a checkpoint's blobs into a workspace by name, checking shapes; reports what the model
-/// has that the file lacks, and what the file has that the model does not use.
+/// has that the file lacks, and what the file has that the model does not use. Returns the
+/// checkpoint's metadata.
+@discardableResult
 func loadCheckpoint(_ path: String, into ws: Workspace, model: DetectionModel, momentum: Bool,
-                    log: ((String) -> Void)? = nil) throws {
+                    log: ((String) -> Void)? = nil) throws -> [String: String] {
     let contents = try Checkpoint.read(path)
     var missing: [String] = []
     for p in model.params {
@@ -483,6 +485,7 @@ func loadCheckpoint(_ path: String, into ws: Workspace, model: DetectionModel, m
         log?("\(path): \(missing.count) model blobs not in the file keep their initial values: \(missing.prefix(8).joined(separator: ", "))\(missing.count > 8 ? ", …" : "")")
     }
     if !unused.isEmpty { log?("\(path): \(unused.count) blobs in the file are not used by the model: \(unused.prefix(8).joined(separator: ", "))") }
+    return contents.metadata
 }
 
 func pixelMeans(_ cfg: Config) -> [Float] { pixelTriple(cfg, "PIXEL_MEANS") ?? [102.9801, 115.9465, 122.7717] }
