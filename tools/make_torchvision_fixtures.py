@@ -8,8 +8,7 @@
   batched_nms, the FPN LevelMapper, for random inputs.
 - Tests/EngineTests/Fixtures/torchvision/state_dict.pth: a tiny state_dict with torchvision's fasterrcnn names
   (FrozenBatchNorm2d buffers, Conv2dNormActivation-style FPN and RPN names, an int64 num_batches_tracked), and
-  state_dict_expected.json: the blobs it must map to (affine scale/bias computed as FrozenBatchNorm2d.forward does);
-  other_state_dict.pth: a state_dict of another model (refused).
+  state_dict_expected.json: the blobs it must map to (affine scale/bias computed as FrozenBatchNorm2d.forward does).
 
 Needs torch and torchvision (CPU), in a virtualenv outside the repository:
 
@@ -134,7 +133,6 @@ def state_dict_fixture(gen):
     sd["roi_heads.box_predictor.bbox_pred.bias"] = torch.randn(8, generator=gen)
     sd["roi_heads.mask_head.weight"] = torch.randn(2, generator=gen)   # not this model's: kept by name, reported unused
     torch.save(sd, os.path.join(ENGINE, "state_dict.pth"))
-    torch.save(OrderedDict([("fc.weight", torch.zeros(2, 2))]), os.path.join(ENGINE, "other_state_dict.pth"))  # not a detector
 
     expected = {}
 

@@ -420,7 +420,7 @@ def compare_image(tv_dir, ours_dir, base, args):
         ours = json.load(f)
     failures = []
 
-    sizes = "  image %dx%d, resized %s, padded %s" % (theirs["width"], theirs["height"], "x".join(map(str, theirs["resized"])), "x".join(map(str, theirs["padded"])))
+    sizes = "  image %d×%d, resized %d×%d, padded %d×%d (W×H)" % ((theirs["width"], theirs["height"]) + tuple(theirs["resized"][::-1]) + tuple(theirs["padded"][::-1]))
     for key in ("width", "height", "resized", "padded"):
         if key in ours and ours[key] != theirs[key]:
             sizes += "; ours %s = %s" % (key, ours[key])
@@ -456,9 +456,9 @@ def compare_image(tv_dir, ours_dir, base, args):
     row.update(count="%d / %d" % (len(t_dets), len(o_dets)), box=max_box, score=max_score)
     print("  detections      %d vs %d; matched %d; unmatched: torch %d, ours %d; max |Δbox| %.3e px, max |Δscore| %.3e"
           % (len(t_dets), len(o_dets), len(pairs), len(lost), len(extra), max_box, max_score))
-    worst = sorted(pairs, key=lambda p: -max(p[2] / args.box_tol, p[3] / args.score_tol))[:WORST]
+    worst = sorted((p for p in pairs if p[2] > 0 or p[3] > 0), key=lambda p: -max(p[2] / args.box_tol, p[3] / args.score_tol))[:WORST]
     for i, j, db, ds in worst:
-        print("    torch #%-3d %s\n    ours  #%-3d %s   Δbox %.3e  Δscore %.3e" % (i, describe(t_dets[i]), j, describe(o_dets[j]), db, ds))
+        print("    torch #%-3d %s\n    ours  #%-3d %s  Δbox %.3e  Δscore %.3e" % (i, describe(t_dets[i]), j, describe(o_dets[j]), db, ds))
     for i in lost[:WORST]:
         print("    torch #%-3d %s  has no match" % (i, describe(t_dets[i])))
     for j in extra[:WORST]:
