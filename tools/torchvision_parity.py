@@ -37,7 +37,8 @@ import subprocess
 import sys
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+
+# torch, torchvision and PIL are imported by the functions of make that use them: compare needs numpy alone.
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DEFAULT_CFG = os.path.join("configs", "torchvision", "fasterrcnn_resnet50_fpn.yaml")
@@ -64,6 +65,8 @@ WORST = 5              # worst pairs listed per image
 def draw_image(width, height, seed):
     """A smooth test picture: a four-corner colour gradient with coloured rectangles and ellipses,
     slightly blurred so that JPEG keeps it close to what was drawn."""
+    from PIL import Image, ImageDraw, ImageFilter
+
     rng = np.random.RandomState(seed)
     corners = rng.uniform(0, 255, (2, 2, 3))
     y = np.linspace(0, 1, height)[:, None, None]
@@ -335,6 +338,8 @@ def compare_array(name, theirs, ours):
     at = np.unravel_index(int(np.argmax(diff)), diff.shape)
     scale = float(np.abs(t).max())
     rel = float(diff.max()) / scale if scale > 0 else float("inf")
+    if name == "data" and t.shape[1] == 3 and np.abs(t - o[:, ::-1]).max() < 0.01 * diff.max():
+        note += "  (about equal with the channels reversed: BGR against RGB?)"
     return line + "  max|Δ| %.3e  /max|torch| %.3e  at %s%s" % (diff.max(), rel, tuple(int(i) for i in at), note)
 
 
@@ -416,15 +421,20 @@ def compare_image(tv_dir, ours_dir, base, args):
     if not os.path.exists(ours_path):
         print("  no %s" % ours_path)
         return row, ["no ours/%s.json" % base]
-    with open(ours_path) as f:
-        ours = json.load(f)
+    try:
+        with open(ours_path) as f:
+            ours = json.load(f)
+    except ValueError as e:
+        print("  %s: not JSON: %s" % (ours_path, e))
+        return row, ["ours/%s.json is not JSON" % base]
     failures = []
 
     sizes = "  image %d×%d, resized %d×%d, padded %d×%d (W×H)" % ((theirs["width"], theirs["height"]) + tuple(theirs["resized"][::-1]) + tuple(theirs["padded"][::-1]))
     for key in ("width", "height", "resized", "padded"):
         if key in ours and ours[key] != theirs[key]:
-            sizes += "; ours %s = %s" % (key, ours[key])
-            failures.append("%s %s" % (key, ours[key]))
+            value = ours[key] if key in ("width", "height") else "%s×%s (W×H)" % tuple(ours[key][::-1])
+            sizes += "; ours: %s %s" % (key, value)
+            failures.append("%s %s" % (key, value))
     print(sizes)
 
     loaded = {}
