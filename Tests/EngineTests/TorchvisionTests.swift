@@ -85,6 +85,24 @@ struct TorchvisionTests {
         }
     }
 
+    @Test("safetensors files with torchvision's names are mapped the same way")
+    func safetensorsMapping() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tv-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Checkpoint.write([(name: "backbone.body.conv1.weight", shape: [1, 3, 1, 1], values: [1, 2, 3]),
+                              (name: "backbone.body.bn1.weight", shape: [1], values: [2]), (name: "backbone.body.bn1.bias", shape: [1], values: [1]),
+                              (name: "backbone.body.bn1.running_mean", shape: [1], values: [0.5]),
+                              (name: "backbone.body.bn1.running_var", shape: [1], values: [4 - 1e-5]),
+                              (name: "backbone.body.layer1.0.conv1.weight", shape: [1, 1, 1, 1], values: [7])],
+                             metadata: [:], to: path)
+        let contents = try Checkpoint.read(path)
+        #expect(contents.metadata["format"] == "torchvision-safetensors")
+        #expect(Set(contents.blobs.keys) == ["conv1_w", "res_conv1_bn_s", "res_conv1_bn_b", "res2_0_branch2a_w"])
+        // scale = 2/√4 = 1, bias = 1 − 0.5·1.
+        #expect(contents.blobs["res_conv1_bn_s"]?.values == [1])
+        #expect(contents.blobs["res_conv1_bn_b"]?.values == [0.5])
+    }
+
     @Test("the torchvision config builds its test net with torchvision's ops and refuses training")
     func config() throws {
         var cfg = Config()
