@@ -5,7 +5,8 @@ import Storage
 ///
 /// Two executors give identical results:
 /// - `simple` runs the ops in program order on the calling thread;
-/// - `dag` runs every op whose inputs are ready on the thread pool, in parallel. Dependencies
+/// - `dag` runs every op whose inputs are ready, in parallel on the thread pool when several are
+///   ready at once (pool threads not running ops serve the ops' own parallel loops). Dependencies
 ///   follow program order exactly — read-after-write, write-after-write and write-after-read on
 ///   every blob — so in-place ops and reused gradient blobs are safe.
 ///
@@ -99,7 +100,7 @@ public final class Net: WorkspaceNet, @unchecked Sendable {
             for op in ops { try Self.runOne(op, ctx) }
             return
         }
-        try DAGRun(net: self, ctx: ctx).execute()
+        try DAGRun(net: self, ctx: ctx, pool: pool!).execute()
     }
 
     static func runOne(_ op: any Operator, _ ctx: ExecutionContext) throws(OperatorError) {
@@ -115,38 +116,56 @@ public final class Net: WorkspaceNet, @unchecked Sendable {
     }
 }
 
-/// One run of the dag executor. Runners — the caller plus up to one per pool thread, started with
-/// `parallelFor` — take ready ops until all have run or one has failed. `parallelFor` returns only
-/// when every runner has left, so every started op has finished, and nothing of the run (no
-/// closure, no reference to the net) outlives the call.
+/// One run of the dag executor. The caller runs ready ops in turn; whenever more ops are ready
+/// than there are runners, helper runners are started on idle pool threads (one per extra ready
+/// op, at most one per pool thread). A helper leaves as soon as nothing is ready, so idle pool
+/// threads serve the ops' own parallel loops instead of waiting: our ops split their work across
+/// the pool, and a runner that blocked a pool thread would leave them one thread short. The call
+/// returns only when every helper has left, so every started op has finished, and nothing of the
+/// run (no closure, no reference to the net) outlives it.
 private final class DAGRun: @unchecked Sendable {
     let net: Net
     let ctx: ExecutionContext
+    let pool: ThreadPool
     let cond = Condition()
     var pending: [Int]
     var ready: [Int]
     var finished = 0
+    var helpers = 0
     var firstError: OperatorError?
 
-    init(net: Net, ctx: ExecutionContext) {
+    init(net: Net, ctx: ExecutionContext, pool: ThreadPool) {
         self.net = net
         self.ctx = ctx
+        self.pool = pool
         self.pending = net.predecessorCounts
         self.ready = (0..<net.ops.count).filter { net.predecessorCounts[$0] == 0 }.reversed()
     }
 
     func execute() throws(OperatorError) {
-        let total = net.ops.count
-        guard total > 0, let pool = net.pool else { return }
-        pool.parallelFor(min(pool.liveThreadCount + 1, total)) { _ in runner(total: total) }
+        guard !net.ops.isEmpty else { return }
+        runner(helper: false)
         if let firstError { throw firstError }
     }
 
-    private func runner(total: Int) {
+    /// Starts helpers for the ready ops this runner will not take. Called with the lock held.
+    private func startHelpers() {
+        let wanted = min(ready.count - 1, pool.liveThreadCount - helpers)
+        guard wanted > 0 else { return }
+        helpers += wanted
+        for _ in 0..<wanted { pool.execute { self.runner(helper: true) } }
+    }
+
+    private func runner(helper: Bool) {
+        let total = net.ops.count
         cond.lock()
-        while firstError == nil && finished < total {
-            guard let i = ready.popLast() else {
-                cond.wait()  // ops are running; one of them will make more ready
+        startHelpers()
+        while true {
+            let done = firstError != nil || finished == total
+            if done && (helper || helpers == 0) { break }
+            guard !done, let i = ready.popLast() else {
+                if helper { break }   // nothing ready: give the thread back to the pool
+                cond.wait()           // ops are running; one of them will make more ready, or a helper leaves
                 continue
             }
             cond.unlock()
@@ -165,7 +184,12 @@ private final class DAGRun: @unchecked Sendable {
                     pending[s] -= 1
                     if pending[s] == 0 { ready.append(s) }
                 }
+                startHelpers()
             }
+            cond.broadcast()
+        }
+        if helper {
+            helpers -= 1
             cond.broadcast()
         }
         cond.unlock()
