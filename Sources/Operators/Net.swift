@@ -127,6 +127,7 @@ private final class DAGRun: @unchecked Sendable {
     let net: Net
     let ctx: ExecutionContext
     let pool: ThreadPool
+    let poolThreads: Int
     let cond = Condition()
     var pending: [Int]
     var ready: [Int]
@@ -138,6 +139,7 @@ private final class DAGRun: @unchecked Sendable {
         self.net = net
         self.ctx = ctx
         self.pool = pool
+        self.poolThreads = pool.liveThreadCount
         self.pending = net.predecessorCounts
         self.ready = (0..<net.ops.count).filter { net.predecessorCounts[$0] == 0 }.reversed()
     }
@@ -148,10 +150,11 @@ private final class DAGRun: @unchecked Sendable {
         if let firstError { throw firstError }
     }
 
-    /// Starts helpers for the ready ops this runner will not take. Called with the lock held.
+    /// Starts helpers for the ready ops this runner will not take (none once an op has failed:
+    /// ready ops then stay unstarted). Called with the lock held.
     private func startHelpers() {
-        let wanted = min(ready.count - 1, pool.liveThreadCount - helpers)
-        guard wanted > 0 else { return }
+        let wanted = min(ready.count - 1, poolThreads - helpers)
+        guard wanted > 0, firstError == nil else { return }
         helpers += wanted
         for _ in 0..<wanted { pool.execute { self.runner(helper: true) } }
     }
@@ -159,7 +162,7 @@ private final class DAGRun: @unchecked Sendable {
     private func runner(helper: Bool) {
         let total = net.ops.count
         cond.lock()
-        startHelpers()
+        if !helper { startHelpers() }
         while true {
             let done = firstError != nil || finished == total
             if done && (helper || helpers == 0) { break }
