@@ -38,7 +38,16 @@ struct Doctor: ParsableCommand {
         }
         report.facts.append(HostFact("blas.core", "BLAS core type", "OpenBLAS \(BLAS.coreName)", .ok))
         let coreType = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"]
-        report.facts.append(HostFact("blas.coretype_env", "OPENBLAS_CORETYPE", coreType ?? "unset (OpenBLAS detects the CPU)"))
+        let avx512 = report.facts.first { $0.key == "cpu.isa" }?.value.contains("avx512f") ?? false
+        let avx2Kernels: Set<String> = ["haswell", "zen", "sandybridge", "nehalem", "core2", "penryn", "dunnington", "atom", "prescott"]
+        if let coreType, avx512, avx2Kernels.contains(coreType.lowercased()) {
+            // Measured here (docs/benchmarks.md): R-50-FPN inference 1.80 s with Haswell kernels, 1.25 s with AVX-512 ones.
+            report.facts.append(HostFact("blas.coretype_env", "OPENBLAS_CORETYPE",
+                                         "\(coreType): forces pre-AVX-512 kernels on this AVX-512 CPU; unset it to let OpenBLAS choose "
+                                         + "(R-50-FPN inference was 1.4× faster that way on our test host)", .warning))
+        } else {
+            report.facts.append(HostFact("blas.coretype_env", "OPENBLAS_CORETYPE", coreType ?? "unset (OpenBLAS detects the CPU)"))
+        }
         // Reported, not changed: starting OpenBLAS threads here could fail under a low process limit.
         report.facts.append(HostFact("blas.threads", "BLAS threads", BLAS.singleThreadedAtLoad
             ? "1 at load (the engine splits GEMMs across its own pool; OPENBLAS_NUM_THREADS overrides)"
