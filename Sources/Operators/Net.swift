@@ -27,6 +27,8 @@ public final class Net: WorkspaceNet, @unchecked Sendable {
     let successors: [[Int]]
     public let pool: ThreadPool?
     public let seed: UInt64
+    /// The ops' scratch memory, kept across runs.
+    let scratch: ScratchBuffers
 
     /// Creates the ops of `def` in `workspace`, checking types, input counts, arguments and that
     /// every input exists, is an external input, or is produced by an earlier op.
@@ -37,6 +39,7 @@ public final class Net: WorkspaceNet, @unchecked Sendable {
         self.workspace = workspace
         self.pool = pool
         self.seed = seed
+        self.scratch = ScratchBuffers(context: workspace.context)
         var available = Set(def.externalInputs)
         var made: [any Operator] = []
         for (index, opDef) in def.ops.enumerated() {
@@ -95,7 +98,7 @@ public final class Net: WorkspaceNet, @unchecked Sendable {
 
     /// Runs every op once.
     public func run() throws(OperatorError) {
-        let ctx = ExecutionContext(pool: pool, seed: seed)
+        let ctx = ExecutionContext(pool: pool, seed: seed, scratch: scratch)
         if def.executor == .simple || pool == nil || pool!.liveThreadCount == 0 || pool!.isWorkerThread {
             for op in ops { try Self.runOne(op, ctx) }
             return

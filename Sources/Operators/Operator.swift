@@ -7,15 +7,42 @@ public struct ExecutionContext: Sendable {
     public let pool: ThreadPool?
     /// The seed for ops that draw random numbers (fillers); each op mixes in its own position.
     public let seed: UInt64
+    /// Scratch memory shared by the ops of a net (nil: each op makes its own for the call).
+    public let scratch: ScratchBuffers?
 
-    public init(pool: ThreadPool?, seed: UInt64 = 0) {
+    public init(pool: ThreadPool?, seed: UInt64 = 0, scratch: ScratchBuffers? = nil) {
         self.pool = pool
         self.seed = seed
+        self.scratch = scratch
     }
 
     /// Runs `body(i)` for `i` in `0..<count`, on the pool when there is one.
     public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
         if let pool { pool.parallelFor(count, body) } else { for i in 0..<count { body(i) } }
+    }
+}
+
+/// Scratch memory for ops (im2col columns), shared by the ops of one net and kept across its
+/// runs: an op checks a buffer out for the duration of a call and returns it, so ops running one
+/// after another reuse one buffer and ops running at the same time get different ones. Buffers
+/// are tensors of the net's context, so its accounting sees them.
+public final class ScratchBuffers: @unchecked Sendable {
+    private let context: any Context
+    private let free = Locked<[Tensor]>([])
+
+    public init(context: any Context) { self.context = context }
+
+    /// Runs `body` with at least `count` floats of scratch (contents undefined).
+    public func withBuffer<R>(count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) throws(StorageError) -> R {
+        // The largest free buffer; grown (replaced) when too small.
+        var buffer: Tensor? = free.withLock { list in
+            guard let i = list.indices.max(by: { list[$0].count < list[$1].count }) else { return nil }
+            return list.remove(at: i)
+        }
+        if buffer == nil || buffer!.count < count { buffer = try Tensor(.float32, shape: [max(count, 1)], context: context) }
+        let t = buffer!
+        defer { free.withLock { $0.append(t) } }
+        return body(try t.mutableData(as: Float.self).baseAddress!)
     }
 }
 

@@ -74,37 +74,45 @@ struct ConvGeometry: Sendable, Equatable {
 
     var isPointwise: Bool { kh == 1 && kw == 1 && sh == 1 && sw == 1 && padT == 0 && padL == 0 && padB == 0 && padR == 0 }
 
-    /// `im2col` with the channels split across the pool.
-    func im2col(_ ctx: ExecutionContext, _ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, col: UnsafeMutablePointer<Float>) {
+    /// `im2col` with the channels split across the pool; output rows `rows` only (all by default).
+    func im2col(_ ctx: ExecutionContext, _ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int,
+                rows: Range<Int>? = nil, col: UnsafeMutablePointer<Float>) {
+        let rows = rows ?? 0..<ho
         let parts = min(channels, (ctx.pool?.liveThreadCount ?? 0) + 1)
-        let rowsPerChannel = kh * kw * ho * wo
+        let rowsPerChannel = kh * kw * rows.count * wo
         ctx.parallelFor(parts) { p in
             let c0 = channels * p / parts, c1 = channels * (p + 1) / parts
-            im2col(x + c0 * h * w, channels: c1 - c0, h: h, w: w, ho: ho, wo: wo, col: col + c0 * rowsPerChannel)
+            im2col(x + c0 * h * w, channels: c1 - c0, h: h, w: w, ho: ho, wo: wo, rows: rows, col: col + c0 * rowsPerChannel)
         }
     }
 
-    /// `col2imAdd` with the channels split across the pool (each channel's plane is its own).
-    func col2imAdd(_ ctx: ExecutionContext, _ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, dx: UnsafeMutablePointer<Float>) {
+    /// `col2imAdd` with the channels split across the pool (each channel's plane is its own);
+    /// output rows `rows` only (all by default).
+    func col2imAdd(_ ctx: ExecutionContext, _ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int,
+                   rows: Range<Int>? = nil, dx: UnsafeMutablePointer<Float>) {
+        let rows = rows ?? 0..<ho
         let parts = min(channels, (ctx.pool?.liveThreadCount ?? 0) + 1)
-        let rowsPerChannel = kh * kw * ho * wo
+        let rowsPerChannel = kh * kw * rows.count * wo
         ctx.parallelFor(parts) { p in
             let c0 = channels * p / parts, c1 = channels * (p + 1) / parts
-            col2imAdd(col + c0 * rowsPerChannel, channels: c1 - c0, h: h, w: w, ho: ho, wo: wo, dx: dx + c0 * h * w)
+            col2imAdd(col + c0 * rowsPerChannel, channels: c1 - c0, h: h, w: w, ho: ho, wo: wo, rows: rows, dx: dx + c0 * h * w)
         }
     }
 
-    /// Unfolds `channels` planes of x (h×w) into col ((channels·kh·kw) × (ho·wo)).
-    func im2col(_ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, col: UnsafeMutablePointer<Float>) {
+    /// Unfolds `channels` planes of x (h×w) into col ((channels·kh·kw) × (rows.count·wo)): the
+    /// columns of output rows `rows` (all by default).
+    func im2col(_ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, rows: Range<Int>? = nil,
+                col: UnsafeMutablePointer<Float>) {
+        let rows = rows ?? 0..<ho
         var row = 0
         for c in 0..<channels {
             let plane = x + c * h * w
             for ki in 0..<kh {
                 for kj in 0..<kw {
-                    let dst = col + row * ho * wo
-                    for oy in 0..<ho {
+                    let dst = col + row * rows.count * wo
+                    for oy in rows {
                         let iy = oy * sh - padT + ki * dh
-                        let out = dst + oy * wo
+                        let out = dst + (oy - rows.lowerBound) * wo
                         if iy < 0 || iy >= h {
                             out.update(repeating: 0, count: wo)
                             continue
@@ -121,19 +129,22 @@ struct ConvGeometry: Sendable, Equatable {
         }
     }
 
-    /// Folds col back, adding into dx (the adjoint of ``im2col``).
-    func col2imAdd(_ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, dx: UnsafeMutablePointer<Float>) {
+    /// Folds col (the columns of output rows `rows`, all by default) back, adding into dx (the
+    /// adjoint of ``im2col(_:channels:h:w:ho:wo:rows:col:)``).
+    func col2imAdd(_ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, rows: Range<Int>? = nil,
+                   dx: UnsafeMutablePointer<Float>) {
+        let rows = rows ?? 0..<ho
         var row = 0
         for c in 0..<channels {
             let plane = dx + c * h * w
             for ki in 0..<kh {
                 for kj in 0..<kw {
-                    let src = col + row * ho * wo
-                    for oy in 0..<ho {
+                    let src = col + row * rows.count * wo
+                    for oy in rows {
                         let iy = oy * sh - padT + ki * dh
                         if iy < 0 || iy >= h { continue }
                         let dst = plane + iy * w
-                        let s = src + oy * wo
+                        let s = src + (oy - rows.lowerBound) * wo
                         for ox in 0..<wo {
                             let ix = ox * sw - padL + kj * dw
                             if ix >= 0 && ix < w { dst[ix] += s[ox] }
@@ -147,10 +158,13 @@ struct ConvGeometry: Sendable, Equatable {
 }
 
 /// `Conv(X, W[, b]) -> Y`, NCHW, by im2col + sgemm (1×1 stride-1 convolutions skip im2col).
+/// The columns are unfolded a band of output rows at a time (about 8 MB of them) into the net's
+/// shared scratch memory, so no op keeps a whole-image column buffer.
 final class ConvOp: Operator, @unchecked Sendable {
     let io: OpIO
     let geo: ConvGeometry
-    private var col: [Float] = []
+    /// Floats of im2col columns per band.
+    static let bandFloats = 1 << 21
 
     init(_ io: OpIO) throws(OperatorError) {
         self.io = io
@@ -183,7 +197,8 @@ final class ConvOp: Operator, @unchecked Sendable {
         }
         let (_, y) = try io.outputData(0, shape: [n, m, ho, wo])
         let g = geo.group, cg = c / g, mg = m / g, k = cg * geo.kh * geo.kw, hw = ho * wo
-        if !geo.isPointwise && col.count < k * hw { col = [Float](repeating: 0, count: k * hw) }
+        let bandRows = max(1, min(ho, Self.bandFloats / max(1, k * wo)))
+        let scratch = ctx.scratch ?? ScratchBuffers(context: io.workspace.context)
         for img in 0..<n {
             for gi in 0..<g {
                 let xg = xd.baseAddress! + (img * c + gi * cg) * h * wd
@@ -191,10 +206,13 @@ final class ConvOp: Operator, @unchecked Sendable {
                 let wg = wdata.baseAddress! + gi * mg * k
                 if geo.isPointwise {
                     ctx.gemm(.none, .none, m: mg, n: hw, k: k, a: wg, b: xg, c: yg)
-                } else {
-                    col.withUnsafeMutableBufferPointer { cb in
-                        geo.im2col(ctx, xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, col: cb.baseAddress!)
-                        ctx.gemm(.none, .none, m: mg, n: hw, k: k, a: wg, b: cb.baseAddress!, c: yg)
+                    continue
+                }
+                try scratch.withBuffer(count: k * bandRows * wo) { col in
+                    for y0 in stride(from: 0, to: ho, by: bandRows) {
+                        let rows = y0..<min(ho, y0 + bandRows), cols = rows.count * wo
+                        geo.im2col(ctx, xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, rows: rows, col: col)
+                        ctx.gemm(.none, .none, m: mg, n: cols, k: k, a: wg, b: col, c: yg + y0 * wo, ldc: hw)
                     }
                 }
             }
@@ -216,7 +234,6 @@ final class ConvGradientOp: Operator, @unchecked Sendable {
     let geo: ConvGeometry
     let hasBias: Bool
     let computeDX: Bool
-    private var col: [Float] = []
 
     init(_ io: OpIO) throws(OperatorError) {
         self.io = io
@@ -245,32 +262,31 @@ final class ConvGradientOp: Operator, @unchecked Sendable {
             dx!.update(repeating: 0)
         }
         let g = geo.group, cg = c / g, mg = m / g, k = cg * geo.kh * geo.kw, hw = ho * wo
-        if col.count < k * hw { col = [Float](repeating: 0, count: k * hw) }
+        let bandRows = max(1, min(ho, ConvOp.bandFloats / max(1, k * wo)))
+        let scratch = ctx.scratch ?? ScratchBuffers(context: io.workspace.context)
         for img in 0..<n {
             for gi in 0..<g {
                 let xg = xd.baseAddress! + (img * c + gi * cg) * h * wd
                 let dyg = dyd.baseAddress! + (img * m + gi * mg) * hw
                 let wg = wdata.baseAddress! + gi * mg * k
                 let dwg = dw.baseAddress! + gi * mg * k
-                col.withUnsafeMutableBufferPointer { cb in
-                    let cp = cb.baseAddress!
-                    let source: UnsafePointer<Float>
-                    if geo.isPointwise {
-                        source = xg
-                    } else {
-                        geo.im2col(ctx, xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, col: cp)
-                        source = UnsafePointer(cp)
-                    }
-                    // dW_g += dY_g (mg × hw) · colᵀ (hw × k)
-                    ctx.gemm(.none, .transpose, m: mg, n: k, k: hw, a: dyg, b: source, beta: 1, c: dwg)
-                    if let dx {
-                        let dxg = dx.baseAddress! + (img * c + gi * cg) * h * wd
-                        if geo.isPointwise {
-                            ctx.gemm(.transpose, .none, m: k, n: hw, k: mg, a: wg, b: dyg, beta: 1, c: dxg)
-                        } else {
-                            // dcol = W_gᵀ (k × mg) · dY_g (mg × hw), folded back into dX
-                            ctx.gemm(.transpose, .none, m: k, n: hw, k: mg, a: wg, b: dyg, c: cp)
-                            geo.col2imAdd(ctx, cp, channels: cg, h: h, w: wd, ho: ho, wo: wo, dx: dxg)
+                let dxg = dx.map { $0.baseAddress! + (img * c + gi * cg) * h * wd }
+                if geo.isPointwise {
+                    // dW_g += dY_g (mg × hw) · Xᵀ (hw × k); dX_g += W_gᵀ (k × mg) · dY_g
+                    ctx.gemm(.none, .transpose, m: mg, n: k, k: hw, a: dyg, b: xg, beta: 1, c: dwg)
+                    if let dxg { ctx.gemm(.transpose, .none, m: k, n: hw, k: mg, a: wg, b: dyg, beta: 1, c: dxg) }
+                    continue
+                }
+                try scratch.withBuffer(count: k * bandRows * wo) { col in
+                    for y0 in stride(from: 0, to: ho, by: bandRows) {
+                        let rows = y0..<min(ho, y0 + bandRows), cols = rows.count * wo
+                        // dW_g += dY_g[:, band] (mg × cols) · colᵀ (cols × k)
+                        geo.im2col(ctx, xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, rows: rows, col: col)
+                        ctx.gemm(.none, .transpose, m: mg, n: k, k: cols, a: dyg + y0 * wo, lda: hw, b: col, beta: 1, c: dwg)
+                        if let dxg {
+                            // dcol = W_gᵀ (k × mg) · dY_g[:, band] (mg × cols), folded back into dX
+                            ctx.gemm(.transpose, .none, m: k, n: cols, k: mg, a: wg, b: dyg + y0 * wo, ldb: hw, c: col)
+                            geo.col2imAdd(ctx, col, channels: cg, h: h, w: wd, ho: ho, wo: wo, rows: rows, dx: dxg)
                         }
                     }
                 }
