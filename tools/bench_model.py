@@ -3,8 +3,10 @@
 
 Same input (a 640×480 test pattern, or --image), same size rule (shorter side 500, longer ≤ 833),
 1,000 proposals at test; inference seconds per image and training seconds per iteration (2 images,
-one box each, one SGD step), with 1 and 2 threads; medians after a warm-up. Random weights on
-both sides (timing does not depend on them; nothing is downloaded). Prints a Markdown table.
+one box each, one SGD step), with 1 and 2 threads; medians after a warm-up, and each run's peak
+resident memory (every torchvision measurement runs in its own process; its RSS includes torch's
+~690 MB of libraries). Random weights on both sides (timing does not depend on them; nothing is
+downloaded). Prints a Markdown table.
 
     swift build -c release --product detectron
     /tmp/venv/bin/pip install torch torchvision numpy
@@ -13,8 +15,10 @@ both sides (timing does not depend on them; nothing is downloaded). Prints a Mar
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -25,6 +29,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--runs", type=int, default=5)
 ap.add_argument("--detectron", default=os.path.join(os.path.dirname(__file__), "..", ".build", "release", "detectron"))
 ap.add_argument("--cfg", default=os.path.join(os.path.dirname(__file__), "..", "configs", "getting_started", "tutorial_1gpu_e2e_faster_rcnn_R-50-FPN.yaml"))
+ap.add_argument("--child", nargs=2, metavar=("MODE", "THREADS"), help=argparse.SUPPRESS)  # one torchvision measurement
 args = ap.parse_args()
 
 # The same test pattern as `detectron benchmark` (BGR there; RGB here, same values per channel order).
@@ -70,10 +75,22 @@ def torchvision_time(train, threads):
     return statistics.median(times)
 
 
-print("| run | threads | torchvision (s) | ours (s) | ratio ours/torchvision |")
-print("|---|---:|---:|---:|---:|")
+def torchvision_child(train, threads):
+    """One torchvision measurement in its own process, so that its peak RSS is that run's alone."""
+    cmd = [sys.executable, __file__, "--runs", str(args.runs), "--child", "train" if train else "infer", str(threads)]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+
+if args.child:
+    median = torchvision_time(args.child[0] == "train", int(args.child[1]))
+    print(json.dumps({"median_s": median, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    sys.exit(0)
+
+print("| run | threads | torchvision (s) | ours (s) | ratio ours/torchvision | peak RSS torchvision / ours (MB) |")
+print("|---|---:|---:|---:|---:|---:|")
 for train in (False, True):
     for threads in (1, 2):
-        tv = torchvision_time(train, threads)
+        tv = torchvision_child(train, threads)
         o = ours(train, threads)
-        print("| %s | %d | %.3f | %.3f | %.2f |" % ("training iteration (2 images)" if train else "inference (1 image)", threads, tv, o["median_s"], o["median_s"] / tv))
+        print("| %s | %d | %.3f | %.3f | %.2f | %.0f / %.0f |" % ("training iteration (2 images)" if train else "inference (1 image)", threads,
+                                                            tv["median_s"], o["median_s"], o["median_s"] / tv["median_s"], tv["peak_rss_mb"], o["peak_rss_mb"]))
