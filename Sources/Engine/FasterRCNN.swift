@@ -82,7 +82,11 @@ enum FasterRCNN {
             throw ModelError(message: "config key MODEL.SEMANTICS is 'torchvision', which is for inference with torchvision weights; "
                              + "train with MODEL.SEMANTICS detectron")
         }
-        let b = ModelBuilder(name: train ? "train" : "test", train: train)
+        let algo = cfg.string("TEST.CONV_ALGO")
+        guard algo == "winograd" || algo == "im2col" else {
+            throw ModelError(message: "config key TEST.CONV_ALGO is '\(algo)'; supported: winograd, im2col")
+        }
+        let b = ModelBuilder(name: train ? "train" : "test", train: train, winograd: !train && algo == "winograd")
         let stages = try resnet(b, cfg)
         let fpn = fpnLevels(b, cfg, stages: stages)
         let rpnLevels = cfg.int("FPN.RPN_MIN_LEVEL")...cfg.int("FPN.RPN_MAX_LEVEL")

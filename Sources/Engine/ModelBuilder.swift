@@ -20,10 +20,13 @@ final class ModelBuilder {
     private(set) var params: [ParamInfo] = []
     private var paramIndex: [String: Int] = [:]
     let train: Bool
+    /// Whether 3×3 stride-1 convolutions use Winograd's algorithm (`Conv` argument `algo`).
+    let winograd: Bool
 
-    init(name: String, train: Bool) {
+    init(name: String, train: Bool, winograd: Bool = false) {
         self.net = NetDef(name: name)
         self.train = train
+        self.winograd = winograd
     }
 
     @discardableResult
@@ -56,7 +59,9 @@ final class ModelBuilder {
             param(b, [dimOut], .bias, fill: "ConstantFill", args: ["value": .float(0)])
             inputs.append(b)
         }
-        return op("Conv", inputs, [output], ["kernel": .int(kernel), "stride": .int(stride), "pad": .int(pad)])
+        var args: [String: ArgumentValue] = ["kernel": .int(kernel), "stride": .int(stride), "pad": .int(pad)]
+        if winograd && kernel == 3 && stride == 1 { args["algo"] = .string("winograd") }
+        return op("Conv", inputs, [output], args)
     }
 
     /// Conv then GroupNorm (`ConvGN`): the conv blob `<prefix>`, the normalised one `<prefix>_gn`

@@ -32,8 +32,9 @@ public final class ScratchBuffers: @unchecked Sendable {
 
     public init(context: any Context) { self.context = context }
 
-    /// Runs `body` with at least `count` floats of scratch (contents undefined).
-    public func withBuffer<R>(count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) throws(StorageError) -> R {
+    /// Runs `body` with at least `count` floats of scratch (contents undefined); rethrows its
+    /// errors and the allocation's (`StorageError`).
+    public func withBuffer<R>(count: Int, _ body: (UnsafeMutablePointer<Float>) throws -> R) throws -> R {
         // The largest free buffer; grown (replaced) when too small.
         var buffer: Tensor? = free.withLock { list in
             guard let i = list.indices.max(by: { list[$0].count < list[$1].count }) else { return nil }
@@ -42,7 +43,7 @@ public final class ScratchBuffers: @unchecked Sendable {
         if buffer == nil || buffer!.count < count { buffer = try Tensor(.float32, shape: [max(count, 1)], context: context) }
         let t = buffer!
         defer { free.withLock { $0.append(t) } }
-        return body(try t.mutableData(as: Float.self).baseAddress!)
+        return try body(try t.mutableData(as: Float.self).baseAddress!)
     }
 }
 

@@ -59,3 +59,50 @@ struct ConvBandTests {
         #expect(try worst("db", db) < 1e-3)
     }
 }
+
+@Suite("Winograd F(2×2, 3×3) convolution")
+struct WinogradTests {
+    /// Runs Conv with `algo` on x and returns y.
+    func conv(_ algo: String, x: [Float], xShape: [Int], w: [Float], wShape: [Int], b: [Float], pad: [String: ArgumentValue]) throws -> [Float] {
+        let ctx = CPUContext()
+        let ws = Workspace(context: ctx)
+        ws.feedBlob("x", try Tensor(x, shape: xShape, context: ctx))
+        ws.feedBlob("w", try Tensor(w, shape: wShape, context: ctx))
+        ws.feedBlob("b", try Tensor(b, shape: [wShape[0]], context: ctx))
+        var def = NetDef(name: "w", externalInputs: ["x", "w", "b"])
+        def.add("Conv", ["x", "w", "b"], ["y"], pad.merging(["kernel": .int(3), "algo": .string(algo)]) { a, _ in a })
+        try Net(def, workspace: ws, pool: ThreadPool(threadCount: 1, name: "wino")).run()
+        return try ws.fetchBlob("y").toArray(as: Float.self)
+    }
+
+    @Test("equals im2col (≤ 1e-5 relative) on odd sizes, paddings, several images and bands",
+          arguments: [([2, 5, 7, 9], 6, ["pad": ArgumentValue.int(1)]), ([1, 3, 8, 8], 4, ["pad": .int(0)]),
+                      ([1, 4, 6, 11], 3, ["pad_t": .int(2), "pad_l": .int(0), "pad_b": .int(1), "pad_r": .int(2)]),
+                      ([1, 32, 60, 700], 32, ["pad": .int(1)])])
+    func matchesIm2col(_ xShape: [Int], _ k: Int, _ pad: [String: ArgumentValue]) throws {
+        var rng = TestRNG(UInt64(xShape.reduce(k, *)))
+        let x = rng.array(xShape.reduce(1, *)), w = rng.array(k * xShape[1] * 9), b = rng.array(k)
+        let wShape = [k, xShape[1], 3, 3]
+        let direct = try conv("im2col", x: x, xShape: xShape, w: w, wShape: wShape, b: b, pad: pad)
+        let fast = try conv("winograd", x: x, xShape: xShape, w: w, wShape: wShape, b: b, pad: pad)
+        #expect(direct.count == fast.count)
+        let scale = direct.map(abs).max() ?? 1
+        let worst = zip(direct, fast).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(worst <= 1e-5 * max(1, scale), "worst difference \(worst), largest value \(scale)")
+    }
+
+    @Test("winograd is refused for shapes it does not cover, naming the argument")
+    func refused() throws {
+        var def = NetDef(name: "w", externalInputs: ["x", "w"])
+        def.add("Conv", ["x", "w"], ["y"], ["kernel": .int(3), "stride": .int(2), "algo": .string("winograd")])
+        let ws = Workspace(context: CPUContext())
+        ws.feedBlob("x", try Tensor(.float32, shape: [1, 1, 8, 8], context: ws.context))
+        ws.feedBlob("w", try Tensor(.float32, shape: [1, 1, 3, 3], context: ws.context))
+        do {
+            _ = try Net(def, workspace: ws)
+            Issue.record("a stride-2 winograd conv was accepted")
+        } catch {
+            #expect(error.description.contains("algo") && error.description.contains("stride 1"))
+        }
+    }
+}

@@ -1,0 +1,165 @@
+import BLAS
+import Storage
+
+/// 3×3 stride-1 convolution by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, 2016):
+/// each 2×2 output tile is Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A from its 4×4 input tile d, so the
+/// channel sums become 16 GEMMs of (K × C)·(C × tiles) — 2.25× fewer multiplications than
+/// im2col's (K × 9C)·(9C × pixels). Tiles are processed a band of tile rows at a time in the
+/// net's scratch memory. Results equal the direct convolution up to float rounding (the
+/// transforms add and subtract a few terms; the filter transform halves).
+struct WinogradF2x3 {
+    /// Floats of transformed input and output per band.
+    static let bandFloats = 1 << 22
+
+    /// U (16 × K × C): the transformed filters G g Gᵀ, position-major.
+    static func filters(_ w: UnsafePointer<Float>, k: Int, c: Int, into u: UnsafeMutablePointer<Float>) {
+        let kc = k * c
+        for i in 0..<kc {
+            let g = w + 9 * i
+            // t = G g (4 × 3): rows g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2, g2; then U = t Gᵀ.
+            func row(_ a: Float, _ b: Float, _ d: Float, _ r: Int) {
+                u[(4 * r) * kc + i] = a
+                u[(4 * r + 1) * kc + i] = (a + b + d) * 0.5
+                u[(4 * r + 2) * kc + i] = (a - b + d) * 0.5
+                u[(4 * r + 3) * kc + i] = d
+            }
+            row(g[0], g[1], g[2], 0)
+            row((g[0] + g[3] + g[6]) * 0.5, (g[1] + g[4] + g[7]) * 0.5, (g[2] + g[5] + g[8]) * 0.5, 1)
+            row((g[0] - g[3] + g[6]) * 0.5, (g[1] - g[4] + g[7]) * 0.5, (g[2] - g[5] + g[8]) * 0.5, 2)
+            row(g[6], g[7], g[8], 3)
+        }
+    }
+
+    /// Y (K × ho × wo) = conv(X (C × h × w), W) for one image, without bias.
+    static func run(_ ctx: ExecutionContext, scratch: ScratchBuffers, x: UnsafePointer<Float>, c: Int, h: Int, w: Int,
+                    u: UnsafePointer<Float>, k: Int, y: UnsafeMutablePointer<Float>, ho: Int, wo: Int, padT: Int, padL: Int) throws {
+        let th = (ho + 1) / 2, tw = (wo + 1) / 2
+        let bandTileRows = max(1, min(th, bandFloats / (16 * (c + k) * tw)))
+        let threads = (ctx.pool?.liveThreadCount ?? 0) + 1
+        try scratch.withBuffer(count: 16 * (c + k) * bandTileRows * tw) { buffer in
+            for ty0 in stride(from: 0, to: th, by: bandTileRows) {
+                let rows = ty0..<min(th, ty0 + bandTileRows), t = rows.count * tw
+                let v = buffer, m = buffer + 16 * c * t
+                // V (16 × C × T) = Bᵀ d B for every channel and tile.
+                let cParts = min(c, threads)
+                ctx.parallelFor(cParts) { p in
+                    for ch in (c * p / cParts)..<(c * (p + 1) / cParts) {
+                        inputTransform(x + ch * h * w, h: h, w: w, rows: rows, tw: tw, padT: padT, padL: padL,
+                                       v: v + ch * t, stride: c * t)
+                    }
+                }
+                // M_ξ (K × T) = U_ξ (K × C) · V_ξ (C × T) for the 16 positions.
+                ctx.parallelFor(16) { xi in
+                    BLAS.sgemm(.none, .none, m: k, n: t, k: c, alpha: 1, a: u + xi * k * c, lda: c, b: v + xi * c * t, ldb: t,
+                               beta: 0, c: m + xi * k * t, ldc: t)
+                }
+                // Y tiles = Aᵀ M A.
+                let kParts = min(k, threads)
+                ctx.parallelFor(kParts) { p in
+                    for o in (k * p / kParts)..<(k * (p + 1) / kParts) {
+                        outputTransform(m + o * t, stride: k * t, rows: rows, tw: tw, y: y + o * ho * wo, ho: ho, wo: wo)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bᵀ d B for the tiles of one channel plane; element ξ of tile i goes to v[ξ·stride + i].
+    static func inputTransform(_ plane: UnsafePointer<Float>, h: Int, w: Int, rows: Range<Int>, tw: Int, padT: Int, padL: Int,
+                               v: UnsafeMutablePointer<Float>, stride: Int) {
+        var i = 0
+        for ty in rows {
+            let y0 = 2 * ty - padT
+            let rowsInside = y0 >= 0 && y0 + 3 < h
+            // One tile, any position: its 16 inputs, zero outside the plane.
+            func scalarTile(_ x0: Int) {
+                var d = SIMD16<Float>()
+                if rowsInside && x0 >= 0 && x0 + 3 < w {
+                    let p = plane + y0 * w + x0
+                    d = SIMD16(p[0], p[1], p[2], p[3], p[w], p[w + 1], p[w + 2], p[w + 3],
+                               p[2 * w], p[2 * w + 1], p[2 * w + 2], p[2 * w + 3], p[3 * w], p[3 * w + 1], p[3 * w + 2], p[3 * w + 3])
+                } else {
+                    for r in 0..<4 where y0 + r >= 0 && y0 + r < h {
+                        for q in 0..<4 where x0 + q >= 0 && x0 + q < w { d[4 * r + q] = plane[(y0 + r) * w + x0 + q] }
+                    }
+                }
+                // Bᵀ d: rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3); then the same across each row.
+                let r0 = d.lowHalf.lowHalf, r1 = d.lowHalf.highHalf, r2 = d.highHalf.lowHalf, r3 = d.highHalf.highHalf
+                let t0 = r0 - r2, t1 = r1 + r2, t2 = r2 - r1, t3 = r1 - r3
+                @inline(__always) func store(_ t: SIMD4<Float>, _ r: Int) {
+                    let o = v + 4 * r * stride + i
+                    o[0] = t[0] - t[2]
+                    o[stride] = t[1] + t[2]
+                    o[2 * stride] = t[2] - t[1]
+                    o[3 * stride] = t[1] - t[3]
+                }
+                store(t0, 0)
+                store(t1, 1)
+                store(t2, 2)
+                store(t3, 3)
+                i += 1
+            }
+            var tx = 0
+            // Four neighbouring tiles at once where their 4 × 10 inputs lie inside the plane: rows
+            // as vectors, the results stored four tiles wide.
+            while tx < tw {
+                let x0 = 2 * tx - padL
+                guard rowsInside && tx + 4 <= tw && x0 >= 0 && x0 + 10 <= w else {
+                    scalarTile(x0)
+                    tx += 1
+                    continue
+                }
+                let p = UnsafeRawPointer(plane + y0 * w + x0)
+                @inline(__always) func row(_ r: Int) -> (SIMD8<Float>, SIMD2<Float>) {
+                    (p.loadUnaligned(fromByteOffset: 4 * r * w, as: SIMD8<Float>.self),
+                     p.loadUnaligned(fromByteOffset: 4 * (r * w + 8), as: SIMD2<Float>.self))
+                }
+                let (a0, b0) = row(0), (a1, b1) = row(1), (a2, b2) = row(2), (a3, b3) = row(3)
+                @inline(__always) func store(_ a: SIMD8<Float>, _ b: SIMD2<Float>, _ r: Int) {
+                    // Columns 2j, 2j+1, 2j+2, 2j+3 of the four tiles j.
+                    let c0 = a.evenHalf, c1 = a.oddHalf
+                    let c2 = SIMD4(a[2], a[4], a[6], b[0]), c3 = SIMD4(a[3], a[5], a[7], b[1])
+                    let o = UnsafeMutableRawPointer(v + 4 * r * stride + i)
+                    o.storeBytes(of: c0 - c2, as: SIMD4<Float>.self)
+                    o.storeBytes(of: c1 + c2, toByteOffset: 4 * stride, as: SIMD4<Float>.self)
+                    o.storeBytes(of: c2 - c1, toByteOffset: 8 * stride, as: SIMD4<Float>.self)
+                    o.storeBytes(of: c1 - c3, toByteOffset: 12 * stride, as: SIMD4<Float>.self)
+                }
+                store(a0 - a2, b0 - b2, 0)
+                store(a1 + a2, b1 + b2, 1)
+                store(a2 - a1, b2 - b1, 2)
+                store(a1 - a3, b1 - b3, 3)
+                i += 4
+                tx += 4
+            }
+        }
+    }
+
+    /// Aᵀ m A for the tiles of one output channel (element ξ of tile i at m[ξ·stride + i]),
+    /// written into its plane where the 2×2 tile lies inside it.
+    static func outputTransform(_ m: UnsafePointer<Float>, stride: Int, rows: Range<Int>, tw: Int, y: UnsafeMutablePointer<Float>,
+                                ho: Int, wo: Int) {
+        var i = 0
+        for ty in rows {
+            for tx in 0..<tw {
+                let p = m + i
+                // Aᵀ m: rows m0 + m1 + m2 and m1 − m2 − m3; then the same across each row.
+                let m0 = SIMD4(p[0], p[stride], p[2 * stride], p[3 * stride])
+                let m1 = SIMD4(p[4 * stride], p[5 * stride], p[6 * stride], p[7 * stride])
+                let m2 = SIMD4(p[8 * stride], p[9 * stride], p[10 * stride], p[11 * stride])
+                let m3 = SIMD4(p[12 * stride], p[13 * stride], p[14 * stride], p[15 * stride])
+                let s0 = m0 + m1 + m2, s1 = m1 - m2 - m3
+                let oy = 2 * ty, ox = 2 * tx
+                let row0 = y + oy * wo + ox
+                row0[0] = s0[0] + s0[1] + s0[2]
+                if ox + 1 < wo { row0[1] = s0[1] - s0[2] - s0[3] }
+                if oy + 1 < ho {
+                    let row1 = row0 + wo
+                    row1[0] = s1[0] + s1[1] + s1[2]
+                    if ox + 1 < wo { row1[1] = s1[1] - s1[2] - s1[3] }
+                }
+                i += 1
+            }
+        }
+    }
+}
