@@ -211,7 +211,7 @@ final class ConvOp: Operator, @unchecked Sendable {
         let scratch = ctx.scratch ?? ScratchBuffers(context: io.workspace.context)
         if winograd {
             try scratch.withBuffer(count: 16 * m * c) { u in
-                WinogradF2x3.filters(wdata.baseAddress!, k: m, c: c, into: u)
+                WinogradF2x3.filters(ctx, wdata.baseAddress!, k: m, c: c, into: u)
                 for img in 0..<n {
                     try WinogradF2x3.run(ctx, scratch: scratch, x: xd.baseAddress! + img * c * h * wd, c: c, h: h, w: wd, u: u, k: m,
                                          y: y.baseAddress! + img * m * hw, ho: ho, wo: wo, padT: geo.padT, padL: geo.padL)

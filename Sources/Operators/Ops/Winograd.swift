@@ -11,10 +11,17 @@ struct WinogradF2x3 {
     /// Floats of transformed input and output per band.
     static let bandFloats = 1 << 22
 
-    /// U (16 × K × C): the transformed filters G g Gᵀ, position-major.
-    static func filters(_ w: UnsafePointer<Float>, k: Int, c: Int, into u: UnsafeMutablePointer<Float>) {
+    /// U (16 × K × C): the transformed filters G g Gᵀ, position-major; the filters split across the pool.
+    static func filters(_ ctx: ExecutionContext, _ w: UnsafePointer<Float>, k: Int, c: Int, into u: UnsafeMutablePointer<Float>) {
         let kc = k * c
-        for i in 0..<kc {
+        let parts = min(k, (ctx.pool?.liveThreadCount ?? 0) + 1)
+        ctx.parallelFor(parts) { p in
+            filters(w, kc: kc, range: (kc * p / parts)..<(kc * (p + 1) / parts), into: u)
+        }
+    }
+
+    static func filters(_ w: UnsafePointer<Float>, kc: Int, range: Range<Int>, into u: UnsafeMutablePointer<Float>) {
+        for i in range {
             let g = w + 9 * i
             // t = G g (4 × 3): rows g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2, g2; then U = t Gᵀ.
             func row(_ a: Float, _ b: Float, _ d: Float, _ r: Int) {
@@ -79,9 +86,12 @@ struct WinogradF2x3 {
                     d = SIMD16(p[0], p[1], p[2], p[3], p[w], p[w + 1], p[w + 2], p[w + 3],
                                p[2 * w], p[2 * w + 1], p[2 * w + 2], p[2 * w + 3], p[3 * w], p[3 * w + 1], p[3 * w + 2], p[3 * w + 3])
                 } else {
-                    for r in 0..<4 where y0 + r >= 0 && y0 + r < h {
-                        for q in 0..<4 where x0 + q >= 0 && x0 + q < w { d[4 * r + q] = plane[(y0 + r) * w + x0 + q] }
+                    @inline(__always) func at(_ r: Int, _ q: Int) -> Float {
+                        let iy = y0 + r, ix = x0 + q
+                        return iy >= 0 && iy < h && ix >= 0 && ix < w ? plane[iy * w + ix] : 0
                     }
+                    d = SIMD16(at(0, 0), at(0, 1), at(0, 2), at(0, 3), at(1, 0), at(1, 1), at(1, 2), at(1, 3),
+                               at(2, 0), at(2, 1), at(2, 2), at(2, 3), at(3, 0), at(3, 1), at(3, 2), at(3, 3))
                 }
                 // Bᵀ d: rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3); then the same across each row.
                 let r0 = d.lowHalf.lowHalf, r1 = d.lowHalf.highHalf, r2 = d.highHalf.lowHalf, r3 = d.highHalf.highHalf
