@@ -228,7 +228,8 @@ public final class Trainer {
         let maxIter = schedule.maxIter
         let snapshotEvery = max(1, cfg.int("TRAIN.SNAPSHOT_ITERS") / cfg.int("NUM_GPUS"))
         var currentLR: Float = 0
-        var window: [[String: Float]] = [], times: [Double] = []
+        var window: [[String: Float]] = [], times: [Double] = [], waits: [Double] = []
+        var totalTime = 0.0, totalWait = 0.0
         var curve: [(Int, Float)] = []
         var lastSnapshot: String? = latestSnapshot()?.0
         let statsPath = (outputDirectory as NSString).appendingPathComponent("training_stats.jsonl")
@@ -257,8 +258,12 @@ public final class Trainer {
                 currentLR = lr
             }
             let t0 = Date()
+            let dataWait = Locked(0.0)
             try group.step { r in
+                let w0 = Date()
                 let batch = try streams[r.index].next()
+                let waited = Date().timeIntervalSince(w0)
+                dataWait.withLock { $0 = max($0, waited) }
                 for (name, tensor) in batch.blobs { r.workspace.feedBlob(name, tensor) }
                 r.workspace.feed("roidb", value: batch.roidb)
             }
@@ -272,14 +277,19 @@ public final class Trainer {
             losses["loss"] = total
             window.append(losses)
             times.append(Date().timeIntervalSince(t0))
-            if window.count > 20 { window.removeFirst(); times.removeFirst() }
+            waits.append(dataWait.current)
+            totalTime += times.last!
+            totalWait += waits.last!
+            if window.count > 20 { window.removeFirst(); times.removeFirst(); waits.removeFirst() }
             let logNow = isFirstProcess && ((t + 1) % 20 == 0 || t == start || t == maxIter - 1)
             if logNow || (interactive && isFirstProcess) {
                 let med = medians(window)
                 let secs = times.sorted()[times.count / 2]
                 let eta = secs * Double(maxIter - t - 1)
                 if logNow {
-                    var json: [String: Any] = ["iter": t, "lr": Double(lr), "time": secs, "eta": formatETA(eta)]
+                    // data_time: time blocked on the loader (the slowest replica's), as detectron2 logs it.
+                    var json: [String: Any] = ["iter": t, "lr": Double(lr), "time": secs, "eta": formatETA(eta),
+                                               "data_time": waits.sorted()[waits.count / 2]]
                     for (k, v) in med { json[k] = Double(v) }
                     let line = String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
                     if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
@@ -302,7 +312,8 @@ public final class Trainer {
         if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         if isFirstProcess { try saveCheckpoint(finalPath, ws: ws, model: model, trainable: trainable, iteration: maxIter - 1) }
         for stream in streams { stream.shutdown() }
-        log(String(format: "training done in %.1f s; %@", Date().timeIntervalSince(trainStart),
+        log(String(format: "training done in %.1f s (%.2f%% of the iterations' time blocked on the data loader); %@",
+                   Date().timeIntervalSince(trainStart), 100 * totalWait / max(totalTime, 1e-9),
                    isFirstProcess ? "wrote \(finalPath)" : "replica 0's process wrote \(finalPath)"))
         if isFirstProcess && !curve.isEmpty {
             let svg = LossCurve.svg(curve)
