@@ -2,6 +2,7 @@ import ArgumentParser
 import Engine
 import Foundation
 import Imaging
+import Operators
 
 /// `detectron benchmark`: seconds per image (or per training iteration) of a config's model.
 struct BenchmarkModel: ParsableCommand {
@@ -15,6 +16,7 @@ struct BenchmarkModel: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "JPEG images (default: a 640×480 test pattern).") var images: [String] = []
     @Option(help: "Timed runs after one warm-up.") var runs = 5
     @Option(help: "Threads (default: the usable cores; DETECTRON_NUM_THREADS also works).") var threads: Int?
+    @Flag(help: "Also print the time per run of each op type, largest first (Caffe2's prof_dag); the JSON line stays last.") var profile = false
     @Argument(parsing: .captureForPassthrough, help: "KEY VALUE overrides.") var overrides: [String] = []
 
     func run() throws {
@@ -22,8 +24,18 @@ struct BenchmarkModel: ParsableCommand {
         try c.merge(file: cfg)
         try c.merge(overrides: overrides)
         let imgs = try images.isEmpty ? [ModelBenchmark.syntheticImage()] : images.map { try JPEG.decode(contentsOf: $0, order: .bgr) }
-        let r = train ? try ModelBenchmark.training(c, images: imgs, runs: runs, threads: threads)
-                      : try ModelBenchmark.inference(c, images: imgs, runs: runs, threads: threads)
+        let ops = profile ? OpProfile() : nil
+        let r = train ? try ModelBenchmark.training(c, images: imgs, runs: runs, threads: threads, profile: ops)
+                      : try ModelBenchmark.inference(c, images: imgs, runs: runs, threads: threads, profile: ops)
+        if let ops {
+            let total = ops.entries.reduce(0) { $0 + $1.seconds }
+            let width = max(7, ops.entries.map(\.type.count).max() ?? 0)
+            print("op type".padding(toLength: width, withPad: " ", startingAt: 0) + "   ms/run   share  ops/run")
+            for e in ops.entries {
+                print(e.type.padding(toLength: width, withPad: " ", startingAt: 0)
+                      + String(format: " %8.1f  %5.1f %%  %7d", 1000 * e.seconds / Double(runs), 100 * e.seconds / max(total, 1e-12), e.count / runs))
+            }
+        }
         let sorted = r.seconds.sorted()
         print(String(format: "%@: median %.3f s, min %.3f s, max %.3f s over %d runs; peak RSS %.0f MB; %d threads; %d proposals",
                      train ? "training iteration" : "inference", r.median, sorted.first!, sorted.last!, runs, r.peakRSSMB, r.threads, r.proposals))

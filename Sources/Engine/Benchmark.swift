@@ -41,9 +41,12 @@ public enum ModelBenchmark {
     }
 
     /// Inference per image (random weights: the time does not depend on them), after warm-up.
-    public static func inference(_ cfg: Config, images: [Image], runs: Int, warmup: Int = 1, threads: Int? = nil) throws -> BenchmarkResult {
+    /// With `profile`, the timed runs' op times are added to it.
+    public static func inference(_ cfg: Config, images: [Image], runs: Int, warmup: Int = 1, threads: Int? = nil,
+                                 profile: OpProfile? = nil) throws -> BenchmarkResult {
         let detector = try Detector(config: cfg, weights: nil, threads: threads)
         for i in 0..<warmup { _ = try detector.detect(images[i % images.count]) }
+        detector.profile = profile
         var times: [Double] = []
         for i in 0..<runs {
             let t0 = Date()
@@ -56,7 +59,8 @@ public enum ModelBenchmark {
 
     /// Training iterations of `TRAIN.IMS_PER_BATCH` images (each with one centred ground-truth box
     /// of class 1), forward, backward and update, after warm-up.
-    public static func training(_ cfg: Config, images: [Image], runs: Int, warmup: Int = 1, threads: Int? = nil) throws -> BenchmarkResult {
+    public static func training(_ cfg: Config, images: [Image], runs: Int, warmup: Int = 1, threads: Int? = nil,
+                                profile: OpProfile? = nil) throws -> BenchmarkResult {
         let model = try FasterRCNN.build(cfg, train: true)
         let budget = CPUBudget.detect(override: threads)
         BLAS.threadCount = 1
@@ -86,6 +90,7 @@ public enum ModelBenchmark {
         ws.feed("roidb", value: batch.roidb)
         let net = try Net(netDef, workspace: ws, registry: registry, pool: pool)
         for _ in 0..<warmup { try net.run() }
+        net.profile = profile
         var times: [Double] = []
         for _ in 0..<runs {
             let t0 = Date()

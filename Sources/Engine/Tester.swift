@@ -74,6 +74,12 @@ public final class Detector {
         }
     }
 
+    /// Per-op-type wall time of the test net's runs while set (``OpProfile``).
+    public var profile: OpProfile? {
+        get { net.profile }
+        set { net.profile = newValue }
+    }
+
     /// The number of proposals the box head saw for the last image.
     public var lastProposalCount: Int { (try? ws.fetchBlob("rois").dim(0)) ?? 0 }
 

@@ -1,3 +1,4 @@
+import Dispatch
 import Portability
 import Storage
 
@@ -29,6 +30,9 @@ public final class Net: WorkspaceNet, @unchecked Sendable {
     public let seed: UInt64
     /// The ops' scratch memory, kept across runs.
     let scratch: ScratchBuffers
+    /// When set, every op's wall time is added to it by op type (Caffe2's `prof_dag`). Set it
+    /// before a run, not during one.
+    public var profile: OpProfile?
 
     /// Creates the ops of `def` in `workspace`, checking types, input counts, arguments and that
     /// every input exists, is an external input, or is produced by an earlier op.
@@ -100,13 +104,15 @@ public final class Net: WorkspaceNet, @unchecked Sendable {
     public func run() throws(OperatorError) {
         let ctx = ExecutionContext(pool: pool, seed: seed, scratch: scratch)
         if def.executor == .simple || pool == nil || pool!.liveThreadCount == 0 || pool!.isWorkerThread {
-            for op in ops { try Self.runOne(op, ctx) }
+            for op in ops { try Self.runOne(op, ctx, profile: profile) }
             return
         }
         try DAGRun(net: self, ctx: ctx, pool: pool!).execute()
     }
 
-    static func runOne(_ op: any Operator, _ ctx: ExecutionContext) throws(OperatorError) {
+    static func runOne(_ op: any Operator, _ ctx: ExecutionContext, profile: OpProfile? = nil) throws(OperatorError) {
+        let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+        defer { profile?.add(op.io.def.type, nanoseconds: DispatchTime.now().uptimeNanoseconds - t0) }
         do {
             try op.run(ctx)
         } catch let e as OpRunError {
@@ -117,6 +123,26 @@ public final class Net: WorkspaceNet, @unchecked Sendable {
             throw .runFailed(at: op.io.location, blob: nil, message: String(describing: error))
         }
     }
+}
+
+/// Wall time per op type, summed over the runs of the nets it is attached to (``Net/profile``).
+/// With the dag executor, ops that overlap each count their own time.
+public final class OpProfile: Sendable {
+    private let table = Locked<[String: (nanoseconds: UInt64, count: Int)]>([:])
+
+    public init() {}
+
+    func add(_ type: String, nanoseconds: UInt64) {
+        table.withLock { $0[type, default: (0, 0)].nanoseconds += nanoseconds; $0[type, default: (0, 0)].count += 1 }
+    }
+
+    /// Op types by descending total time: (type, seconds, number of op runs).
+    public var entries: [(type: String, seconds: Double, count: Int)] {
+        table.current.map { (type: $0.key, seconds: Double($0.value.nanoseconds) / 1e9, count: $0.value.count) }
+            .sorted { $0.seconds != $1.seconds ? $0.seconds > $1.seconds : $0.type < $1.type }
+    }
+
+    public func reset() { table.withLock { $0 = [:] } }
 }
 
 /// One run of the dag executor. The caller runs ready ops in turn; whenever more ops are ready
@@ -177,7 +203,7 @@ private final class DAGRun: @unchecked Sendable {
             cond.unlock()
             var failure: OperatorError?
             do throws(OperatorError) {
-                try Net.runOne(net.ops[i], ctx)
+                try Net.runOne(net.ops[i], ctx, profile: net.profile)
             } catch {
                 failure = error
             }
