@@ -172,6 +172,24 @@ struct NetTests {
         #expect(worst < 2e-3, "error \(worst)")
     }
 
+    @Test("a profile counts every op run by type, with both executors")
+    func profile() throws {
+        for kind in [NetDef.ExecutorKind.simple, .dag] {
+            let ws = Workspace(context: CPUContext())
+            try feedSmallNet(ws)
+            let def = smallNet(executor: kind)
+            let net = try Net(def, workspace: ws, pool: ThreadPool(threadCount: 2, name: "prof"))
+            let profile = OpProfile()
+            net.profile = profile
+            for _ in 0..<3 { try net.run() }
+            var expected: [String: Int] = [:]
+            for op in def.ops { expected[op.type, default: 0] += 3 }
+            #expect(Dictionary(uniqueKeysWithValues: profile.entries.map { ($0.type, $0.count) }) == expected, "\(kind)")
+            #expect(profile.entries.allSatisfy { $0.seconds >= 0 })
+            #expect(profile.entries.map(\.seconds) == profile.entries.map(\.seconds).sorted(by: >))
+        }
+    }
+
     @Test("simple and dag executors give identical results, forward and backward")
     func executorsAgree() throws {
         let pool = ThreadPool(threadCount: 3, name: "agree")
