@@ -227,6 +227,26 @@ final class ConvOp: Operator, @unchecked Sendable {
                     ctx.gemm(.none, .none, m: mg, n: hw, k: k, a: wg, b: xg, c: yg)
                     continue
                 }
+                let threads = (ctx.pool?.liveThreadCount ?? 0) + 1
+                // With several threads, bands small enough that each thread gets at least two;
+                // each thread unfolds and multiplies its own bands (single-threaded sgemm), with
+                // no synchronisation between the two steps.
+                let rowsPerBand = threads > 1 ? max(1, min(bandRows, ho / (2 * threads))) : bandRows
+                let bands = (ho + rowsPerBand - 1) / rowsPerBand
+                if threads > 1 && bands >= 2 * threads {
+                    let bandSize = k * rowsPerBand * wo
+                    try scratch.withBuffer(count: threads * bandSize) { buffer in
+                        ctx.parallelFor(threads) { p in
+                            for band in stride(from: p, to: bands, by: threads) {
+                                let y0 = band * rowsPerBand, rows = y0..<min(ho, y0 + rowsPerBand), col = buffer + p * bandSize
+                                geo.im2col(xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, rows: rows, col: col)
+                                BLAS.sgemm(.none, .none, m: mg, n: rows.count * wo, k: k, alpha: 1, a: wg, lda: k, b: col, ldb: rows.count * wo,
+                                           beta: 0, c: yg + y0 * wo, ldc: hw)
+                            }
+                        }
+                    }
+                    continue
+                }
                 try scratch.withBuffer(count: k * bandRows * wo) { col in
                     for y0 in stride(from: 0, to: ho, by: bandRows) {
                         let rows = y0..<min(ho, y0 + bandRows), cols = rows.count * wo
