@@ -225,7 +225,9 @@ public enum Boxes {
             let lvl: Int
             if convention == .torchvision {
                 let s = ((boxes[4 * i + 2] - boxes[4 * i]) * (boxes[4 * i + 3] - boxes[4 * i + 1])).squareRoot()
-                lvl = Int((Float(canonicalLevel) + log2(s / Float(canonicalScale)) + Float(1e-6)).rounded(.down))
+                let v = (Float(canonicalLevel) + log2(s / Float(canonicalScale)) + Float(1e-6)).rounded(.down)
+                // An empty box gives −∞ (torchvision clamps it to the lowest level), a degenerate one NaN.
+                lvl = v.isFinite ? Int(v) : minLevel
             } else {
                 let o = Double(convention.offset)
                 let w = Double(boxes[4 * i + 2] - boxes[4 * i]) + o, h = Double(boxes[4 * i + 3] - boxes[4 * i + 1]) + o

@@ -179,19 +179,35 @@ private final class DAGRun: @unchecked Sendable {
         if let firstError { throw firstError }
     }
 
-    /// Starts helpers for the ready ops this runner will not take (none once an op has failed:
-    /// ready ops then stay unstarted). Called with the lock held.
-    private func startHelpers() {
+    /// Reserves helpers for the ready ops this runner will not take (none once an op has failed:
+    /// ready ops then stay unstarted) and returns how many to start. Called with the lock held;
+    /// ``startHelpers(_:)`` starts them after the lock is released, because a pool that has been
+    /// shut down runs a job on the calling thread.
+    private func reserveHelpers() -> Int {
         let wanted = min(ready.count - 1, poolThreads - helpers)
-        guard wanted > 0, firstError == nil else { return }
+        guard wanted > 0, firstError == nil else { return 0 }
         helpers += wanted
-        for _ in 0..<wanted { pool.execute { self.runner(helper: true) } }
+        return wanted
+    }
+
+    /// Starts `count` reserved helpers. Called with the lock held; releases it meanwhile.
+    ///
+    /// A helper's job holds the run unretained: the caller keeps the run alive until every helper
+    /// has left (its last touch is the unlock after `helpers -= 1`), and a job the pool releases
+    /// later must not keep the run — and through it the net and the pool — alive after
+    /// ``execute()`` returns (the pool's last reference dropped on its own thread would join itself).
+    private func startHelpers(_ count: Int) {
+        guard count > 0 else { return }
+        cond.unlock()
+        let run = Unmanaged.passUnretained(self)
+        for _ in 0..<count { pool.execute { run._withUnsafeGuaranteedRef { $0.runner(helper: true) } } }
+        cond.lock()
     }
 
     private func runner(helper: Bool) {
         let total = net.ops.count
         cond.lock()
-        if !helper { startHelpers() }
+        if !helper { startHelpers(reserveHelpers()) }
         while true {
             let done = firstError != nil || finished == total
             if done && (helper || helpers == 0) { break }
@@ -216,9 +232,9 @@ private final class DAGRun: @unchecked Sendable {
                     pending[s] -= 1
                     if pending[s] == 0 { ready.append(s) }
                 }
-                startHelpers()
             }
             cond.broadcast()
+            startHelpers(reserveHelpers())
         }
         if helper {
             helpers -= 1

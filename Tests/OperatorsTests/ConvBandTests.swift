@@ -7,9 +7,10 @@ import Testing
 @Suite("Conv in bands of output rows")
 struct ConvBandTests {
     /// A 3×3 pad-1 conv whose columns (36 × 58,300 per output row) exceed one band, so every
-    /// output row is its own band: forward, dW, db and dX against direct loops, with a pool.
-    @Test("Conv and ConvGradient give the direct results when the columns are cut into bands")
-    func bands() throws {
+    /// output row is its own band: forward, dW, db and dX against direct loops, with a pool (each
+    /// thread its own bands) and without (one band after another).
+    @Test("Conv and ConvGradient give the direct results when the columns are cut into bands", arguments: [true, false])
+    func bands(withPool: Bool) throws {
         let (c, h, w, m) = (4, 5, 58_300, 3)
         #expect(c * 9 * w > ConvOp.bandFloats, "the test must cut the columns into several bands")
         var rng = TestRNG(7)
@@ -23,8 +24,7 @@ struct ConvBandTests {
         var def = NetDef(name: "bands", externalInputs: ["x", "w", "b", "dy"])
         def.add("Conv", ["x", "w", "b"], ["y"], ["kernel": .int(3), "pad": .int(1)])
         def.add("ConvGradient", ["x", "w", "dy"], ["dw", "db", "dx"], ["kernel": .int(3), "pad": .int(1)])
-        let pool = ThreadPool(threadCount: 1, name: "bands")
-        try Net(def, workspace: ws, pool: pool).run()
+        try Net(def, workspace: ws, pool: withPool ? ThreadPool(threadCount: 1, name: "bands") : nil).run()
         func at(_ ci: Int, _ yy: Int, _ xx: Int) -> Float { yy < 0 || yy >= h || xx < 0 || xx >= w ? 0 : x[(ci * h + yy) * w + xx] }
         var y = [Float](repeating: 0, count: m * h * w), dw = [Float](repeating: 0, count: m * c * 9)
         var dx = [Float](repeating: 0, count: c * h * w)

@@ -74,10 +74,9 @@ struct ConvGeometry: Sendable, Equatable {
 
     var isPointwise: Bool { kh == 1 && kw == 1 && sh == 1 && sw == 1 && padT == 0 && padL == 0 && padB == 0 && padR == 0 }
 
-    /// `im2col` with the channels split across the pool; output rows `rows` only (all by default).
+    /// `im2col` of output rows `rows` with the channels split across the pool.
     func im2col(_ ctx: ExecutionContext, _ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int,
-                rows: Range<Int>? = nil, col: UnsafeMutablePointer<Float>) {
-        let rows = rows ?? 0..<ho
+                rows: Range<Int>, col: UnsafeMutablePointer<Float>) {
         let parts = min(channels, (ctx.pool?.liveThreadCount ?? 0) + 1)
         let rowsPerChannel = kh * kw * rows.count * wo
         ctx.parallelFor(parts) { p in
@@ -86,11 +85,10 @@ struct ConvGeometry: Sendable, Equatable {
         }
     }
 
-    /// `col2imAdd` with the channels split across the pool (each channel's plane is its own);
-    /// output rows `rows` only (all by default).
+    /// `col2imAdd` of output rows `rows` with the channels split across the pool (each channel's
+    /// plane is its own).
     func col2imAdd(_ ctx: ExecutionContext, _ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int,
-                   rows: Range<Int>? = nil, dx: UnsafeMutablePointer<Float>) {
-        let rows = rows ?? 0..<ho
+                   rows: Range<Int>, dx: UnsafeMutablePointer<Float>) {
         let parts = min(channels, (ctx.pool?.liveThreadCount ?? 0) + 1)
         let rowsPerChannel = kh * kw * rows.count * wo
         ctx.parallelFor(parts) { p in
@@ -100,10 +98,9 @@ struct ConvGeometry: Sendable, Equatable {
     }
 
     /// Unfolds `channels` planes of x (h×w) into col ((channels·kh·kw) × (rows.count·wo)): the
-    /// columns of output rows `rows` (all by default).
-    func im2col(_ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, rows: Range<Int>? = nil,
+    /// columns of output rows `rows` (of `ho`).
+    func im2col(_ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, rows: Range<Int>,
                 col: UnsafeMutablePointer<Float>) {
-        let rows = rows ?? 0..<ho
         var row = 0
         for c in 0..<channels {
             let plane = x + c * h * w
@@ -129,11 +126,10 @@ struct ConvGeometry: Sendable, Equatable {
         }
     }
 
-    /// Folds col (the columns of output rows `rows`, all by default) back, adding into dx (the
-    /// adjoint of ``im2col(_:channels:h:w:ho:wo:rows:col:)``).
-    func col2imAdd(_ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, rows: Range<Int>? = nil,
+    /// Folds col (the columns of output rows `rows`) back, adding into dx (the adjoint of
+    /// ``im2col(_:channels:h:w:ho:wo:rows:col:)``).
+    func col2imAdd(_ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, rows: Range<Int>,
                    dx: UnsafeMutablePointer<Float>) {
-        let rows = rows ?? 0..<ho
         var row = 0
         for c in 0..<channels {
             let plane = dx + c * h * w
@@ -207,7 +203,6 @@ final class ConvOp: Operator, @unchecked Sendable {
         }
         let (_, y) = try io.outputData(0, shape: [n, m, ho, wo])
         let g = geo.group, cg = c / g, mg = m / g, k = cg * geo.kh * geo.kw, hw = ho * wo
-        let bandRows = max(1, min(ho, Self.bandFloats / max(1, k * wo)))
         let scratch = ctx.scratch ?? ScratchBuffers(context: io.workspace.context)
         if winograd {
             try scratch.withBuffer(count: 16 * m * c) { u in
@@ -217,50 +212,62 @@ final class ConvOp: Operator, @unchecked Sendable {
                                          y: y.baseAddress! + img * m * hw, ho: ho, wo: wo, padT: geo.padT, padL: geo.padL)
                 }
             }
-        }
-        for img in 0..<n {
-            for gi in 0..<g where !winograd {
-                let xg = xd.baseAddress! + (img * c + gi * cg) * h * wd
-                let yg = y.baseAddress! + (img * m + gi * mg) * hw
-                let wg = wdata.baseAddress! + gi * mg * k
-                if geo.isPointwise {
-                    ctx.gemm(.none, .none, m: mg, n: hw, k: k, a: wg, b: xg, c: yg)
-                    continue
-                }
-                let threads = (ctx.pool?.liveThreadCount ?? 0) + 1
-                // With several threads, bands small enough that each thread gets at least two;
-                // each thread unfolds and multiplies its own bands (single-threaded sgemm), with
-                // no synchronisation between the two steps.
-                let rowsPerBand = threads > 1 ? max(1, min(bandRows, ho / (2 * threads))) : bandRows
-                let bands = (ho + rowsPerBand - 1) / rowsPerBand
-                if threads > 1 && bands >= 2 * threads {
-                    let bandSize = k * rowsPerBand * wo
-                    try scratch.withBuffer(count: threads * bandSize) { buffer in
-                        ctx.parallelFor(threads) { p in
-                            for band in stride(from: p, to: bands, by: threads) {
-                                let y0 = band * rowsPerBand, rows = y0..<min(ho, y0 + rowsPerBand), col = buffer + p * bandSize
-                                geo.im2col(xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, rows: rows, col: col)
-                                BLAS.sgemm(.none, .none, m: mg, n: rows.count * wo, k: k, alpha: 1, a: wg, lda: k, b: col, ldb: rows.count * wo,
-                                           beta: 0, c: yg + y0 * wo, ldc: hw)
-                            }
-                        }
-                    }
-                    continue
-                }
-                try scratch.withBuffer(count: k * bandRows * wo) { col in
-                    for y0 in stride(from: 0, to: ho, by: bandRows) {
-                        let rows = y0..<min(ho, y0 + bandRows), cols = rows.count * wo
-                        geo.im2col(ctx, xg, channels: cg, h: h, w: wd, ho: ho, wo: wo, rows: rows, col: col)
-                        ctx.gemm(.none, .none, m: mg, n: cols, k: k, a: wg, b: col, c: yg + y0 * wo, ldc: hw)
+        } else {
+            for img in 0..<n {
+                for gi in 0..<g {
+                    let xg = xd.baseAddress! + (img * c + gi * cg) * h * wd
+                    let yg = y.baseAddress! + (img * m + gi * mg) * hw
+                    let wg = wdata.baseAddress! + gi * mg * k
+                    if geo.isPointwise {
+                        ctx.gemm(.none, .none, m: mg, n: hw, k: k, a: wg, b: xg, c: yg)
+                    } else {
+                        try unfoldAndMultiply(ctx, scratch, x: xg, channels: cg, h: h, w: wd, weights: wg, m: mg, y: yg, ho: ho, wo: wo)
                     }
                 }
             }
-            if let bias {
+        }
+        if let bias {
+            for img in 0..<n {
                 for oc in 0..<m {
                     let p = y.baseAddress! + (img * m + oc) * hw
                     let bv = bias[oc]
                     for i in 0..<hw { p[i] += bv }
                 }
+            }
+        }
+    }
+
+    /// Y (m × ho·wo, one group of one image) = W (m × k) · im2col(X), a band of output rows at a
+    /// time. With several threads the bands are made small enough that each thread gets at least
+    /// two, and each thread unfolds and multiplies its own bands (single-threaded sgemm, no
+    /// synchronisation between the two steps); otherwise each band's im2col and sgemm are split
+    /// across the pool.
+    private func unfoldAndMultiply(_ ctx: ExecutionContext, _ scratch: ScratchBuffers, x: UnsafePointer<Float>, channels: Int, h: Int, w: Int,
+                                   weights: UnsafePointer<Float>, m: Int, y: UnsafeMutablePointer<Float>, ho: Int, wo: Int) throws {
+        let k = channels * geo.kh * geo.kw, hw = ho * wo
+        let bandRows = max(1, min(ho, Self.bandFloats / max(1, k * wo)))
+        let threads = (ctx.pool?.liveThreadCount ?? 0) + 1
+        let rowsPerBand = max(1, min(bandRows, ho / (2 * threads)))
+        let bands = (ho + rowsPerBand - 1) / rowsPerBand
+        if threads > 1 && bands >= 2 * threads {
+            let bandSize = k * rowsPerBand * wo
+            try scratch.withBuffer(count: threads * bandSize) { buffer in
+                ctx.parallelFor(threads) { p in
+                    for band in stride(from: p, to: bands, by: threads) {
+                        let y0 = band * rowsPerBand, rows = y0..<min(ho, y0 + rowsPerBand), col = buffer + p * bandSize
+                        geo.im2col(x, channels: channels, h: h, w: w, ho: ho, wo: wo, rows: rows, col: col)
+                        BLAS.sgemm(.none, .none, m: m, n: rows.count * wo, k: k, alpha: 1, a: weights, lda: k, b: col, ldb: rows.count * wo,
+                                   beta: 0, c: y + y0 * wo, ldc: hw)
+                    }
+                }
+            }
+            return
+        }
+        try scratch.withBuffer(count: k * bandRows * wo) { col in
+            for y0 in stride(from: 0, to: ho, by: bandRows) {
+                let rows = y0..<min(ho, y0 + bandRows)
+                geo.im2col(ctx, x, channels: channels, h: h, w: w, ho: ho, wo: wo, rows: rows, col: col)
+                ctx.gemm(.none, .none, m: m, n: rows.count * wo, k: k, a: weights, b: col, c: y + y0 * wo, ldc: hw)
             }
         }
     }
