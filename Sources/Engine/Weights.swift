@@ -65,7 +65,11 @@ public enum Checkpoint {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw .unreadable(file: path, reason: FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
         }
-        if data.first == 0x80 || path.hasSuffix(".pkl") { return try readDetectronPickle(path, data) }
+        // Safetensors first: its first byte is the low byte of the header length, which may be
+        // 0x80 like a pickle's PROTO opcode; its ninth byte opens the JSON header.
+        let safetensors = data.count > 8 && data[data.startIndex + 8] == UInt8(ascii: "{")
+        let pickle = data.count > 1 && data.first == 0x80 && (2...5).contains(data[data.startIndex + 1])
+        if !safetensors && (pickle || path.hasSuffix(".pkl")) { return try readDetectronPickle(path, data) }
         if data.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return try readTorchStateDict(path, data) }
         var contents = try readSafetensors(path, data)
         if TorchvisionWeights.recognises(contents.blobs.keys) {

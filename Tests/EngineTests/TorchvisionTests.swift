@@ -103,6 +103,22 @@ struct TorchvisionTests {
         #expect(contents.blobs["res_conv1_bn_b"]?.values == [0.5])
     }
 
+    @Test("a checkpoint whose header length starts with byte 0x80 (a pickle's first byte) still reads as safetensors")
+    func headerLengthLike0x80() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("h80-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var found = false
+        for padding in 0..<512 {
+            try Checkpoint.write([(name: "conv1_w", shape: [2], values: [1, 2])], metadata: ["note": String(repeating: "x", count: padding)], to: path)
+            if FileManager.default.contents(atPath: path)?.first == 0x80 {
+                found = true
+                break
+            }
+        }
+        try #require(found, "no metadata length gave a header length with low byte 0x80")
+        #expect(try Checkpoint.read(path).blobs["conv1_w"]?.values == [1, 2])
+    }
+
     @Test("the torchvision config builds its test net with torchvision's ops and refuses training")
     func config() throws {
         var cfg = Config()
