@@ -206,6 +206,9 @@ private final class DAGRun: @unchecked Sendable {
 
     private func runner(helper: Bool) {
         let total = net.ops.count
+        // A strong local: a helper's last act is to unlock it, after which the caller may return
+        // and free the run while this function is still returning.
+        let cond = self.cond
         cond.lock()
         if !helper { startHelpers(reserveHelpers()) }
         while true {
