@@ -106,3 +106,48 @@ struct WinogradTests {
         }
     }
 }
+
+@Suite("Conv against direct loops")
+struct ConvDirectTests {
+    @Test("strides, dilations and asymmetric padding (the im2col column ranges)",
+          arguments: [(3, 2, 1, [1, 1, 1, 1]), (3, 1, 2, [2, 0, 1, 3]), (7, 2, 1, [3, 3, 3, 3]), (1, 2, 1, [0, 0, 0, 0]),
+                      (3, 3, 1, [0, 2, 2, 0]), (1, 1, 1, [1, 2, 0, 1])])
+    func direct(_ kernel: Int, _ stride: Int, _ dilation: Int, _ pads: [Int]) throws {
+        let (c, h, w, m) = (3, 9, 11, 2)
+        var rng = TestRNG(UInt64(kernel * 100 + stride * 10 + dilation))
+        let x = rng.array(c * h * w), wt = rng.array(m * c * kernel * kernel)
+        let ctx = CPUContext()
+        let ws = Workspace(context: ctx)
+        ws.feedBlob("x", try Tensor(x, shape: [1, c, h, w], context: ctx))
+        ws.feedBlob("w", try Tensor(wt, shape: [m, c, kernel, kernel], context: ctx))
+        var def = NetDef(name: "d", externalInputs: ["x", "w"])
+        def.add("Conv", ["x", "w"], ["y"], ["kernel": .int(kernel), "stride": .int(stride), "dilation": .int(dilation),
+                                            "pad_t": .int(pads[0]), "pad_l": .int(pads[1]), "pad_b": .int(pads[2]), "pad_r": .int(pads[3])])
+        try Net(def, workspace: ws).run()
+        let y = try ws.fetchBlob("y")
+        let ext = dilation * (kernel - 1) + 1
+        let (ho, wo) = ((h + pads[0] + pads[2] - ext) / stride + 1, (w + pads[1] + pads[3] - ext) / stride + 1)
+        #expect(y.shape == [1, m, ho, wo])
+        let got = try y.toArray(as: Float.self)
+        var worst: Float = 0
+        for o in 0..<m {
+            for oy in 0..<ho {
+                for ox in 0..<wo {
+                    var acc: Float = 0
+                    for ci in 0..<c {
+                        for ki in 0..<kernel {
+                            for kj in 0..<kernel {
+                                let iy = oy * stride - pads[0] + ki * dilation, ix = ox * stride - pads[1] + kj * dilation
+                                if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                                    acc += wt[((o * c + ci) * kernel + ki) * kernel + kj] * x[(ci * h + iy) * w + ix]
+                                }
+                            }
+                        }
+                    }
+                    worst = max(worst, abs(acc - got[(o * ho + oy) * wo + ox]))
+                }
+            }
+        }
+        #expect(worst < 1e-4, "worst difference \(worst)")
+    }
+}

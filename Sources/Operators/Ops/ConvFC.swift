@@ -101,29 +101,45 @@ struct ConvGeometry: Sendable, Equatable {
     /// columns of output rows `rows` (of `ho`).
     func im2col(_ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, rows: Range<Int>,
                 col: UnsafeMutablePointer<Float>) {
+        // For each kernel column, the output columns whose input column lies inside the plane
+        // (the rest are padding zeros), so the copy loop needs no bounds test.
+        let inside = (0..<kw).map { kj in validOutputColumns(offset: kj * dw - padL, w: w, wo: wo) }
         var row = 0
         for c in 0..<channels {
             let plane = x + c * h * w
             for ki in 0..<kh {
                 for kj in 0..<kw {
                     let dst = col + row * rows.count * wo
+                    let (lo, hi) = inside[kj], offset = kj * dw - padL
                     for oy in rows {
                         let iy = oy * sh - padT + ki * dh
                         let out = dst + (oy - rows.lowerBound) * wo
-                        if iy < 0 || iy >= h {
+                        if iy < 0 || iy >= h || hi <= lo {
                             out.update(repeating: 0, count: wo)
                             continue
                         }
-                        let src = plane + iy * w
-                        for ox in 0..<wo {
-                            let ix = ox * sw - padL + kj * dw
-                            out[ox] = (ix >= 0 && ix < w) ? src[ix] : 0
+                        let src = plane + iy * w + offset
+                        if lo > 0 { out.update(repeating: 0, count: lo) }
+                        if sw == 1 {
+                            (out + lo).update(from: src + lo, count: hi - lo)
+                        } else {
+                            for ox in lo..<hi { out[ox] = src[ox * sw] }
                         }
+                        if hi < wo { (out + hi).update(repeating: 0, count: wo - hi) }
                     }
                     row += 1
                 }
             }
         }
+    }
+
+    /// The output columns `lo..<hi` whose input column `ox·sw + offset` lies in `0..<w`.
+    func validOutputColumns(offset: Int, w: Int, wo: Int) -> (Int, Int) {
+        // lo: the least ox ≥ 0 with ox·sw + offset ≥ 0; hi: one past the last with ox·sw + offset ≤ w − 1.
+        let lo = offset >= 0 ? 0 : (-offset + sw - 1) / sw
+        let last = w - 1 - offset
+        let hi = last < 0 ? 0 : min(wo, last / sw + 1)
+        return (min(lo, wo), max(min(lo, wo), hi))
     }
 
     /// Folds col (the columns of output rows `rows`) back, adding into dx (the adjoint of
