@@ -146,21 +146,20 @@ struct ConvGeometry: Sendable, Equatable {
     /// ``im2col(_:channels:h:w:ho:wo:rows:col:)``).
     func col2imAdd(_ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, rows: Range<Int>,
                    dx: UnsafeMutablePointer<Float>) {
+        let inside = (0..<kw).map { kj in validOutputColumns(offset: kj * dw - padL, w: w, wo: wo) }
         var row = 0
         for c in 0..<channels {
             let plane = dx + c * h * w
             for ki in 0..<kh {
                 for kj in 0..<kw {
                     let src = col + row * rows.count * wo
+                    let (lo, hi) = inside[kj], offset = kj * dw - padL
                     for oy in rows {
                         let iy = oy * sh - padT + ki * dh
-                        if iy < 0 || iy >= h { continue }
-                        let dst = plane + iy * w
+                        if iy < 0 || iy >= h || hi <= lo { continue }
+                        let dst = plane + iy * w + offset
                         let s = src + (oy - rows.lowerBound) * wo
-                        for ox in 0..<wo {
-                            let ix = ox * sw - padL + kj * dw
-                            if ix >= 0 && ix < w { dst[ix] += s[ox] }
-                        }
+                        for ox in lo..<hi { dst[ox * sw] += s[ox] }
                     }
                     row += 1
                 }
