@@ -300,7 +300,7 @@ enum FasterRCNN {
         }
         let inputs = levels.map { "rpn_rois_fpn\($0)" } + levels.map { "rpn_roi_probs_fpn\($0)" }
         let distributed = roiLevels.map { "rois_fpn\($0)" } + ["rois_idx_restore_int32"]
-        let args: [String: ArgumentValue] = ["rpn_post_nms_topN": .int(cfg.int("\(mode).RPN_POST_NMS_TOP_N")), "legacy_plus_one": plusOne,
+        var args: [String: ArgumentValue] = ["rpn_post_nms_topN": .int(cfg.int("\(mode).RPN_POST_NMS_TOP_N")),
                                              "roi_min_level": .int(roiLevels.lowerBound), "roi_max_level": .int(roiLevels.upperBound),
                                              "roi_canonical_scale": .float(Double(cfg.int("FPN.ROI_CANONICAL_SCALE"))),
                                              "roi_canonical_level": .int(cfg.int("FPN.ROI_CANONICAL_LEVEL"))]
@@ -308,6 +308,7 @@ enum FasterRCNN {
             b.op("CollectAndSampleFastRcnnRois", inputs + ["roidb"],
                  ["rois", "labels_int32", "bbox_targets", "bbox_inside_weights", "bbox_outside_weights"] + distributed, args)
         } else {
+            args["legacy_plus_one"] = plusOne
             b.op("CollectAndDistributeFpnRpnProposals", inputs, ["rois"] + distributed, args)
         }
     }
