@@ -1,5 +1,9 @@
 import CBLAS
 import CBLASPreinit
+import CSGEMM
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Whether a matrix operand is used as stored or transposed.
 public enum Transpose: Sendable {
@@ -26,6 +30,22 @@ public enum BLAS {
         get { Int(openblas_get_num_threads()) }
         set { openblas_set_num_threads(Int32(max(1, newValue))) }
     }
+
+    /// Which code runs ``sgemm``.
+    public enum GEMMKernel: String, Sendable {
+        /// Our packed AVX-512 kernel (`Sources/CSGEMM`), used where the CPU has AVX-512F: it does not
+        /// depend on the kernels OpenBLAS picks (or `OPENBLAS_CORETYPE` forces) for this CPU.
+        case native
+        /// OpenBLAS's `cblas_sgemm`.
+        case openblas
+    }
+
+    /// The GEMM in use: `native` where the CPU has AVX-512F, otherwise `openblas`; the environment
+    /// variable `SD_GEMM=openblas` chooses OpenBLAS everywhere. Fixed for the life of the process.
+    public static let gemmKernel: GEMMKernel = {
+        let requested = getenv("SD_GEMM").map { String(cString: $0).lowercased() }
+        return requested != "openblas" && sd_sgemm_available() == 1 ? .native : .openblas
+    }()
 
     /// The kernel family OpenBLAS selected for this CPU (e.g. `Haswell`, `SkylakeX`).
     public static var coreName: String { String(cString: openblas_get_corename()) }
@@ -55,6 +75,11 @@ public enum BLAS {
         precondition(ldb >= max(1, transB == .none ? n : k), "sgemm: ldb \(ldb) too small")
         precondition(ldc >= max(1, n), "sgemm: ldc \(ldc) too small")
         guard m > 0, n > 0 else { return }
+        // Our kernel computes whole 12-row panels: below 6 rows OpenBLAS wastes less.
+        if gemmKernel == .native, m >= 6,
+           sd_sgemm(transA == .none ? 0 : 1, transB == .none ? 0 : 1, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0 {
+            return
+        }
         cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas,
                     blasint(m), blasint(n), blasint(k),
                     alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))

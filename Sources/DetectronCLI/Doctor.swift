@@ -37,10 +37,13 @@ struct Doctor: ParsableCommand {
             }
         }
         report.facts.append(HostFact("blas.core", "BLAS core type", "OpenBLAS \(BLAS.coreName)", .ok))
+        report.facts.append(HostFact("blas.gemm", "GEMM", BLAS.gemmKernel == .native
+            ? "native AVX-512 kernel (SD_GEMM=openblas chooses OpenBLAS's)"
+            : "OpenBLAS \(BLAS.coreName)", .ok))
         let coreType = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"]
         let avx512 = report.facts.first { $0.key == "cpu.isa" }?.value.contains("avx512f") ?? false
         let avx2Kernels: Set<String> = ["haswell", "zen", "sandybridge", "nehalem", "core2", "penryn", "dunnington", "atom", "prescott"]
-        if let coreType, avx512, avx2Kernels.contains(coreType.lowercased()) {
+        if let coreType, avx512, BLAS.gemmKernel == .openblas, avx2Kernels.contains(coreType.lowercased()) {
             // Measured here (docs/benchmarks.md): R-50-FPN inference 1.80 s with Haswell kernels, 1.25 s with AVX-512 ones.
             report.facts.append(HostFact("blas.coretype_env", "OPENBLAS_CORETYPE",
                                          "\(coreType): forces pre-AVX-512 kernels on this AVX-512 CPU; unset it to let OpenBLAS choose "

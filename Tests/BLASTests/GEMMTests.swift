@@ -1,6 +1,10 @@
 import BLAS
+import CSGEMM
 import Portability
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Row-major naive reference in double precision.
 func referenceGEMM(_ ta: Transpose, _ tb: Transpose, m: Int, n: Int, k: Int, alpha: Float,
@@ -38,6 +42,15 @@ let gemmCases: [GEMMCase] = {
             }
         }
         out.append(GEMMCase(m: m, n: n, k: k, ta: .none, tb: .transpose, alpha: -0.5, beta: 2, pad: 3))
+    }
+    // Past the native kernel's blocks (12 rows, 32 columns, 256 along k, 512 columns per block).
+    for (m, n, k) in [(13, 545, 300), (30, 40, 513), (25, 1030, 7)] {
+        for ta in [Transpose.none, .transpose] {
+            for tb in [Transpose.none, .transpose] {
+                out.append(GEMMCase(m: m, n: n, k: k, ta: ta, tb: tb, alpha: 1, beta: 0, pad: 0))
+                out.append(GEMMCase(m: m, n: n, k: k, ta: ta, tb: tb, alpha: 0.75, beta: -1.5, pad: 5))
+            }
+        }
     }
     return out
 }()
@@ -86,6 +99,65 @@ struct GEMMTests {
         BLAS.threadCount = before
         #expect(BLAS.threadCount == before)
         #expect(!BLAS.coreName.isEmpty)
+    }
+}
+
+@Suite("Native AVX-512 sgemm", .enabled(if: sd_sgemm_available() == 1, "the CPU has no AVX-512F"))
+struct NativeGEMMTests {
+    static func random(_ count: Int, seed: UInt64) -> [Float] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<count).map { _ in rng.nextFloat() }
+    }
+
+    static func native(_ ta: Int32, _ tb: Int32, m: Int, n: Int, k: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                       b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let status = sd_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        #expect(status == 0)
+    }
+
+    @Test("BLAS.sgemm uses it here unless SD_GEMM=openblas")
+    func selected() {
+        #expect(BLAS.gemmKernel == (getenv("SD_GEMM").map { String(cString: $0) } == "openblas" ? .openblas : .native))
+    }
+
+    @Test("beta 0 never reads C: NaN and infinity there do not leak into the result")
+    func betaZeroIgnoresC() {
+        let m = 14, n = 40, k = 9
+        let a = Self.random(m * k, seed: 1), b = Self.random(k * n, seed: 2)
+        var c = [Float](repeating: .nan, count: m * n)
+        c[3] = .infinity
+        Self.native(0, 0, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &c, ldc: n)
+        let expected = referenceGEMM(.none, .none, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: n, beta: 0,
+                                     c: [Float](repeating: 0, count: m * n), ldc: n)
+        #expect(c.allSatisfy(\.isFinite))
+        #expect(zip(c, expected).allSatisfy { abs($0 - $1) < 1e-5 })
+    }
+
+    @Test("splitting C into row or column blocks (as the engine's threads do) gives bitwise the same result")
+    func splitInvariant() {
+        let m = 37, n = 700, k = 600
+        let a = Self.random(m * k, seed: 3), b = Self.random(k * n, seed: 4)
+        var whole = [Float](repeating: 0, count: m * n)
+        Self.native(0, 0, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &whole, ldc: n)
+        var byColumns = [Float](repeating: 0, count: m * n), byRows = [Float](repeating: 0, count: m * n)
+        a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                byColumns.withUnsafeMutableBufferPointer { c in
+                    for (j0, j1) in [(0, 333), (333, 700)] {
+                        Self.native(0, 0, m: m, n: j1 - j0, k: k, a: a.baseAddress!, lda: k, b: b.baseAddress! + j0, ldb: n,
+                                    c: c.baseAddress! + j0, ldc: n)
+                    }
+                }
+                byRows.withUnsafeMutableBufferPointer { c in
+                    for (i0, i1) in [(0, 19), (19, 37)] {
+                        Self.native(0, 0, m: i1 - i0, n: n, k: k, a: a.baseAddress! + i0 * k, lda: k, b: b.baseAddress!, ldb: n,
+                                    c: c.baseAddress! + i0 * n, ldc: n)
+                    }
+                }
+            }
+        }
+        #expect(byColumns == whole)
+        #expect(byRows == whole)
     }
 }
 
