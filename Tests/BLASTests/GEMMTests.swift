@@ -129,7 +129,7 @@ struct NativeGEMMTests {
         Self.native(0, 0, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &c, ldc: n)
         let expected = referenceGEMM(.none, .none, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: n, beta: 0,
                                      c: [Float](repeating: 0, count: m * n), ldc: n)
-        #expect(c.allSatisfy(\.isFinite))
+        #expect(c.allSatisfy { $0.isFinite })
         #expect(zip(c, expected).allSatisfy { abs($0 - $1) < 1e-5 })
     }
 

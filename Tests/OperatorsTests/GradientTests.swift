@@ -1,5 +1,6 @@
 import Foundation
 @testable import Operators
+import Portability
 import Storage
 import Testing
 
@@ -210,5 +211,34 @@ struct GradientTests {
             CheckInput(name: "x", tensor: tensor(rng.array(2 * 2 * 6 * 7), [2, 2, 6, 7]), check: true),
             CheckInput(name: "rois", tensor: tensor(rois, [4, 5]), check: false),
         ])
+    }
+
+    @Test("RoIAlign's channels-last path (many rois) gives bitwise the per-channel path's results", arguments: [20, 16])
+    func roiAlignChannelsLast(channels: Int) throws {
+        var rng = TestRNG(11)
+        let ctx = CPUContext()
+        let (n, h, w) = (2, 6, 7)
+        let x = rng.array(n * channels * h * w)
+        // 12 rois (edges crossed, cells smaller than one): 12·3·2·8 ≥ 2·6·7 takes the channels-last path.
+        var rois: [Float] = []
+        for i in 0..<12 {
+            let x1 = Float(i % 5) * 2.5 - 3, y1 = Float(i % 4) * 2 - 2
+            rois += [Float(i % 2), x1, y1, x1 + Float(i % 3) * 4 + 0.3, y1 + Float(i % 4) * 3 + 0.2]
+        }
+        func align(_ rois: [Float]) throws -> [Float] {
+            let ws = Workspace(context: ctx)
+            ws.feedBlob("x", tensor(x, [n, channels, h, w]))
+            ws.feedBlob("rois", tensor(rois, [rois.count / 5, 5]))
+            let op = OperatorDef("RoIAlign", inputs: ["x", "rois"], outputs: ["y"],
+                                 arguments: ["spatial_scale": .float(0.5), "pooled_h": .int(3), "pooled_w": .int(2), "sampling_ratio": .int(0)])
+            try Net(NetDef(name: "roi", ops: [op]), workspace: ws, pool: ThreadPool(threadCount: 1, name: "roi")).run()
+            return try ws.fetchBlob("y").toArray(as: Float.self)
+        }
+        let together = try align(rois)
+        // One roi at a time: 1·3·2·8 < 2·6·7, the per-channel path.
+        let oneByOne = try (0..<12).flatMap { i in try align(Array(rois[(5 * i)..<(5 * i + 5)])) }
+        #expect(together.count == 12 * channels * 6)
+        #expect(together == oneByOne)
+        #expect(together.contains { $0 != 0 })
     }
 }

@@ -126,6 +126,34 @@ final class RoIAlignOp: Operator, @unchecked Sendable {
                     }
                 }
             }
+        } else if c >= 16 && r * ph * pw * 8 >= n * h * w {
+            // Many rois for the map's size: gathering each roi's window from 256 separate channel
+            // planes is bound by cache misses, so the map is first transposed to channels-last
+            // (scratch memory) and each sample then reads its 4 taps as contiguous channel
+            // vectors. Per channel the arithmetic and its order are the ones below, so the results
+            // are bitwise the same.
+            let scratch = ctx.scratch ?? ScratchBuffers(context: io.workspace.context)
+            try scratch.withBuffer(count: n * h * w * c) { xt in
+                Self.channelsLast(ctx, xd.baseAddress!, n: n, c: c, hw: h * w, into: xt)
+                ctx.parallelFor(r) { i in
+                    let t = taps(i)
+                    let perBin = t.taps.count / (ph * pw)
+                    let map = UnsafePointer(xt) + t.batch * h * w * c
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: c) { acc in
+                        let acc = acc.baseAddress!
+                        for bin in 0..<(ph * pw) {
+                            acc.update(repeating: 0, count: c)
+                            for k in 0..<perBin {
+                                let s = t.taps[bin * perBin + k]
+                                Self.accumulate(acc, c: c, s.wa, map + Int(s.a) * c, s.wb, map + Int(s.b) * c,
+                                                s.wc, map + Int(s.c) * c, s.wd, map + Int(s.d) * c)
+                            }
+                            let o = out.baseAddress! + i * c * ph * pw + bin
+                            for ch in 0..<c { o[ch * ph * pw] = acc[ch] / t.count }
+                        }
+                    }
+                }
+            }
         } else {
             ctx.parallelFor(r) { i in
                 let t = taps(i)
@@ -143,6 +171,43 @@ final class RoIAlignOp: Operator, @unchecked Sendable {
                     }
                 }
             }
+        }
+    }
+}
+
+extension RoIAlignOp {
+    /// (N, C, HW) → (N, HW, C), the pixels split across the pool.
+    static func channelsLast(_ ctx: ExecutionContext, _ x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
+                             into xt: UnsafeMutablePointer<Float>) {
+        let block = 64, blocks = (hw + block - 1) / block
+        ctx.parallelFor(n * blocks) { task in
+            let img = task / blocks, p0 = (task % blocks) * block, p1 = min(hw, p0 + block)
+            let src = x + img * c * hw, dst = xt + img * hw * c
+            for ch in 0..<c {
+                let plane = src + ch * hw
+                for p in p0..<p1 { dst[p * c + ch] = plane[p] }
+            }
+        }
+    }
+
+    /// acc[ch] += wa·a[ch] + wb·b[ch] + wc·c[ch] + wd·d[ch] for every channel, in that order.
+    @inline(__always)
+    static func accumulate(_ acc: UnsafeMutablePointer<Float>, c: Int, _ wa: Float, _ a: UnsafePointer<Float>, _ wb: Float,
+                           _ b: UnsafePointer<Float>, _ wc: Float, _ cp: UnsafePointer<Float>, _ wd: Float, _ d: UnsafePointer<Float>) {
+        typealias V = SIMD16<Float>
+        @inline(__always) func load(_ p: UnsafePointer<Float>, _ ch: Int) -> V {
+            UnsafeRawPointer(p + ch).loadUnaligned(as: V.self)
+        }
+        var ch = 0
+        while ch + 16 <= c {
+            let sum = V(repeating: wa) * load(a, ch) + V(repeating: wb) * load(b, ch) + V(repeating: wc) * load(cp, ch)
+                + V(repeating: wd) * load(d, ch)
+            UnsafeMutableRawPointer(acc + ch).storeBytes(of: load(acc, ch) + sum, as: V.self)
+            ch += 16
+        }
+        while ch < c {
+            acc[ch] += wa * a[ch] + wb * b[ch] + wc * cp[ch] + wd * d[ch]
+            ch += 1
         }
     }
 }
