@@ -113,6 +113,8 @@ struct Infer: ParsableCommand {
     func run() throws {
         var c = Config()
         try c.merge(file: cfg)
+        // Fused ops skip intermediate blobs (the conv output before its AffineChannel): keep them all.
+        if !(saveBlobs ?? "").isEmpty { try c.merge(overrides: ["TEST.FUSE_OPS", "False"]) }
         let detector = try Detector(config: c, weights: weights, log: log)
         try Files.makeDirectory(outputDir)
         var files: [String] = []

@@ -59,6 +59,10 @@ extension Config {
             // ours: 3×3 stride-1 convolutions of test nets by Winograd's F(2×2, 3×3) (2.25× fewer
             // multiplications, results equal up to float rounding), or by im2col as in training.
             ("TEST.CONV_ALGO", .string("winograd")),
+            // ours: test nets fuse Conv → AffineChannel → Relu and Sum → Relu into one op each (the
+            // same arithmetic in the same order: bitwise the same results, fewer memory passes).
+            // False keeps every intermediate blob (e.g. for `infer --save-blobs`).
+            ("TEST.FUSE_OPS", .bool(true)),
             ("TEST.BBOX_AUG.ENABLED", .bool(false)), ("TEST.SOFT_NMS.ENABLED", .bool(false)), ("TEST.BBOX_VOTE.ENABLED", .bool(false)),
             // SOLVER
             ("SOLVER.BASE_LR", .float(0.001)), ("SOLVER.LR_POLICY", .string("step")), ("SOLVER.GAMMA", .float(0.1)),

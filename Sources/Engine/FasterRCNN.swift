@@ -109,6 +109,7 @@ enum FasterRCNN {
             b.op("Softmax", ["cls_score"], ["cls_prob"])
         }
         b.net.executor = cfg.string("MODEL.EXECUTION_TYPE") == "simple" ? .simple : .dag
+        if !train && cfg.bool("TEST.FUSE_OPS") { b.net = b.net.fusedForInference() }
         // The blobs the engine feeds: the minibatch (or image), and the cell anchors.
         b.net.externalInputs = ["data", "im_info"] + rpnLevels.map { "anchors_fpn\($0)" }
         if train {

@@ -173,10 +173,15 @@ struct ConvGeometry: Sendable, Equatable {
 /// shared scratch memory, so no op keeps a whole-image column buffer. With `algo` "winograd"
 /// (3×3, stride 1, no dilation, one group) it runs ``WinogradF2x3`` instead: 2.25× fewer
 /// multiplications, the same results up to float rounding (relative differences of order 1e-6).
+/// Inference nets may fuse the following AffineChannel and Relu into it
+/// (``NetDef/fusedForInference(keeping:)``): `Conv(X, W[, b], scale, shift)` with `fused_affine`,
+/// and `fused_relu`; see ``ConvEpilogue``.
 final class ConvOp: Operator, @unchecked Sendable {
     let io: OpIO
     let geo: ConvGeometry
     let winograd: Bool
+    let fusedAffine: Bool
+    let fusedRelu: Bool
     /// Floats of im2col columns per band.
     static let bandFloats = 1 << 21
 
@@ -186,6 +191,10 @@ final class ConvOp: Operator, @unchecked Sendable {
         let algo = try io.string("algo", "im2col")
         try io.argument("algo", algo == "im2col" || algo == "winograd", "must be im2col or winograd, got '\(algo)'")
         winograd = algo == "winograd"
+        fusedAffine = try io.bool("fused_affine", false)
+        fusedRelu = try io.bool("fused_relu", false)
+        try io.argument("fused_affine", io.inputCount == (fusedAffine ? 4 : 2) || io.inputCount == (fusedAffine ? 5 : 3),
+                        fusedAffine ? "needs inputs (X, W[, b], scale, shift)" : "is off: the inputs are (X, W[, b])")
         if winograd {
             try io.argument("algo", geo.kh == 3 && geo.kw == 3 && geo.sh == 1 && geo.sw == 1 && geo.dh == 1 && geo.dw == 1 && geo.group == 1,
                             "winograd needs a 3×3 convolution with stride 1, dilation 1 and one group")
@@ -210,12 +219,15 @@ final class ConvOp: Operator, @unchecked Sendable {
         let (x, xd) = try io.inputData(0)
         let (w, wdata) = try io.inputData(1)
         let (n, c, h, wd, m, ho, wo) = try Self.shapes(io, geo, x: x, w: w)
-        var bias: UnsafeBufferPointer<Float>?
-        if io.inputCount > 2 {
-            let (b, bd) = try io.inputData(2)
-            try io.require(b.count == m, input: 2, "has \(b.count) values for \(m) output channels")
-            bias = bd
+        var epilogue = ConvEpilogue(relu: fusedRelu)
+        func perChannel(_ i: Int) throws(OpRunError) -> UnsafePointer<Float> {
+            let (t, d) = try io.inputData(i)
+            try io.require(t.count == m, input: i, "has \(t.count) values for \(m) output channels")
+            return d.baseAddress!
         }
+        let affineAt = io.inputCount - 2
+        if affineAt > 2 || (!fusedAffine && io.inputCount > 2) { epilogue.bias = try perChannel(2) }
+        if fusedAffine { (epilogue.scale, epilogue.shift) = (try perChannel(affineAt), try perChannel(affineAt + 1)) }
         let (_, y) = try io.outputData(0, shape: [n, m, ho, wo])
         let g = geo.group, cg = c / g, mg = m / g, k = cg * geo.kh * geo.kw, hw = ho * wo
         let scratch = ctx.scratch ?? ScratchBuffers(context: io.workspace.context)
@@ -224,29 +236,28 @@ final class ConvOp: Operator, @unchecked Sendable {
                 WinogradF2x3.filters(ctx, wdata.baseAddress!, k: m, c: c, into: u)
                 for img in 0..<n {
                     try WinogradF2x3.run(ctx, scratch: scratch, x: xd.baseAddress! + img * c * h * wd, c: c, h: h, w: wd, u: u, k: m,
-                                         y: y.baseAddress! + img * m * hw, ho: ho, wo: wo, padT: geo.padT, padL: geo.padL)
+                                         y: y.baseAddress! + img * m * hw, ho: ho, wo: wo, padT: geo.padT, padL: geo.padL, epilogue: epilogue)
                 }
             }
-        } else {
-            for img in 0..<n {
-                for gi in 0..<g {
-                    let xg = xd.baseAddress! + (img * c + gi * cg) * h * wd
-                    let yg = y.baseAddress! + (img * m + gi * mg) * hw
-                    let wg = wdata.baseAddress! + gi * mg * k
-                    if geo.isPointwise {
-                        ctx.gemm(.none, .none, m: mg, n: hw, k: k, a: wg, b: xg, c: yg)
-                    } else {
-                        try unfoldAndMultiply(ctx, scratch, x: xg, channels: cg, h: h, w: wd, weights: wg, m: mg, y: yg, ho: ho, wo: wo)
-                    }
-                }
-            }
+            return
         }
-        if let bias {
-            for img in 0..<n {
-                for oc in 0..<m {
-                    let p = y.baseAddress! + (img * m + oc) * hw
-                    let bv = bias[oc]
-                    for i in 0..<hw { p[i] += bv }
+        for img in 0..<n {
+            for gi in 0..<g {
+                let xg = xd.baseAddress! + (img * c + gi * cg) * h * wd
+                let yg = y.baseAddress! + (img * m + gi * mg) * hw
+                let wg = wdata.baseAddress! + gi * mg * k
+                let ep = epilogue.offset(by: gi * mg)
+                if geo.isPointwise {
+                    // Column blocks of Y, each multiplied and finished while in cache.
+                    let blocks = max((ctx.pool?.liveThreadCount ?? 0) + 1, hw / 2048)
+                    ctx.parallelFor(blocks) { p in
+                        let j0 = hw * p / blocks, j1 = hw * (p + 1) / blocks
+                        guard j1 > j0 else { return }
+                        BLAS.sgemm(.none, .none, m: mg, n: j1 - j0, k: k, a: wg, lda: k, b: xg + j0, ldb: hw, c: yg + j0, ldc: hw)
+                        ep.apply(yg + j0, rows: mg, stride: hw, count: j1 - j0)
+                    }
+                } else {
+                    try unfoldAndMultiply(ctx, scratch, x: xg, channels: cg, h: h, w: wd, weights: wg, m: mg, y: yg, ho: ho, wo: wo, epilogue: ep)
                 }
             }
         }
@@ -258,7 +269,8 @@ final class ConvOp: Operator, @unchecked Sendable {
     /// synchronisation between the two steps); otherwise each band's im2col and sgemm are split
     /// across the pool.
     private func unfoldAndMultiply(_ ctx: ExecutionContext, _ scratch: ScratchBuffers, x: UnsafePointer<Float>, channels: Int, h: Int, w: Int,
-                                   weights: UnsafePointer<Float>, m: Int, y: UnsafeMutablePointer<Float>, ho: Int, wo: Int) throws {
+                                   weights: UnsafePointer<Float>, m: Int, y: UnsafeMutablePointer<Float>, ho: Int, wo: Int,
+                                   epilogue: ConvEpilogue) throws {
         let k = channels * geo.kh * geo.kw, hw = ho * wo
         let bandRows = max(1, min(ho, Self.bandFloats / max(1, k * wo)))
         let threads = (ctx.pool?.liveThreadCount ?? 0) + 1
@@ -273,6 +285,7 @@ final class ConvOp: Operator, @unchecked Sendable {
                         geo.im2col(x, channels: channels, h: h, w: w, ho: ho, wo: wo, rows: rows, col: col)
                         BLAS.sgemm(.none, .none, m: m, n: rows.count * wo, k: k, alpha: 1, a: weights, lda: k, b: col, ldb: rows.count * wo,
                                    beta: 0, c: y + y0 * wo, ldc: hw)
+                        epilogue.apply(y + y0 * wo, rows: m, stride: hw, count: rows.count * wo)
                     }
                 }
             }
@@ -283,6 +296,45 @@ final class ConvOp: Operator, @unchecked Sendable {
                 let rows = y0..<min(ho, y0 + bandRows)
                 geo.im2col(ctx, x, channels: channels, h: h, w: w, ho: ho, wo: wo, rows: rows, col: col)
                 ctx.gemm(.none, .none, m: m, n: rows.count * wo, k: k, a: weights, b: col, c: y + y0 * wo, ldc: hw)
+                let parts = min(m, (ctx.pool?.liveThreadCount ?? 0) + 1)
+                ctx.parallelFor(parts) { p in
+                    let r0 = m * p / parts, r1 = m * (p + 1) / parts
+                    epilogue.offset(by: r0).apply(y + r0 * hw + y0 * wo, rows: r1 - r0, stride: hw, count: rows.count * wo)
+                }
+            }
+        }
+    }
+}
+
+/// What Conv does to each output value after the convolution sum, with the arithmetic of the ops
+/// it stands for, in their order: its bias (`y += b`), a fused AffineChannel (`y = y·scale + shift`),
+/// a fused Relu (`y = y > 0 ? y : 0`).
+struct ConvEpilogue: @unchecked Sendable {
+    var bias: UnsafePointer<Float>?
+    var scale: UnsafePointer<Float>?
+    var shift: UnsafePointer<Float>?
+    var relu = false
+
+    /// The same for output channels from `first` on.
+    func offset(by first: Int) -> ConvEpilogue {
+        ConvEpilogue(bias: bias.map { $0 + first }, scale: scale.map { $0 + first }, shift: shift.map { $0 + first }, relu: relu)
+    }
+
+    /// Applies it to `rows` output channels (0, 1, … of this epilogue), `count` values each, `stride` apart.
+    func apply(_ y: UnsafeMutablePointer<Float>, rows: Int, stride: Int, count: Int) {
+        guard bias != nil || scale != nil || relu else { return }
+        for r in 0..<rows {
+            let p = y + r * stride
+            if let bias {
+                let b = bias[r]
+                for i in 0..<count { p[i] += b }
+            }
+            if let scale, let shift {
+                let s = scale[r], t = shift[r]
+                for i in 0..<count { p[i] = p[i] * s + t }
+            }
+            if relu {
+                for i in 0..<count { p[i] = p[i] > 0 ? p[i] : 0 }
             }
         }
     }
@@ -298,6 +350,8 @@ final class ConvGradientOp: Operator, @unchecked Sendable {
 
     init(_ io: OpIO) throws(OperatorError) {
         self.io = io
+        let fusedAffine = try io.bool("fused_affine", false), fusedRelu = try io.bool("fused_relu", false)
+        try io.argument("fused_affine", !fusedAffine && !fusedRelu, "and fused_relu are for inference nets (NetDef.fusedForInference): build the training net unfused")
         geo = try ConvGeometry(io)
         hasBias = !(try io.bool("no_bias", false))
         computeDX = try io.bool("compute_dX", true)
@@ -420,7 +474,7 @@ final class FCGradientOp: Operator, @unchecked Sendable {
 }
 
 func registerConvAndFC(_ r: inout OperatorRegistry) {
-    r.register("Conv", OperatorSchema(inputs: 2...3, outputs: 1...1, gradient: { g in
+    r.register("Conv", OperatorSchema(inputs: 2...5, outputs: 1...1, gradient: { g in
         var args = g.def.arguments
         let hasBias = g.def.inputs.count > 2
         if !hasBias { args["no_bias"] = .int(1) }

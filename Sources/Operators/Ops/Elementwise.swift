@@ -53,7 +53,12 @@ final class UnaryGradientOp: Operator, @unchecked Sendable {
 /// Sum of any number of same-shaped inputs (`Sum`), optionally in place on the first.
 final class SumOp: Operator, @unchecked Sendable {
     let io: OpIO
-    init(_ io: OpIO) { self.io = io }
+    /// A fused Relu (``NetDef/fusedForInference(keeping:)``), with Relu's arithmetic.
+    let relu: Bool
+    init(_ io: OpIO) throws(OperatorError) {
+        self.io = io
+        relu = try io.bool("fused_relu", false)
+    }
 
     func run(_ ctx: ExecutionContext) throws {
         let inputs = try (0..<io.inputCount).map { i throws(OpRunError) in try io.inputData(i) }
@@ -68,7 +73,7 @@ final class SumOp: Operator, @unchecked Sendable {
             for i in r {
                 var acc: Float = 0
                 for p in pointers { acc += p![i] }
-                y[i] = acc
+                y[i] = relu && !(acc > 0) ? 0 : acc
             }
         }
     }
@@ -250,7 +255,7 @@ func registerElementwise(_ r: inout OperatorRegistry) {
     r.register("Sum", OperatorSchema(inputs: 1...Int.max, outputs: 1...1, allowsInPlace: true, gradient: { g in
         GradientResult(ops: g.def.inputs.indices.map { OperatorDef("Copy", inputs: [g.outputGradient(0)!], outputs: [g.inputGradient($0)]) },
                        inputsWithGradient: Set(g.def.inputs.indices))
-    }) { io in SumOp(io) })
+    }) { io throws(OperatorError) in try SumOp(io) })
     for (name, mul) in [("Add", false), ("Mul", true)] {
         r.register(name, OperatorSchema(inputs: 2...2, outputs: 1...1, allowsInPlace: true, gradient: { g in
             GradientResult(ops: [OperatorDef(name + "Gradient", inputs: [g.outputGradient(0)!, g.input(0), g.input(1)],

@@ -39,7 +39,8 @@ struct WinogradF2x3 {
 
     /// Y (K × ho × wo) = conv(X (C × h × w), W) for one image, without bias.
     static func run(_ ctx: ExecutionContext, scratch: ScratchBuffers, x: UnsafePointer<Float>, c: Int, h: Int, w: Int,
-                    u: UnsafePointer<Float>, k: Int, y: UnsafeMutablePointer<Float>, ho: Int, wo: Int, padT: Int, padL: Int) throws {
+                    u: UnsafePointer<Float>, k: Int, y: UnsafeMutablePointer<Float>, ho: Int, wo: Int, padT: Int, padL: Int,
+                    epilogue: ConvEpilogue = ConvEpilogue()) throws {
         let th = (ho + 1) / 2, tw = (wo + 1) / 2
         let bandTileRows = max(1, min(th, bandFloats / (16 * (c + k) * tw)))
         let threads = (ctx.pool?.liveThreadCount ?? 0) + 1
@@ -60,12 +61,15 @@ struct WinogradF2x3 {
                     BLAS.sgemm(.none, .none, m: k, n: t, k: c, alpha: 1, a: u + xi * k * c, lda: c, b: v + xi * c * t, ldb: t,
                                beta: 0, c: m + xi * k * t, ldc: t)
                 }
-                // Y tiles = Aᵀ M A.
+                // Y tiles = Aᵀ M A, then the epilogue on the band's output rows.
                 let kParts = min(k, threads)
+                let oy0 = 2 * rows.lowerBound, oy1 = min(ho, 2 * rows.upperBound)
                 ctx.parallelFor(kParts) { p in
-                    for o in (k * p / kParts)..<(k * (p + 1) / kParts) {
+                    let o0 = k * p / kParts, o1 = k * (p + 1) / kParts
+                    for o in o0..<o1 {
                         outputTransform(m + o * t, stride: k * t, rows: rows, tw: tw, y: y + o * ho * wo, ho: ho, wo: wo)
                     }
+                    epilogue.offset(by: o0).apply(y + o0 * ho * wo + oy0 * wo, rows: o1 - o0, stride: ho * wo, count: (oy1 - oy0) * wo)
                 }
             }
         }

@@ -1,0 +1,80 @@
+@testable import Operators
+import Portability
+import Storage
+import Testing
+
+@Suite("Op fusion for inference nets")
+struct FusionTests {
+    /// A ResNet-like block: conv (bias) → AffineChannel → Relu (in place), a 3×3 Winograd conv →
+    /// AffineChannel (in place) → Relu, a 1×1 conv → AffineChannel, Sum with the input → Relu, and a
+    /// 3×3 im2col conv with stride 2 → Relu.
+    static func block() -> NetDef {
+        var net = NetDef(name: "block", externalInputs: ["x", "w1", "b1", "s1", "t1", "w2", "s2", "t2", "w3", "s3", "t3", "w4"])
+        net.add("Conv", ["x", "w1", "b1"], ["c1"], ["kernel": .int(1)])
+        net.add("AffineChannel", ["c1", "s1", "t1"], ["c1_bn"])
+        net.add("Relu", ["c1_bn"], ["c1_bn"])
+        net.add("Conv", ["c1_bn", "w2"], ["c2"], ["kernel": .int(3), "pad": .int(1), "algo": .string("winograd")])
+        net.add("AffineChannel", ["c2", "s2", "t2"], ["c2"])
+        net.add("Relu", ["c2"], ["c2"])
+        net.add("Conv", ["c2", "w3"], ["c3"], ["kernel": .int(1)])
+        net.add("AffineChannel", ["c3", "s3", "t3"], ["c3_bn"])
+        net.add("Sum", ["c3_bn", "x"], ["sum"])
+        net.add("Relu", ["sum"], ["sum"])
+        net.add("Conv", ["sum", "w4"], ["c4"], ["kernel": .int(3), "pad": .int(1), "stride": .int(2)])
+        net.add("Relu", ["c4"], ["out"])
+        net.externalOutputs = ["out"]
+        return net
+    }
+
+    /// Runs `net` on seeded inputs (channels 8, a 2 × 8 × 13 × 17 input) and returns the named blobs.
+    static func run(_ net: NetDef, fetching names: [String]) throws -> [[Float]] {
+        var rng = TestRNG(21)
+        let ctx = CPUContext()
+        let ws = Workspace(context: ctx)
+        let c = 8
+        func feed(_ name: String, _ shape: [Int]) { ws.feedBlob(name, tensor(rng.array(shape.reduce(1, *)), shape, ctx)) }
+        feed("x", [2, c, 13, 17])
+        for (w, shape) in [("w1", [c, c, 1, 1]), ("w2", [c, c, 3, 3]), ("w3", [c, c, 1, 1]), ("w4", [c, c, 3, 3])] { feed(w, shape) }
+        for p in ["b1", "s1", "t1", "s2", "t2", "s3", "t3"] { feed(p, [c]) }
+        try Net(net, workspace: ws, pool: ThreadPool(threadCount: 1, name: "fuse")).run()
+        return try names.map { try ws.fetchBlob($0).toArray(as: Float.self) }
+    }
+
+    @Test("the fused net computes bitwise the same blobs with fewer ops")
+    func bitwiseSame() throws {
+        let net = Self.block(), fused = net.fusedForInference()
+        #expect(fused.ops.map(\.type) == ["Conv", "Conv", "Conv", "Sum", "Conv"])
+        #expect(fused.ops[0].inputs == ["x", "w1", "b1", "s1", "t1"] && fused.ops[0].outputs == ["c1_bn"])
+        #expect(fused.ops[0].arguments["fused_affine"] == .int(1) && fused.ops[0].arguments["fused_relu"] == .int(1))
+        #expect(fused.ops[2].arguments["fused_relu"] == nil && fused.ops[3].arguments["fused_relu"] == .int(1))
+        #expect(fused.ops[4].outputs == ["out"])
+        let names = ["c1_bn", "c2", "c3_bn", "sum", "out"]
+        let plain = try Self.run(net, fetching: names), fast = try Self.run(fused, fetching: names)
+        for (name, (a, b)) in zip(names, zip(plain, fast)) {
+            #expect(a.map(\.bitPattern) == b.map(\.bitPattern), "blob \(name) differs")
+        }
+        #expect(plain[4].contains { $0 > 0 } && plain[4].contains { $0 == 0 })
+    }
+
+    @Test("a value read twice, or kept by name, is not fused away")
+    func respectsReaders() {
+        var net = Self.block()
+        net.add("Copy", ["c1"], ["c1_copy"])  // c1 now has a second reader: its AffineChannel stays.
+        let fused = net.fusedForInference(keeping: ["c3"])  // c3 must survive: its AffineChannel stays.
+        #expect(fused.ops.map(\.type) == ["Conv", "AffineChannel", "Relu", "Conv", "Conv", "AffineChannel", "Sum", "Conv", "Copy"])
+        #expect(fused.ops[0].outputs == ["c1"] && fused.ops[2].outputs == ["c1_bn"])
+    }
+
+    @Test("a fused conv is refused in a gradient, naming the argument")
+    func refusedInTraining() throws {
+        let ws = Workspace(context: CPUContext())
+        var net = NetDef(name: "g", externalInputs: ["x", "w", "dy"])
+        net.add("ConvGradient", ["x", "w", "dy"], ["dw", "dx"], ["kernel": .int(1), "no_bias": .int(1), "fused_relu": .int(1)])
+        #expect(throws: OperatorError.self) { try Net(net, workspace: ws) }
+        do {
+            _ = try Net(net, workspace: ws)
+        } catch {
+            #expect(String(describing: error).contains("fused_affine"))
+        }
+    }
+}
