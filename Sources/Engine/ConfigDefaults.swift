@@ -56,8 +56,9 @@ extension Config {
             ("TEST.RPN_NMS_THRESH", .float(0.7)), ("TEST.RPN_PRE_NMS_TOP_N", .int(12000)), ("TEST.RPN_POST_NMS_TOP_N", .int(2000)),
             ("TEST.RPN_MIN_SIZE", .int(0)), ("TEST.DETECTIONS_PER_IM", .int(100)), ("TEST.SCORE_THRESH", .float(0.05)),
             ("TEST.COMPETITION_MODE", .bool(true)), ("TEST.PRECOMPUTED_PROPOSALS", .bool(true)),
-            // ours: 3×3 stride-1 convolutions of test nets by Winograd's F(2×2, 3×3) (2.25× fewer
-            // multiplications, results equal up to float rounding), or by im2col as in training.
+            // ours: 3×3 stride-1 convolutions of test nets by Winograd's algorithms ("winograd": per
+            // layer F(4×4, 3×3), F(2×2, 3×3) or im2col, whichever its shapes favour; "winograd_f2" or
+            // "winograd_f4" force one), results equal up to float rounding; or "im2col" as in training.
             ("TEST.CONV_ALGO", .string("winograd")),
             // ours: test nets fuse Conv → AffineChannel → Relu and Sum → Relu into one op each (the
             // same arithmetic in the same order: bitwise the same results, fewer memory passes).

@@ -83,10 +83,10 @@ enum FasterRCNN {
                              + "train with MODEL.SEMANTICS detectron")
         }
         let algo = cfg.string("TEST.CONV_ALGO")
-        guard algo == "winograd" || algo == "im2col" else {
-            throw ModelError(message: "config key TEST.CONV_ALGO is '\(algo)'; supported: winograd, im2col")
+        guard ["winograd", "winograd_f2", "im2col"].contains(algo) else {
+            throw ModelError(message: "config key TEST.CONV_ALGO is '\(algo)'; supported: winograd, winograd_f2, im2col")
         }
-        let b = ModelBuilder(name: train ? "train" : "test", train: train, winograd: !train && algo == "winograd")
+        let b = ModelBuilder(name: train ? "train" : "test", train: train, winograd: !train && algo != "im2col" ? algo : nil)
         let stages = try resnet(b, cfg)
         let fpn = fpnLevels(b, cfg, stages: stages)
         let rpnLevels = cfg.int("FPN.RPN_MIN_LEVEL")...cfg.int("FPN.RPN_MAX_LEVEL")

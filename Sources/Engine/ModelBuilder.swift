@@ -21,9 +21,10 @@ final class ModelBuilder {
     private var paramIndex: [String: Int] = [:]
     let train: Bool
     /// Whether 3×3 stride-1 convolutions use Winograd's algorithm (`Conv` argument `algo`).
-    let winograd: Bool
+    /// The `algo` of 3×3 stride-1 convolutions ("winograd", "winograd_f2"), nil for im2col.
+    let winograd: String?
 
-    init(name: String, train: Bool, winograd: Bool = false) {
+    init(name: String, train: Bool, winograd: String? = nil) {
         self.net = NetDef(name: name)
         self.train = train
         self.winograd = winograd
@@ -60,7 +61,7 @@ final class ModelBuilder {
             inputs.append(b)
         }
         var args: [String: ArgumentValue] = ["kernel": .int(kernel), "stride": .int(stride), "pad": .int(pad)]
-        if winograd && kernel == 3 && stride == 1 { args["algo"] = .string("winograd") }
+        if let winograd, kernel == 3 && stride == 1 { args["algo"] = .string(winograd) }
         return op("Conv", inputs, [output], args)
     }
 

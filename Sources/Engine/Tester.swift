@@ -103,20 +103,26 @@ public final class Detector {
         let r = rois.count / 5, K = model.numClasses
         let w = cfg.doubles("MODEL.BBOX_REG_WEIGHTS").map(Float.init)
         let agnostic = cfg.bool("MODEL.CLS_AGNOSTIC_BBOX_REG")
-        let columns = agnostic ? 2 : K
-        var boxes = [Float](repeating: 0, count: r * 4 * K)
+        // Every (roi, class) pair in one decode call: roi i's box repeated for each class, beside
+        // the class's deltas (the class-agnostic model's second column for every foreground class).
+        var refs = [Float](), classDeltas = agnostic ? [Float]() : deltas
+        refs.reserveCapacity(r * K * 4)
+        if agnostic { classDeltas.reserveCapacity(r * K * 4) }
         for i in 0..<r {
             let ref = (1...4).map { transform(rois[5 * i + $0]) }
             for c in 0..<K {
-                let start = (i * columns + (agnostic ? (c > 0 ? 1 : 0) : c)) * 4
-                var b = cfg.bool("TEST.BBOX_REG")
-                    ? Boxes.decode(ref, deltas: Array(deltas[start..<start + 4]), weights: (w[0], w[1], w[2], w[3]),
-                                   clip: Float(cfg.double("BBOX_XFORM_CLIP")), convention: convention)
-                    : ref
-                Boxes.clip(&b, height: height, width: width, convention: convention)
-                for k in 0..<4 { boxes[(i * K + c) * 4 + k] = b[k] }
+                refs += ref
+                if agnostic {
+                    let start = (2 * i + (c > 0 ? 1 : 0)) * 4
+                    classDeltas += deltas[start..<start + 4]
+                }
             }
         }
+        var boxes = cfg.bool("TEST.BBOX_REG")
+            ? Boxes.decode(refs, deltas: classDeltas, weights: (w[0], w[1], w[2], w[3]), clip: Float(cfg.double("BBOX_XFORM_CLIP")),
+                           convention: convention)
+            : refs
+        Boxes.clip(&boxes, height: height, width: width, convention: convention)
         return boxes
     }
 

@@ -60,7 +60,7 @@ struct ConvBandTests {
     }
 }
 
-@Suite("Winograd F(2×2, 3×3) convolution")
+@Suite("Winograd F(2×2, 3×3) and F(4×4, 3×3) convolution")
 struct WinogradTests {
     /// Runs Conv with `algo` on x and returns y.
     func conv(_ algo: String, x: [Float], xShape: [Int], w: [Float], wShape: [Int], b: [Float], pad: [String: ArgumentValue]) throws -> [Float] {
@@ -75,20 +75,38 @@ struct WinogradTests {
         return try ws.fetchBlob("y").toArray(as: Float.self)
     }
 
-    @Test("equals im2col (≤ 1e-5 relative) on odd sizes, paddings, several images and bands",
-          arguments: [([2, 5, 7, 9], 6, ["pad": ArgumentValue.int(1)]), ([1, 3, 8, 8], 4, ["pad": .int(0)]),
-                      ([1, 4, 6, 11], 3, ["pad_t": .int(2), "pad_l": .int(0), "pad_b": .int(1), "pad_r": .int(2)]),
-                      ([1, 32, 60, 700], 32, ["pad": .int(1)])])
-    func matchesIm2col(_ xShape: [Int], _ k: Int, _ pad: [String: ArgumentValue]) throws {
+    static let shapes: [([Int], Int, [String: ArgumentValue])] = [
+        ([2, 5, 7, 9], 6, ["pad": .int(1)]), ([1, 3, 8, 8], 4, ["pad": .int(0)]),
+        ([1, 4, 6, 11], 3, ["pad_t": .int(2), "pad_l": .int(0), "pad_b": .int(1), "pad_r": .int(2)]),
+        ([1, 2, 3, 1], 2, ["pad": .int(1)]), ([1, 17, 37, 70], 5, ["pad": .int(1)]), ([1, 32, 60, 700], 32, ["pad": .int(1)]),
+    ]
+
+    @Test("equals im2col (≤ 1e-5 relative for F(2×2), ≤ 3e-5 for F(4×4)) on odd sizes, paddings, several images and bands",
+          arguments: ["winograd_f2", "winograd_f4"], shapes)
+    func matchesIm2col(_ algo: String, _ shape: ([Int], Int, [String: ArgumentValue])) throws {
+        let (xShape, k, pad) = shape
         var rng = TestRNG(UInt64(xShape.reduce(k, *)))
         let x = rng.array(xShape.reduce(1, *)), w = rng.array(k * xShape[1] * 9), b = rng.array(k)
         let wShape = [k, xShape[1], 3, 3]
         let direct = try conv("im2col", x: x, xShape: xShape, w: w, wShape: wShape, b: b, pad: pad)
-        let fast = try conv("winograd", x: x, xShape: xShape, w: w, wShape: wShape, b: b, pad: pad)
+        let fast = try conv(algo, x: x, xShape: xShape, w: w, wShape: wShape, b: b, pad: pad)
         #expect(direct.count == fast.count)
         let scale = direct.map(abs).max() ?? 1
         let worst = zip(direct, fast).map { abs($0 - $1) }.max() ?? .infinity
-        #expect(worst <= 1e-5 * max(1, scale), "worst difference \(worst), largest value \(scale)")
+        #expect(worst <= (algo == "winograd_f2" ? 1e-5 : 3e-5) * max(1, scale), "worst difference \(worst), largest value \(scale)")
+    }
+
+    @Test("algo winograd picks F(4×4) for many tiles and channels, F(2×2) for many tiles, else im2col")
+    func choice() throws {
+        var def = NetDef(name: "w", externalInputs: ["x", "w"])
+        def.add("Conv", ["x", "w"], ["y"], ["kernel": .int(3), "pad": .int(1), "algo": .string("winograd")])
+        let ws = Workspace(context: CPUContext())
+        let op = try #require(try Net(def, workspace: ws).ops.first as? ConvOp)
+        func chosen(_ c: Int, _ ho: Int, _ wo: Int) -> ObjectIdentifier? { op.choose(c: c, ho: ho, wo: wo).map { ObjectIdentifier($0) } }
+        #expect(chosen(256, 64, 108) == ObjectIdentifier(WinogradF4x3.self))  // P3 of a 512×864 input: 432 tiles of 4×4
+        #expect(chosen(64, 128, 216) == ObjectIdentifier(WinogradF2x3.self))  // res2: 64 channels
+        #expect(chosen(256, 32, 54) == ObjectIdentifier(WinogradF2x3.self))   // res4: 112 tiles of 4×4, 432 of 2×2
+        #expect(chosen(512, 16, 27) == nil)                                   // res5: 112 tiles of 2×2
     }
 
     @Test("winograd is refused for shapes it does not cover, naming the argument")

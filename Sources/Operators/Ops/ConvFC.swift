@@ -171,15 +171,24 @@ struct ConvGeometry: Sendable, Equatable {
 /// `Conv(X, W[, b]) -> Y`, NCHW, by im2col + sgemm (1×1 stride-1 convolutions skip im2col).
 /// The columns are unfolded a band of output rows at a time (about 8 MB of them) into the net's
 /// shared scratch memory, so no op keeps a whole-image column buffer. With `algo` "winograd"
-/// (3×3, stride 1, no dilation, one group) it runs ``WinogradF2x3`` instead: 2.25× fewer
-/// multiplications, the same results up to float rounding (relative differences of order 1e-6).
+/// (3×3, stride 1, no dilation, one group) it runs ``WinogradF4x3`` (4× fewer multiplications) or
+/// ``WinogradF2x3`` (2.25×) where the shapes favour them (``choose(c:ho:wo:)``); the same results
+/// up to float rounding (relative differences of order 1e-6 and 1e-5).
 /// Inference nets may fuse the following AffineChannel and Relu into it
 /// (``NetDef/fusedForInference(keeping:)``): `Conv(X, W[, b], scale, shift)` with `fused_affine`,
 /// and `fused_relu`; see ``ConvEpilogue``.
 final class ConvOp: Operator, @unchecked Sendable {
     let io: OpIO
     let geo: ConvGeometry
-    let winograd: Bool
+    /// How 3×3 stride-1 convolutions run (`algo`).
+    enum Algorithm {
+        case im2col
+        /// "winograd": per call, F(4×4, 3×3), F(2×2, 3×3) or im2col, whichever the shapes favour (see ``choose(c:ho:wo:)``).
+        case winograd
+        /// "winograd_f2", "winograd_f4": that variant whatever the shapes.
+        case fixed(any WinogradAlgorithm.Type)
+    }
+    let algorithm: Algorithm
     let fusedAffine: Bool
     let fusedRelu: Bool
     /// Floats of im2col columns per band.
@@ -189,13 +198,20 @@ final class ConvOp: Operator, @unchecked Sendable {
         self.io = io
         geo = try ConvGeometry(io)
         let algo = try io.string("algo", "im2col")
-        try io.argument("algo", algo == "im2col" || algo == "winograd", "must be im2col or winograd, got '\(algo)'")
-        winograd = algo == "winograd"
+        switch algo {
+        case "im2col": algorithm = .im2col
+        case "winograd": algorithm = .winograd
+        case "winograd_f2": algorithm = .fixed(WinogradF2x3.self)
+        case "winograd_f4": algorithm = .fixed(WinogradF4x3.self)
+        default:
+            algorithm = .im2col
+            try io.argument("algo", false, "must be im2col, winograd, winograd_f2 or winograd_f4, got '\(algo)'")
+        }
         fusedAffine = try io.bool("fused_affine", false)
         fusedRelu = try io.bool("fused_relu", false)
         try io.argument("fused_affine", io.inputCount == (fusedAffine ? 4 : 2) || io.inputCount == (fusedAffine ? 5 : 3),
                         fusedAffine ? "needs inputs (X, W[, b], scale, shift)" : "is off: the inputs are (X, W[, b])")
-        if winograd {
+        if case .im2col = algorithm {} else {
             try io.argument("algo", geo.kh == 3 && geo.kw == 3 && geo.sh == 1 && geo.sw == 1 && geo.dh == 1 && geo.dw == 1 && geo.group == 1,
                             "winograd needs a 3×3 convolution with stride 1, dilation 1 and one group")
         }
@@ -231,11 +247,11 @@ final class ConvOp: Operator, @unchecked Sendable {
         let (_, y) = try io.outputData(0, shape: [n, m, ho, wo])
         let g = geo.group, cg = c / g, mg = m / g, k = cg * geo.kh * geo.kw, hw = ho * wo
         let scratch = ctx.scratch ?? ScratchBuffers(context: io.workspace.context)
-        if winograd {
-            try scratch.withBuffer(count: 16 * m * c) { u in
-                WinogradF2x3.filters(ctx, wdata.baseAddress!, k: m, c: c, into: u)
+        if let winograd = choose(c: c, ho: ho, wo: wo) {
+            try scratch.withBuffer(count: winograd.points * m * c) { u in
+                winograd.filters(ctx, wdata.baseAddress!, k: m, c: c, into: u)
                 for img in 0..<n {
-                    try WinogradF2x3.run(ctx, scratch: scratch, x: xd.baseAddress! + img * c * h * wd, c: c, h: h, w: wd, u: u, k: m,
+                    try winograd.run(ctx, scratch: scratch, x: xd.baseAddress! + img * c * h * wd, c: c, h: h, w: wd, u: u, k: m,
                                          y: y.baseAddress! + img * m * hw, ho: ho, wo: wo, padT: geo.padT, padL: geo.padL, epilogue: epilogue)
                 }
             }
@@ -260,6 +276,21 @@ final class ConvOp: Operator, @unchecked Sendable {
                     try unfoldAndMultiply(ctx, scratch, x: xg, channels: cg, h: h, w: wd, weights: wg, m: mg, y: yg, ho: ho, wo: wo, epilogue: ep)
                 }
             }
+        }
+    }
+
+    /// The Winograd variant for these shapes, nil for im2col. Measured on R-50-FPN's layers (one
+    /// thread, docs/benchmarks.md): the transforms cost per tile and per channel, the GEMMs lose
+    /// efficiency below ~256 tiles, and the filter transform is paid on every call; so F(4×4) where
+    /// it has ≥ 256 tiles and ≥ 128 input channels, else F(2×2) where that has ≥ 256 tiles, else im2col.
+    func choose(c: Int, ho: Int, wo: Int) -> (any WinogradAlgorithm.Type)? {
+        switch algorithm {
+        case .im2col: return nil
+        case .fixed(let variant): return variant
+        case .winograd:
+            func tiles(_ m: Int) -> Int { ((ho + m - 1) / m) * ((wo + m - 1) / m) }
+            if tiles(4) >= 256 && c >= 128 { return WinogradF4x3.self }
+            return tiles(2) >= 256 ? WinogradF2x3.self : nil
         }
     }
 
