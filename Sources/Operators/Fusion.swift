@@ -4,8 +4,9 @@
 /// ops (the fused steps run on each band of a convolution's output while it is in cache).
 extension NetDef {
     /// The net with
-    /// - `Conv → AffineChannel [→ Relu]` made one `Conv` (arguments `fused_affine`, `fused_relu`;
-    ///   the affine's scale and shift appended to its inputs), and `Conv → Relu` likewise;
+    /// - `Conv [→ AffineChannel] [→ Sum(·, residual)] [→ Relu]` made one `Conv` (arguments
+    ///   `fused_affine`, `fused_residual`, `fused_relu`; the affine's scale and shift, then the
+    ///   residual, appended to its inputs);
     /// - `Sum → Relu` made one `Sum` (argument `fused_relu`).
     ///
     /// A step is fused only when the value between the two ops has no other reader and the
@@ -22,16 +23,16 @@ extension NetDef {
         /// first input only, and can move up to `index`: no op in between reads or writes its
         /// outputs or writes its other inputs. A value that outlives the fusion under its name
         /// (kept or external) stays.
-        func soleReader(of blob: String, after index: Int, type: String) -> Int? {
+        func soleReader(of blob: String, after index: Int, type: String, anyInput: Bool = false) -> Int? {
             var readers: [Int] = []
             for j in fused.indices where j > index && !removed.contains(j) {
                 if fused[j].inputs.contains(blob) { readers.append(j) }
                 if fused[j].outputs.contains(blob) { break }
             }
-            guard readers.count == 1, let j = readers.first, fused[j].type == type, fused[j].inputs.first == blob,
-                  !fused[j].inputs.dropFirst().contains(blob) else { return nil }
+            guard readers.count == 1, let j = readers.first, fused[j].type == type,
+                  fused[j].inputs.filter({ $0 == blob }).count == 1, anyInput || fused[j].inputs.first == blob else { return nil }
             if !fused[j].outputs.contains(blob) && kept.contains(blob) { return nil }
-            let moved = Set(fused[j].outputs), otherInputs = Set(fused[j].inputs.dropFirst())
+            let moved = Set(fused[j].outputs), otherInputs = Set(fused[j].inputs.filter { $0 != blob })
             for k in (index + 1)..<j where !removed.contains(k) {
                 let op = fused[k]
                 if op.inputs.contains(where: moved.contains) || op.outputs.contains(where: { moved.contains($0) || otherInputs.contains($0) }) {
@@ -56,6 +57,16 @@ extension NetDef {
                     fused[i].inputs += fused[j].inputs[1...]
                     fused[i].outputs = fused[j].outputs
                     fused[i].arguments["fused_affine"] = .int(1)
+                    removed.insert(j)
+                }
+                // A two-input Sum of this value and another blob (either order: Sum's (0 + a) + b is
+                // symmetric): the other one is the residual.
+                let out = fused[i].outputs[0]
+                if let j = soleReader(of: out, after: i, type: "Sum", anyInput: true), fused[j].inputs.count == 2,
+                   fused[j].outputs.count == 1, fused[j].arguments.isEmpty {
+                    fused[i].inputs.append(fused[j].inputs[0] == out ? fused[j].inputs[1] : fused[j].inputs[0])
+                    fused[i].outputs = fused[j].outputs
+                    fused[i].arguments["fused_residual"] = .int(1)
                     removed.insert(j)
                 }
                 fuseRelu(into: i)

@@ -174,9 +174,8 @@ struct ConvGeometry: Sendable, Equatable {
 /// (3×3, stride 1, no dilation, one group) it runs ``WinogradF4x3`` (4× fewer multiplications) or
 /// ``WinogradF2x3`` (2.25×) where the shapes favour them (``choose(c:ho:wo:)``); the same results
 /// up to float rounding (relative differences of order 1e-6 and 1e-5).
-/// Inference nets may fuse the following AffineChannel and Relu into it
-/// (``NetDef/fusedForInference(keeping:)``): `Conv(X, W[, b], scale, shift)` with `fused_affine`,
-/// and `fused_relu`; see ``ConvEpilogue``.
+/// Inference nets may fuse the following AffineChannel, a Sum with a residual blob and a Relu into it (``NetDef/fusedForInference(keeping:)``): `Conv(X, W[, b][, scale,
+/// shift][, residual])` with `fused_affine`, `fused_residual` and `fused_relu`; see ``ConvEpilogue``.
 final class ConvOp: Operator, @unchecked Sendable {
     let io: OpIO
     let geo: ConvGeometry
@@ -190,6 +189,7 @@ final class ConvOp: Operator, @unchecked Sendable {
     }
     let algorithm: Algorithm
     let fusedAffine: Bool
+    let fusedResidual: Bool
     let fusedRelu: Bool
     /// Floats of im2col columns per band.
     static let bandFloats = 1 << 21
@@ -208,9 +208,11 @@ final class ConvOp: Operator, @unchecked Sendable {
             try io.argument("algo", false, "must be im2col, winograd, winograd_f2 or winograd_f4, got '\(algo)'")
         }
         fusedAffine = try io.bool("fused_affine", false)
+        fusedResidual = try io.bool("fused_residual", false)
         fusedRelu = try io.bool("fused_relu", false)
-        try io.argument("fused_affine", io.inputCount == (fusedAffine ? 4 : 2) || io.inputCount == (fusedAffine ? 5 : 3),
-                        fusedAffine ? "needs inputs (X, W[, b], scale, shift)" : "is off: the inputs are (X, W[, b])")
+        let plain = io.inputCount - (fusedAffine ? 2 : 0) - (fusedResidual ? 1 : 0)
+        try io.argument("fused_affine", plain == 2 || plain == 3,
+                        "and fused_residual set, the inputs must be (X, W[, b]\(fusedAffine ? ", scale, shift" : "")\(fusedResidual ? ", residual" : ""))")
         if case .im2col = algorithm {} else {
             try io.argument("algo", geo.kh == 3 && geo.kw == 3 && geo.sh == 1 && geo.sw == 1 && geo.dh == 1 && geo.dw == 1 && geo.group == 1,
                             "winograd needs a 3×3 convolution with stride 1, dilation 1 and one group")
@@ -235,16 +237,22 @@ final class ConvOp: Operator, @unchecked Sendable {
         let (x, xd) = try io.inputData(0)
         let (w, wdata) = try io.inputData(1)
         let (n, c, h, wd, m, ho, wo) = try Self.shapes(io, geo, x: x, w: w)
+        let (_, y) = try io.outputData(0, shape: [n, m, ho, wo])
         var epilogue = ConvEpilogue(relu: fusedRelu)
         func perChannel(_ i: Int) throws(OpRunError) -> UnsafePointer<Float> {
             let (t, d) = try io.inputData(i)
             try io.require(t.count == m, input: i, "has \(t.count) values for \(m) output channels")
             return d.baseAddress!
         }
-        let affineAt = io.inputCount - 2
-        if affineAt > 2 || (!fusedAffine && io.inputCount > 2) { epilogue.bias = try perChannel(2) }
-        if fusedAffine { (epilogue.scale, epilogue.shift) = (try perChannel(affineAt), try perChannel(affineAt + 1)) }
-        let (_, y) = try io.outputData(0, shape: [n, m, ho, wo])
+        let plain = io.inputCount - (fusedAffine ? 2 : 0) - (fusedResidual ? 1 : 0)
+        if plain == 3 { epilogue.bias = try perChannel(2) }
+        if fusedAffine { (epilogue.scale, epilogue.shift) = (try perChannel(plain), try perChannel(plain + 1)) }
+        if fusedResidual {
+            let (r, rd) = try io.inputData(io.inputCount - 1)
+            try io.require(r.shape == [n, m, ho, wo], input: io.inputCount - 1, "has shape \(r.shape), the output \([n, m, ho, wo])")
+            try io.require(rd.baseAddress != UnsafePointer(y.baseAddress), input: io.inputCount - 1, "must not be the output blob")
+            epilogue.residual = (rd.baseAddress!, y.baseAddress!)
+        }
         let g = geo.group, cg = c / g, mg = m / g, k = cg * geo.kh * geo.kw, hw = ho * wo
         let scratch = ctx.scratch ?? ScratchBuffers(context: io.workspace.context)
         if let winograd = choose(c: c, ho: ho, wo: wo) {
@@ -339,21 +347,25 @@ final class ConvOp: Operator, @unchecked Sendable {
 
 /// What Conv does to each output value after the convolution sum, with the arithmetic of the ops
 /// it stands for, in their order: its bias (`y += b`), a fused AffineChannel (`y = y·scale + shift`),
-/// a fused Relu (`y = y > 0 ? y : 0`).
+/// a fused two-input Sum with a residual blob (`y = (0 + y) + r`, as Sum accumulates), a fused Relu
+/// (`y = y > 0 ? y : 0`).
 struct ConvEpilogue: @unchecked Sendable {
     var bias: UnsafePointer<Float>?
     var scale: UnsafePointer<Float>?
     var shift: UnsafePointer<Float>?
+    /// The residual blob's data and the output's, to find a value's partner by its offset.
+    var residual: (values: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>)?
     var relu = false
 
     /// The same for output channels from `first` on.
     func offset(by first: Int) -> ConvEpilogue {
-        ConvEpilogue(bias: bias.map { $0 + first }, scale: scale.map { $0 + first }, shift: shift.map { $0 + first }, relu: relu)
+        ConvEpilogue(bias: bias.map { $0 + first }, scale: scale.map { $0 + first }, shift: shift.map { $0 + first },
+                     residual: residual, relu: relu)
     }
 
     /// Applies it to `rows` output channels (0, 1, … of this epilogue), `count` values each, `stride` apart.
     func apply(_ y: UnsafeMutablePointer<Float>, rows: Int, stride: Int, count: Int) {
-        guard bias != nil || scale != nil || relu else { return }
+        guard bias != nil || scale != nil || residual != nil || relu else { return }
         for r in 0..<rows {
             let p = y + r * stride
             if let bias {
@@ -363,6 +375,10 @@ struct ConvEpilogue: @unchecked Sendable {
             if let scale, let shift {
                 let s = scale[r], t = shift[r]
                 for i in 0..<count { p[i] = p[i] * s + t }
+            }
+            if let (values, output) = residual {
+                let q = values + (p - output)
+                for i in 0..<count { p[i] = (0 + p[i]) + q[i] }
             }
             if relu {
                 for i in 0..<count { p[i] = p[i] > 0 ? p[i] : 0 }
@@ -381,8 +397,9 @@ final class ConvGradientOp: Operator, @unchecked Sendable {
 
     init(_ io: OpIO) throws(OperatorError) {
         self.io = io
-        let fusedAffine = try io.bool("fused_affine", false), fusedRelu = try io.bool("fused_relu", false)
-        try io.argument("fused_affine", !fusedAffine && !fusedRelu, "and fused_relu are for inference nets (NetDef.fusedForInference): build the training net unfused")
+        var fused = false
+        for name in ["fused_affine", "fused_residual", "fused_relu"] where try io.bool(name, false) { fused = true }
+        try io.argument("fused_affine", !fused, "fused_residual and fused_relu are for inference nets (NetDef.fusedForInference): build the training net unfused")
         geo = try ConvGeometry(io)
         hasBias = !(try io.bool("no_bias", false))
         computeDX = try io.bool("compute_dX", true)
