@@ -53,9 +53,9 @@ let package = Package(
         // Starts OpenBLAS single-threaded (before its constructor runs) so a low process limit
         // cannot kill an executable at load; see the file's comment.
         .target(name: "CBLASPreinit"),
-        // The AVX-512 single-precision GEMM kernel that BLAS uses in place of OpenBLAS's sgemm
-        // where the CPU has AVX-512F (see Sources/CSGEMM/sd_sgemm.c); optimised in debug builds too.
-        .target(name: "CSGEMM", cSettings: [.unsafeFlags(["-O3"])]),
+        // C compute kernels that pick AVX-512 at run time: the sgemm BLAS uses in place of OpenBLAS's
+        // where the CPU has AVX-512F, and Winograd F(4×4, 3×3)'s transforms; optimised in debug builds too.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // Open MPI through dlopen: only `mpirun … detectron train` needs it installed.
         .target(name: "CMPIShim"),
         .target(
@@ -77,10 +77,10 @@ let package = Package(
         .target(name: "Storage", dependencies: ["Portability"], swiftSettings: strict),
 
         // MARK: BLAS — Swift layer over OpenBLAS.
-        .target(name: "BLAS", dependencies: ["CBLAS", "CBLASPreinit", "CSGEMM"], swiftSettings: strict),
+        .target(name: "BLAS", dependencies: ["CBLAS", "CBLASPreinit", "CKernels"], swiftSettings: strict),
 
         // MARK: Operators — Caffe2-style ops, gradients, nets and executors.
-        .target(name: "Operators", dependencies: ["Storage", "BLAS", "Portability"], swiftSettings: strict),
+        .target(name: "Operators", dependencies: ["Storage", "BLAS", "CKernels", "Portability"], swiftSettings: strict),
 
         // MARK: Imaging — JPEG decode/encode (libjpeg-turbo through CJPEGShim).
         .target(name: "Imaging", dependencies: ["CJPEGShim", "Storage", "Portability"], swiftSettings: strict),
@@ -137,8 +137,8 @@ let package = Package(
         // MARK: Tests — one target per module.
         .testTarget(name: "PortabilityTests", dependencies: ["Portability", "PortabilityProbe"], swiftSettings: strict),
         .testTarget(name: "StorageTests", dependencies: ["Storage"], swiftSettings: strict),
-        .testTarget(name: "BLASTests", dependencies: ["BLAS", "CSGEMM", "Portability"], swiftSettings: strict),
-        .testTarget(name: "OperatorsTests", dependencies: ["Operators", "Portability"], swiftSettings: strict),
+        .testTarget(name: "BLASTests", dependencies: ["BLAS", "CKernels", "Portability"], swiftSettings: strict),
+        .testTarget(name: "OperatorsTests", dependencies: ["Operators", "CKernels", "Portability"], swiftSettings: strict),
         .testTarget(name: "DataLoadingTests", dependencies: ["DataLoading", "DataLoaderProbe"], swiftSettings: strict),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Operators", "DetectronCLI"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "PickleTests", dependencies: ["Pickle"], resources: [.copy("Fixtures")], swiftSettings: strict),

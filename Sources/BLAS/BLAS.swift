@@ -1,6 +1,6 @@
 import CBLAS
 import CBLASPreinit
-import CSGEMM
+import CKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -33,7 +33,7 @@ public enum BLAS {
 
     /// Which code runs ``sgemm``.
     public enum GEMMKernel: String, Sendable {
-        /// Our packed AVX-512 kernel (`Sources/CSGEMM`), used where the CPU has AVX-512F: it does not
+        /// Our packed AVX-512 kernel (`Sources/CKernels`), used where the CPU has AVX-512F: it does not
         /// depend on the kernels OpenBLAS picks (or `OPENBLAS_CORETYPE` forces) for this CPU.
         case native
         /// OpenBLAS's `cblas_sgemm`.

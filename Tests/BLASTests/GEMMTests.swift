@@ -1,5 +1,5 @@
 import BLAS
-import CSGEMM
+import CKernels
 import Portability
 import Testing
 #if canImport(Glibc)

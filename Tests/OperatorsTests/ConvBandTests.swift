@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 @testable import Operators
 import Portability
@@ -94,6 +95,32 @@ struct WinogradTests {
         let scale = direct.map(abs).max() ?? 1
         let worst = zip(direct, fast).map { abs($0 - $1) }.max() ?? .infinity
         #expect(worst <= (algo == "winograd_f2" ? 1e-5 : 3e-5) * max(1, scale), "worst difference \(worst), largest value \(scale)")
+    }
+
+    @Test("F(4×4)'s C transforms: the AVX-512 build (where it runs) and the baseline build agree bitwise", arguments: [37, 70])
+    func kernelsAgree(width: Int) {
+        var rng = TestRNG(UInt64(width))
+        let (h, w) = (13, width), (ho, wo) = (h, w), th = (ho + 3) / 4, tw = (wo + 3) / 4, t = th * tw
+        let plane = rng.array(h * w), m = rng.array(36 * t), filters = rng.array(9 * 21)
+        func both(_ count: Int, _ run: (UnsafeMutablePointer<Float>, Bool) -> Void) -> ([Float], [Float]) {
+            var a = [Float](repeating: .nan, count: count), b = a
+            a.withUnsafeMutableBufferPointer { run($0.baseAddress!, false) }
+            b.withUnsafeMutableBufferPointer { run($0.baseAddress!, true) }
+            return (a, b)
+        }
+        let (v, vg) = both(36 * t) { out, generic in
+            (generic ? sd_winograd_f4_input_generic : sd_winograd_f4_input)(plane, h, w, 0, th, tw, 1, 1, out, t)
+        }
+        let (y, yg) = both(ho * wo) { out, generic in
+            (generic ? sd_winograd_f4_output_generic : sd_winograd_f4_output)(m, t, 0, th, tw, out, ho, wo)
+        }
+        let (u, ug) = both(36 * 21) { out, generic in
+            (generic ? sd_winograd_f4_filters_generic : sd_winograd_f4_filters)(filters, 21, 0, 21, out)
+        }
+        for (name, (a, b)) in [("input", (v, vg)), ("output", (y, yg)), ("filters", (u, ug))] {
+            #expect(a.map(\.bitPattern) == b.map(\.bitPattern), "\(name) transforms differ")
+            #expect(!a.contains { $0.isNaN }, "\(name) left values unwritten")
+        }
     }
 
     @Test("algo winograd picks F(4×4) for many tiles and channels, F(2×2) for many tiles, else im2col")

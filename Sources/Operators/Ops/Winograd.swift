@@ -1,4 +1,5 @@
 import BLAS
+import CKernels
 import Storage
 
 /// 3×3 stride-1 convolution by Winograd's minimal filtering F(m×m, 3×3) (Lavin & Gray, 2016):
@@ -195,171 +196,25 @@ struct WinogradF2x3: WinogradAlgorithm {
 }
 
 /// F(4×4, 3×3) with the interpolation points 0, ±1, ±2 and ∞: 36 positions, 4× fewer
-/// multiplications than im2col. Both transforms run 16 tiles at a time in SIMD lanes: the input
-/// rows of a tile row are first split by column phase (x mod 4), so each of a tile's 6 columns is
-/// a contiguous vector across tiles.
+/// multiplications than im2col. The transforms are C kernels (Sources/CKernels/sd_winograd_impl.h)
+/// that run 16 tiles (or filters) per vector, in AVX-512 where the CPU has it: the input rows of a
+/// tile row are first split by column phase (x mod 4), so each of a tile's 6 columns is a
+/// contiguous vector across tiles.
 struct WinogradF4x3: WinogradAlgorithm {
     static let tile = 4
     static let points = 36
-    typealias V = SIMD16<Float>
 
     static func filters(_ w: UnsafePointer<Float>, kc: Int, range: Range<Int>, into u: UnsafeMutablePointer<Float>) {
-        // G (6 × 3) applied to a column (a, b, d), 16 filters at a time.
-        @inline(__always) func g6(_ a: V, _ b: V, _ d: V) -> (V, V, V, V, V, V) {
-            let a24 = a * (1 / 24), b12 = b * (1 / 12), d6 = d * (1 / 6)
-            return (a * 0.25, (a + b + d) * (-1 / 6), (a - b + d) * (-1 / 6), a24 + b12 + d6, a24 - b12 + d6, d)
-        }
-        var i0 = range.lowerBound
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 9 * 16) { gathered in
-            let gs = gathered.baseAddress!
-            while i0 < range.upperBound {
-                let count = min(16, range.upperBound - i0)
-                // gs[e·16 + l] = element e of filter i0 + l.
-                for l in 0..<16 {
-                    for e in 0..<9 { gs[e * 16 + l] = l < count ? w[9 * (i0 + l) + e] : 0 }
-                }
-                @inline(__always) func g(_ e: Int) -> V { UnsafeRawPointer(gs + e * 16).loadUnaligned(as: V.self) }
-                // t = G g: column j of t is G applied to column j of g; row r of U is G applied to row r of t.
-                let c0 = g6(g(0), g(3), g(6)), c1 = g6(g(1), g(4), g(7)), c2 = g6(g(2), g(5), g(8))
-                @inline(__always) func row(_ r: Int, _ a: V, _ b: V, _ d: V) { store(g6(a, b, d), u + 6 * r * kc + i0, step: kc, count: count) }
-                row(0, c0.0, c1.0, c2.0)
-                row(1, c0.1, c1.1, c2.1)
-                row(2, c0.2, c1.2, c2.2)
-                row(3, c0.3, c1.3, c2.3)
-                row(4, c0.4, c1.4, c2.4)
-                row(5, c0.5, c1.5, c2.5)
-                i0 += count
-            }
-        }
-    }
-
-    /// Stores six vectors at p, p + step, …, p + 5·step: all 16 lanes, or the first `count`.
-    @inline(__always)
-    static func store(_ x: (V, V, V, V, V, V), _ p: UnsafeMutablePointer<Float>, step: Int, count: Int = 16) {
-        @inline(__always) func one(_ i: Int, _ value: V) {
-            let o = p + i * step
-            if count == 16 {
-                UnsafeMutableRawPointer(o).storeBytes(of: value, as: V.self)
-            } else {
-                for lane in 0..<count { o[lane] = value[lane] }
-            }
-        }
-        one(0, x.0)
-        one(1, x.1)
-        one(2, x.2)
-        one(3, x.3)
-        one(4, x.4)
-        one(5, x.5)
-    }
-
-    /// Stores four vectors (all lanes) at p, p + step, p + 2·step, p + 3·step.
-    @inline(__always)
-    static func store(_ x: (V, V, V, V), _ p: UnsafeMutablePointer<Float>, step: Int) {
-        let raw = UnsafeMutableRawPointer(p), bytes = 4 * step
-        raw.storeBytes(of: x.0, as: V.self)
-        raw.storeBytes(of: x.1, toByteOffset: bytes, as: V.self)
-        raw.storeBytes(of: x.2, toByteOffset: 2 * bytes, as: V.self)
-        raw.storeBytes(of: x.3, toByteOffset: 3 * bytes, as: V.self)
-    }
-
-    /// Bᵀ applied to six values (rows or columns of a tile).
-    @inline(__always)
-    static func bt(_ d0: V, _ d1: V, _ d2: V, _ d3: V, _ d4: V, _ d5: V) -> (V, V, V, V, V, V) {
-        let four: V = V(repeating: 4), two = V(repeating: 2), five = V(repeating: 5)
-        return (four * d0 - five * d2 + d4,
-                (d3 + d4) - four * (d1 + d2),
-                (d4 - d3) + four * (d1 - d2),
-                (d4 - d2) + two * (d3 - d1),
-                (d4 - d2) - two * (d3 - d1),
-                four * d1 - five * d3 + d5)
+        sd_winograd_f4_filters(w, kc, range.lowerBound, range.upperBound, u)
     }
 
     static func inputTransform(_ plane: UnsafePointer<Float>, h: Int, w: Int, rows: Range<Int>, tw: Int, padT: Int, padL: Int,
                                v: UnsafeMutablePointer<Float>, stride: Int) {
-        let groups = (tw + 15) / 16, phaseLength = 16 * groups + 1
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 24 * phaseLength + 36 * 16) { buffer in
-            // phases[(r·4 + p)·phaseLength + j] = input (y0 + r, 4j + p − padL), zero outside the plane.
-            let phases = buffer.baseAddress!, t = phases + 24 * phaseLength
-            for ty in rows {
-                let y0 = 4 * ty - padT, base = (ty - rows.lowerBound) * tw
-                for r in 0..<6 {
-                    let iy = y0 + r
-                    for p in 0..<4 {
-                        let dst = phases + (r * 4 + p) * phaseLength
-                        dst.update(repeating: 0, count: phaseLength)
-                        guard iy >= 0 && iy < h else { continue }
-                        // Columns 4j + p − padL inside 0..<w.
-                        let last = w - 1 + padL - p
-                        let first = (padL - p + 3) / 4, end = last < 0 ? 0 : min(phaseLength, last / 4 + 1)
-                        guard end > first else { continue }
-                        let row = plane + iy * w + p - padL
-                        for j in first..<end { dst[j] = row[4 * j] }
-                    }
-                }
-                for group in 0..<groups {
-                    let j = 16 * group
-                    @inline(__always) func load(_ r: Int, _ q: Int) -> V {
-                        UnsafeRawPointer(phases + (r * 4 + (q & 3)) * phaseLength + j + (q >> 2)).loadUnaligned(as: V.self)
-                    }
-                    // Bᵀ d column by column into t (row r', column q at t[(6r' + q)·16]).
-                    for q in 0..<6 {
-                        store(bt(load(0, q), load(1, q), load(2, q), load(3, q), load(4, q), load(5, q)), t + q * 16, step: 6 * 16)
-                    }
-                    // (Bᵀ d) B row by row, stored 16 tiles wide.
-                    let count = min(16, tw - j)
-                    for r in 0..<6 {
-                        @inline(__always) func tq(_ q: Int) -> V { UnsafeRawPointer(t + (6 * r + q) * 16).loadUnaligned(as: V.self) }
-                        store(bt(tq(0), tq(1), tq(2), tq(3), tq(4), tq(5)), v + 6 * r * stride + base + j, step: stride, count: count)
-                    }
-                }
-            }
-        }
+        sd_winograd_f4_input(plane, h, w, rows.lowerBound, rows.count, tw, padT, padL, v, stride)
     }
 
     static func outputTransform(_ m: UnsafePointer<Float>, stride: Int, rows: Range<Int>, tw: Int, y: UnsafeMutablePointer<Float>,
                                 ho: Int, wo: Int) {
-        let groups = (tw + 15) / 16
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 36 * 16 + 16 * 16) { buffer in
-            let s = buffer.baseAddress!, out = s + 36 * 16
-            for ty in rows {
-                let base = (ty - rows.lowerBound) * tw
-                for group in 0..<groups {
-                    let j = 16 * group, count = min(16, tw - j)
-                    @inline(__always) func load(_ xi: Int) -> V {
-                        let p = m + xi * stride + base + j
-                        if count == 16 { return UnsafeRawPointer(p).loadUnaligned(as: V.self) }
-                        var x = V()
-                        for lane in 0..<count { x[lane] = p[lane] }
-                        return x
-                    }
-                    // Aᵀ on the rows of m, column by column: s[(4r + q)·16].
-                    for q in 0..<6 {
-                        let m0 = load(q), m1 = load(6 + q), m2 = load(12 + q), m3 = load(18 + q), m4 = load(24 + q), m5 = load(30 + q)
-                        store(at(m0, m1, m2, m3, m4, m5), s + q * 16, step: 6 * 16)
-                    }
-                    // Then on the columns: out[(4r + c)·16 + lane].
-                    for r in 0..<4 {
-                        @inline(__always) func sq(_ q: Int) -> V { UnsafeRawPointer(s + (6 * r + q) * 16).loadUnaligned(as: V.self) }
-                        store(at(sq(0), sq(1), sq(2), sq(3), sq(4), sq(5)), out + 4 * r * 16, step: 16)
-                    }
-                    for r in 0..<4 {
-                        let oy = 4 * ty + r
-                        guard oy < ho else { break }
-                        let row = y + oy * wo
-                        for lane in 0..<count {
-                            let ox = 4 * (j + lane)
-                            for col in 0..<min(4, wo - ox) { row[ox + col] = out[(4 * r + col) * 16 + lane] }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Aᵀ applied to six values.
-    @inline(__always)
-    static func at(_ m0: V, _ m1: V, _ m2: V, _ m3: V, _ m4: V, _ m5: V) -> (V, V, V, V) {
-        let p12 = m1 + m2, d12 = m1 - m2, p34 = m3 + m4, d34 = m3 - m4
-        return (m0 + p12 + p34, d12 + V(repeating: 2) * d34, p12 + V(repeating: 4) * p34, d12 + V(repeating: 8) * d34 + m5)
+        sd_winograd_f4_output(m, stride, rows.lowerBound, rows.count, tw, y, ho, wo)
     }
 }

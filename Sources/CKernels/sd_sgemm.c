@@ -10,7 +10,7 @@
 //
 // Each element of C is summed in the same order whatever m and n are (k in blocks of KC, each
 // block from zero, then added to C), so splitting C across threads changes no result.
-#include "sd_sgemm.h"
+#include "sd_kernels.h"
 
 #include <stdlib.h>
 #include <string.h>

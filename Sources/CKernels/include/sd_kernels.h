@@ -1,0 +1,39 @@
+#ifndef SD_KERNELS_H
+#define SD_KERNELS_H
+
+// C compute kernels: the packed AVX-512 sgemm (sd_sgemm.c) and the Winograd F(4×4, 3×3)
+// transforms (sd_winograd.c). Swift code runs at the baseline x86-64 instruction set; these pick
+// AVX-512 at run time.
+
+/// 1 when this CPU runs the AVX-512 kernel of sd_sgemm (x86-64 with AVX-512F), else 0.
+int sd_sgemm_available(void);
+
+/// Single-threaded row-major C = alpha·op(A)·op(B) + beta·C (op(A) m×k, op(B) k×n), the same
+/// contract as cblas_sgemm(CblasRowMajor, …). Only call it when sd_sgemm_available() is 1.
+/// beta == 0 never reads C. Returns 0, or -1 when its packing buffers cannot be allocated
+/// (C is then untouched).
+int sd_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha,
+             const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc);
+
+/// Winograd F(4×4, 3×3) transforms (points 0, ±1, ±2, ∞), 16 tiles or filters per vector; the
+/// AVX-512 build of each runs where the CPU has AVX-512F, a generic one elsewhere.
+///
+/// U = G g Gᵀ for filters begin ..< end of the k·c 3×3 ones at w: position ξ of filter i at u[ξ·kc + i].
+void sd_winograd_f4_filters(const float *w, long kc, long begin, long end, float *u);
+
+/// V = Bᵀ d B for the 6×6 input tiles of one channel plane (h × w, padded by pad_t / pad_l with
+/// zeros), tile rows row0 ..< row0 + rows of tw tiles each: element ξ of the band's tile i at v[ξ·stride + i].
+void sd_winograd_f4_input(const float *plane, long h, long w, long row0, long rows, long tw, long pad_t, long pad_l,
+                          float *v, long stride);
+
+/// Y = Aᵀ M A for the band's tiles of one output channel (element ξ of tile i at m[ξ·stride + i]),
+/// written into its plane (ho × wo) where the 4×4 tile lies inside it.
+void sd_winograd_f4_output(const float *m, long stride, long row0, long rows, long tw, float *y, long ho, long wo);
+
+/// The baseline-instruction-set builds of the three, for tests: bitwise the same results.
+void sd_winograd_f4_filters_generic(const float *w, long kc, long begin, long end, float *u);
+void sd_winograd_f4_input_generic(const float *plane, long h, long w, long row0, long rows, long tw, long pad_t, long pad_l,
+                                  float *v, long stride);
+void sd_winograd_f4_output_generic(const float *m, long stride, long row0, long rows, long tw, float *y, long ho, long wo);
+
+#endif
