@@ -19,10 +19,11 @@ extension NetDef {
         var fused = ops
         var removed = Set<Int>()
         /// The op that reads the value op `index` wrote to `blob`, when it is the only reader of
-        /// that value (up to the next write of the blob), has type `type`, takes the blob as its
-        /// first input only, and can move up to `index`: no op in between reads or writes its
-        /// outputs or writes its other inputs. A value that outlives the fusion under its name
-        /// (kept or external) stays.
+        /// that value (up to the next write of the blob), has type `type`, takes the blob as one
+        /// input (its first, unless `anyInput`), and can move up to `index`: no op in between
+        /// reads or writes its outputs or writes its other inputs, and its outputs are none of the
+        /// producer's inputs (a Conv cannot run in place). A value that outlives the fusion under
+        /// its name (kept or external) stays.
         func soleReader(of blob: String, after index: Int, type: String, anyInput: Bool = false) -> Int? {
             var readers: [Int] = []
             for j in fused.indices where j > index && !removed.contains(j) {
@@ -33,6 +34,7 @@ extension NetDef {
                   fused[j].inputs.filter({ $0 == blob }).count == 1, anyInput || fused[j].inputs.first == blob else { return nil }
             if !fused[j].outputs.contains(blob) && kept.contains(blob) { return nil }
             let moved = Set(fused[j].outputs), otherInputs = Set(fused[j].inputs.filter { $0 != blob })
+            guard !fused[index].inputs.contains(where: moved.contains), !otherInputs.contains(where: moved.contains) else { return nil }
             for k in (index + 1)..<j where !removed.contains(k) {
                 let op = fused[k]
                 if op.inputs.contains(where: moved.contains) || op.outputs.contains(where: { moved.contains($0) || otherInputs.contains($0) }) {

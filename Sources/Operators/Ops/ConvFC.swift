@@ -397,9 +397,6 @@ final class ConvGradientOp: Operator, @unchecked Sendable {
 
     init(_ io: OpIO) throws(OperatorError) {
         self.io = io
-        var fused = false
-        for name in ["fused_affine", "fused_residual", "fused_relu"] where try io.bool(name, false) { fused = true }
-        try io.argument("fused_affine", !fused, "fused_residual and fused_relu are for inference nets (NetDef.fusedForInference): build the training net unfused")
         geo = try ConvGeometry(io)
         hasBias = !(try io.bool("no_bias", false))
         computeDX = try io.bool("compute_dX", true)
