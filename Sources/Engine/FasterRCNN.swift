@@ -83,8 +83,8 @@ enum FasterRCNN {
                              + "train with MODEL.SEMANTICS detectron")
         }
         let algo = cfg.string("TEST.CONV_ALGO")
-        guard ["winograd", "winograd_f2", "im2col"].contains(algo) else {
-            throw ModelError(message: "config key TEST.CONV_ALGO is '\(algo)'; supported: winograd, winograd_f2, im2col")
+        guard ["winograd", "winograd_f4", "winograd_f2", "im2col"].contains(algo) else {
+            throw ModelError(message: "config key TEST.CONV_ALGO is '\(algo)'; supported: winograd, winograd_f4, winograd_f2, im2col")
         }
         let b = ModelBuilder(name: train ? "train" : "test", train: train, winograd: !train && algo != "im2col" ? algo : nil)
         let stages = try resnet(b, cfg)
