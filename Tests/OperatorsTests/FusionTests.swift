@@ -7,10 +7,10 @@ import Testing
 struct FusionTests {
     /// A ResNet bottleneck-like block: conv (bias) → AffineChannel → Relu (in place), a 3×3 Winograd
     /// conv → AffineChannel (in place) → Relu, a 1×1 conv → AffineChannel, the shortcut (the input,
-    /// or a 1×1 conv → AffineChannel after the branch), Sum → Relu, then a 3×3 im2col conv with
+    /// or a 1×1 conv with bias → AffineChannel after the branch), Sum → Relu, then a 3×3 im2col conv with
     /// stride 2 → Relu.
     static func block(projection: Bool) -> NetDef {
-        var net = NetDef(name: "block", externalInputs: ["x", "w1", "b1", "s1", "t1", "w2", "s2", "t2", "w3", "s3", "t3", "w4", "w5", "s5", "t5"])
+        var net = NetDef(name: "block", externalInputs: ["x", "w1", "b1", "s1", "t1", "w2", "s2", "t2", "w3", "s3", "t3", "w4", "w5", "b5", "s5", "t5"])
         net.add("Conv", ["x", "w1", "b1"], ["c1"], ["kernel": .int(1)])
         net.add("AffineChannel", ["c1", "s1", "t1"], ["c1_bn"])
         net.add("Relu", ["c1_bn"], ["c1_bn"])
@@ -21,7 +21,7 @@ struct FusionTests {
         net.add("AffineChannel", ["c3", "s3", "t3"], ["c3_bn"])
         var shortcut = "x"
         if projection {
-            net.add("Conv", ["x", "w5"], ["sc"], ["kernel": .int(1)])
+            net.add("Conv", ["x", "w5", "b5"], ["sc"], ["kernel": .int(1)])
             net.add("AffineChannel", ["sc", "s5", "t5"], ["sc_bn"])
             shortcut = "sc_bn"
         }
@@ -44,7 +44,7 @@ struct FusionTests {
         for (w, shape) in [("w1", [c, c, 1, 1]), ("w2", [c, c, 3, 3]), ("w3", [c, c, 1, 1]), ("w4", [c, c, 3, 3]), ("w5", [c, c, 1, 1])] {
             feed(w, shape)
         }
-        for p in ["b1", "s1", "t1", "s2", "t2", "s3", "t3", "s5", "t5"] { feed(p, [c]) }
+        for p in ["b1", "s1", "t1", "s2", "t2", "s3", "t3", "b5", "s5", "t5"] { feed(p, [c]) }
         try Net(net, workspace: ws, pool: ThreadPool(threadCount: 1, name: "fuse")).run()
         return try names.map { try ws.fetchBlob($0).toArray(as: Float.self) }
     }
@@ -58,7 +58,7 @@ struct FusionTests {
         if projection {
             // The shortcut is written after the branch's last conv: the Sum moves up to the shortcut's conv.
             #expect(fused.ops[2].outputs == ["c3_bn"] && fused.ops[2].arguments["fused_residual"] == nil)
-            #expect(fused.ops[3].inputs == ["x", "w5", "s5", "t5", "c3_bn"] && fused.ops[3].outputs == ["sum"])
+            #expect(fused.ops[3].inputs == ["x", "w5", "b5", "s5", "t5", "c3_bn"] && fused.ops[3].outputs == ["sum"])
         } else {
             #expect(fused.ops[2].inputs == ["c2", "w3", "s3", "t3", "x"] && fused.ops[2].outputs == ["sum"])
         }

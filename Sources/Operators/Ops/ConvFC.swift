@@ -174,8 +174,9 @@ struct ConvGeometry: Sendable, Equatable {
 /// (3×3, stride 1, no dilation, one group) it runs ``WinogradF4x3`` (4× fewer multiplications) or
 /// ``WinogradF2x3`` (2.25×) where the shapes favour them (``choose(c:ho:wo:)``); the same results
 /// up to float rounding (relative differences of order 1e-6 and 1e-5).
-/// Inference nets may fuse the following AffineChannel, a Sum with a residual blob and a Relu into it (``NetDef/fusedForInference(keeping:)``): `Conv(X, W[, b][, scale,
-/// shift][, residual])` with `fused_affine`, `fused_residual` and `fused_relu`; see ``ConvEpilogue``.
+/// Inference nets may fuse the following AffineChannel, a Sum with a residual blob and a Relu
+/// into it (``NetDef/fusedForInference(keeping:)``): `Conv(X, W[, b][, scale, shift][, residual])`
+/// with `fused_affine`, `fused_residual` and `fused_relu`; see ``ConvEpilogue``.
 final class ConvOp: Operator, @unchecked Sendable {
     let io: OpIO
     let geo: ConvGeometry
@@ -260,7 +261,7 @@ final class ConvOp: Operator, @unchecked Sendable {
                 winograd.filters(ctx, wdata.baseAddress!, k: m, c: c, into: u)
                 for img in 0..<n {
                     try winograd.run(ctx, scratch: scratch, x: xd.baseAddress! + img * c * h * wd, c: c, h: h, w: wd, u: u, k: m,
-                                         y: y.baseAddress! + img * m * hw, ho: ho, wo: wo, padT: geo.padT, padL: geo.padL, epilogue: epilogue)
+                                     y: y.baseAddress! + img * m * hw, ho: ho, wo: wo, padT: geo.padT, padL: geo.padL, epilogue: epilogue)
                 }
             }
             return
@@ -519,7 +520,7 @@ final class FCGradientOp: Operator, @unchecked Sendable {
 }
 
 func registerConvAndFC(_ r: inout OperatorRegistry) {
-    r.register("Conv", OperatorSchema(inputs: 2...5, outputs: 1...1, gradient: { g in
+    r.register("Conv", OperatorSchema(inputs: 2...6, outputs: 1...1, gradient: { g in
         var args = g.def.arguments
         let hasBias = g.def.inputs.count > 2
         if !hasBias { args["no_bias"] = .int(1) }
