@@ -187,6 +187,8 @@ final class ConvOp: Operator, @unchecked Sendable {
         case winograd
         /// "winograd_f2", "winograd_f4": that variant whatever the shapes.
         case fixed(any WinogradAlgorithm.Type)
+
+        var isIm2col: Bool { if case .im2col = self { true } else { false } }
     }
     let algorithm: Algorithm
     let fusedAffine: Bool
@@ -214,7 +216,7 @@ final class ConvOp: Operator, @unchecked Sendable {
         let plain = io.inputCount - (fusedAffine ? 2 : 0) - (fusedResidual ? 1 : 0)
         try io.argument("fused_affine", plain == 2 || plain == 3,
                         "and fused_residual set, the inputs must be (X, W[, b]\(fusedAffine ? ", scale, shift" : "")\(fusedResidual ? ", residual" : ""))")
-        if case .im2col = algorithm {} else {
+        if !algorithm.isIm2col {
             try io.argument("algo", geo.kh == 3 && geo.kw == 3 && geo.sh == 1 && geo.sw == 1 && geo.dh == 1 && geo.dw == 1 && geo.group == 1,
                             "winograd needs a 3×3 convolution with stride 1, dilation 1 and one group")
         }
