@@ -60,8 +60,8 @@ extension Config {
             // layer F(4×4, 3×3), F(2×2, 3×3) or im2col, whichever its shapes favour; "winograd_f2" or
             // "winograd_f4" force one), results equal up to float rounding; or "im2col" as in training.
             ("TEST.CONV_ALGO", .string("winograd")),
-            // ours: test nets fuse Conv → AffineChannel → Relu and Sum → Relu into one op each (the
-            // same arithmetic in the same order: bitwise the same results, fewer memory passes).
+            // ours: test nets fuse Conv → AffineChannel → [Sum →] Relu and Sum → Relu into one op each
+            // (the same arithmetic in the same order: bitwise the same results, fewer memory passes).
             // False keeps every intermediate blob (e.g. for `infer --save-blobs`).
             ("TEST.FUSE_OPS", .bool(true)),
             ("TEST.BBOX_AUG.ENABLED", .bool(false)), ("TEST.SOFT_NMS.ENABLED", .bool(false)), ("TEST.BBOX_VOTE.ENABLED", .bool(false)),

@@ -20,8 +20,8 @@ final class ModelBuilder {
     private(set) var params: [ParamInfo] = []
     private var paramIndex: [String: Int] = [:]
     let train: Bool
-    /// Whether 3×3 stride-1 convolutions use Winograd's algorithm (`Conv` argument `algo`).
-    /// The `algo` of 3×3 stride-1 convolutions ("winograd", "winograd_f2"), nil for im2col.
+    /// The `Conv` argument `algo` of 3×3 stride-1 convolutions ("winograd", "winograd_f4",
+    /// "winograd_f2"), nil for im2col.
     let winograd: String?
 
     init(name: String, train: Bool, winograd: String? = nil) {
