@@ -57,15 +57,53 @@ static inline __mmask16 mask_upto(long count) {
     return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? (__mmask16)0 : (__mmask16)((1u << count) - 1);
 }
 
+// dst[q·ldd + i] = src[i·lds + q] for a 16 × 16 block: rows become columns in three rounds of
+// in-register interleaves (32-bit, 64-bit, then 128-bit lanes twice).
+SD_AVX512 static inline void transpose16(const float *src, long lds, float *dst, long ldd) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+#define SD_PD(x) _mm512_castps_pd(x)
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(SD_PD(t[i]), SD_PD(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(SD_PD(t[i]), SD_PD(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(SD_PD(t[i + 1]), SD_PD(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(SD_PD(t[i + 1]), SD_PD(t[i + 3])));
+    }
+#undef SD_PD
+    // Now r[4g + c] holds columns c, c + 4, c + 8, c + 12 of rows 4g ..< 4g + 4, one per 128-bit lane.
+    for (int h = 0; h < 16; h += 8)
+        for (int c = 0; c < 4; c++) {
+            t[h + c] = _mm512_shuffle_f32x4(r[h + c], r[h + c + 4], 0x88);
+            t[h + c + 4] = _mm512_shuffle_f32x4(r[h + c], r[h + c + 4], 0xdd);
+        }
+    for (int c = 0; c < 8; c++) {
+        _mm512_storeu_ps(dst + c * ldd, _mm512_shuffle_f32x4(t[c], t[c + 8], 0x88));
+        _mm512_storeu_ps(dst + (c + 8) * ldd, _mm512_shuffle_f32x4(t[c], t[c + 8], 0xdd));
+    }
+}
+
 // op(B) columns j0 ..< j0+n, k range k0 ..< k0+kc, into ceil(n/NR) panels of kc × NR (columns past n zero).
 SD_AVX512 static void pack_b(int trans, const float *b, long ldb, long k0, long kc, long j0, long n, float *dst) {
     for (long jp = 0; jp < n; jp += NR, dst += kc * NR) {
         long nr = min_l(NR, n - jp);
         if (trans) {
-            // Stored n × k: column j of op(B) is row j of the stored matrix.
+            // Stored n × k: column j of op(B) is row j of the stored matrix. Whole panels go 16 × 16
+            // blocks at a time through a register transpose; the rest element by element.
+            long p0 = 0;
+            if (nr == NR) {
+                const float *src = b + (j0 + jp) * ldb + k0;
+                for (; p0 + 16 <= kc; p0 += 16) {
+                    transpose16(src + p0, ldb, dst + p0 * NR, NR);
+                    transpose16(src + 16 * ldb + p0, ldb, dst + p0 * NR + 16, NR);
+                }
+            }
             for (long j = 0; j < nr; j++) {
                 const float *src = b + (j0 + jp + j) * ldb + k0;
-                for (long p = 0; p < kc; p++) dst[p * NR + j] = src[p];
+                for (long p = p0; p < kc; p++) dst[p * NR + j] = src[p];
             }
             for (long j = nr; j < NR; j++)
                 for (long p = 0; p < kc; p++) dst[p * NR + j] = 0;
