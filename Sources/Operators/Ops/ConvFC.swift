@@ -338,6 +338,7 @@ final class ConvOp: Operator, @unchecked Sendable {
                 let rows = y0..<min(ho, y0 + bandRows)
                 geo.im2col(ctx, x, channels: channels, h: h, w: w, ho: ho, wo: wo, rows: rows, col: col)
                 ctx.gemm(.none, .none, m: m, n: rows.count * wo, k: k, a: weights, b: col, c: y + y0 * wo, ldc: hw)
+                guard !epilogue.isEmpty else { continue }
                 let parts = min(m, (ctx.pool?.liveThreadCount ?? 0) + 1)
                 ctx.parallelFor(parts) { p in
                     let r0 = m * p / parts, r1 = m * (p + 1) / parts
@@ -366,9 +367,12 @@ struct ConvEpilogue: @unchecked Sendable {
                      residual: residual, relu: relu)
     }
 
+    /// Whether it leaves the convolution sums as they are.
+    var isEmpty: Bool { bias == nil && scale == nil && residual == nil && !relu }
+
     /// Applies it to `rows` output channels (0, 1, … of this epilogue), `count` values each, `stride` apart.
     func apply(_ y: UnsafeMutablePointer<Float>, rows: Int, stride: Int, count: Int) {
-        guard bias != nil || scale != nil || residual != nil || relu else { return }
+        guard !isEmpty else { return }
         for r in 0..<rows {
             let p = y + r * stride
             if let bias {
