@@ -83,7 +83,7 @@ let package = Package(
         .target(name: "Operators", dependencies: ["Storage", "BLAS", "CKernels", "Portability"], swiftSettings: strict),
 
         // MARK: Imaging — JPEG decode/encode (libjpeg-turbo through CJPEGShim).
-        .target(name: "Imaging", dependencies: ["CJPEGShim", "Storage", "Portability"], swiftSettings: strict),
+        .target(name: "Imaging", dependencies: ["CJPEGShim", "CKernels", "Storage", "Portability"], swiftSettings: strict),
 
         // MARK: DataLoading — guarded multi-worker loading (threads or processes).
         .target(name: "DataLoading", dependencies: ["Portability", "Imaging", "Storage"], swiftSettings: strict),

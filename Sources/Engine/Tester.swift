@@ -128,8 +128,8 @@ public final class Detector {
 
     /// Detectron's `im_detect_bbox` and `box_results_with_nms_and_limit`.
     private func detectDetectron(_ image: Image) throws -> [(classIndex: Int, score: Float, box: [Float])] {
-        let (prepared, s) = InputBlob.prepare(image, pixelMeans: pixelMeans(cfg), target: cfg.int("TEST.SCALE"), maxSize: cfg.int("TEST.MAX_SIZE"))
-        let blob = try InputBlob.batch([prepared], stride: cfg.int("FPN.COARSEST_STRIDE"), context: ws.context)
+        let s = InputBlob.scale(width: image.width, height: image.height, target: cfg.int("TEST.SCALE"), maxSize: cfg.int("TEST.MAX_SIZE"))
+        let blob = try InputBlob.blob([(image, s)], pixelMeans: pixelMeans(cfg), stride: cfg.int("FPN.COARSEST_STRIDE"), context: ws.context)
         ws.feedBlob("data", blob)
         // At test, im_info holds the padded size (Detectron keeps this on purpose).
         ws.feedBlob("im_info", try Tensor([Float(blob.dim(2)), Float(blob.dim(3)), Float(s)], shape: [1, 3], context: ws.context))

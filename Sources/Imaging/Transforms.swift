@@ -1,8 +1,10 @@
+import CKernels
 import Foundation
 import Storage
 
-/// A float image, height × width × channels (HWC), row-major — what Detectron's blob
-/// preparation works on (BGR, mean-subtracted).
+/// A float image as channel planes (CHW): channel c, row y, column x at
+/// `pixels[(c·height + y)·width + x]` — the layout of a blob, so batching copies whole rows.
+/// Detectron's blob preparation makes them (BGR, mean-subtracted).
 public struct FloatImage: Sendable, Equatable {
     public var width: Int
     public var height: Int
@@ -136,72 +138,92 @@ public enum InputBlob {
     /// subtraction is folded into the resize (the same values up to float rounding: bilinear
     /// weights sum to 1).
     public static func prepare(_ image: Image, pixelMeans: [Float] = detectronPixelMeans, scale s: Double) -> FloatImage {
-        let bgr = image.converted(to: .bgr)
-        precondition(bgr.channels == 3, "Detectron's blobs are 3-channel")
-        let (width, height) = (bgr.width, bgr.height)
-        let (ow, oh) = Resize.outputSize(width: width, height: height, fx: s, fy: s)
-        let xt = Resize.taps(source: width, destination: ow, inverseScale: s)
-        let yt = Resize.taps(source: height, destination: oh, inverseScale: s)
-        let x0 = xt.map { $0.0 * 3 }, x1 = xt.map { $0.1 * 3 }, w0 = xt.map(\.2), w1 = xt.map(\.3)
-        let (m0, m1, m2) = (pixelMeans[0], pixelMeans[1], pixelMeans[2])
-        let rowLength = ow * 3
-        var out = [Float](repeating: 0, count: oh * rowLength)
-        var buffers = [Float](repeating: 0, count: 2 * rowLength)
-        var rowOf = [-1, -1]
-        bgr.pixels.withUnsafeBufferPointer { src in
-            buffers.withUnsafeMutableBufferPointer { buf in
-                out.withUnsafeMutableBufferPointer { dst in
-                    func horizontal(_ y: Int, _ slot: Int) {
-                        let row = src.baseAddress! + y * width * 3, r = buf.baseAddress! + slot * rowLength
-                        for x in 0..<ow {
-                            let a = row + x0[x], b = row + x1[x], p = w0[x], q = w1[x], o = r + 3 * x
-                            o[0] = Float(a[0]) * p + Float(b[0]) * q
-                            o[1] = Float(a[1]) * p + Float(b[1]) * q
-                            o[2] = Float(a[2]) * p + Float(b[2]) * q
-                        }
-                        rowOf[slot] = y
-                    }
-                    for (y, (j0, j1, v0, v1)) in yt.enumerated() {
-                        var s0 = rowOf[0] == j0 ? 0 : (rowOf[1] == j0 ? 1 : -1)
-                        if s0 < 0 { s0 = rowOf[0] == j1 ? 1 : 0; horizontal(j0, s0) }
-                        var s1 = rowOf[0] == j1 ? 0 : (rowOf[1] == j1 ? 1 : -1)
-                        if s1 < 0 { s1 = 1 - s0; horizontal(j1, s1) }
-                        let r0 = buf.baseAddress! + s0 * rowLength, r1 = buf.baseAddress! + s1 * rowLength
-                        let o = dst.baseAddress! + y * rowLength
-                        var i = 0
-                        while i < rowLength {
-                            o[i] = r0[i] * v0 + r1[i] * v1 - m0
-                            o[i + 1] = r0[i + 1] * v0 + r1[i + 1] * v1 - m1
-                            o[i + 2] = r0[i + 2] * v0 + r1[i + 2] * v1 - m2
-                            i += 3
-                        }
-                    }
-                }
-            }
+        let kernel = ResizeKernel(image, pixelMeans: pixelMeans, scale: s)
+        let pixels = [Float](unsafeUninitializedCapacity: 3 * kernel.height * kernel.width) { buf, count in
+            kernel.run(into: buf.baseAddress!, planeStride: kernel.height * kernel.width, rowStride: kernel.width)
+            count = buf.count
         }
-        return FloatImage(width: ow, height: oh, channels: 3, pixels: out)
+        return FloatImage(width: kernel.width, height: kernel.height, channels: 3, pixels: pixels)
     }
 
     /// `im_list_to_blob`: images top-left in a zero (N, 3, Hp, Wp) tensor, Hp and Wp the largest
     /// sides rounded up to a multiple of `stride` (32 with FPN; 1 for none).
     public static func batch(_ images: [FloatImage], stride: Int = 32, context: any Context) throws(StorageError) -> Tensor {
-        let maxH = images.map(\.height).max() ?? 0, maxW = images.map(\.width).max() ?? 0
-        let hp = (maxH + stride - 1) / stride * stride, wp = (maxW + stride - 1) / stride * stride
-        let t = try Tensor(.float32, shape: [images.count, 3, hp, wp], context: context)
-        let out = try t.mutableData(as: Float.self)
-        out.update(repeating: 0)
+        let (t, hp, wp) = try paddedBlob(sizes: images.map { ($0.width, $0.height) }, stride: stride, context: context)
+        let out = try t.mutableData(as: Float.self).baseAddress!
         for (n, im) in images.enumerated() {
+            precondition(im.channels == 3, "Detectron's blobs are 3-channel")
             im.pixels.withUnsafeBufferPointer { px in
                 for c in 0..<3 {
                     for y in 0..<im.height {
-                        let dst = out.baseAddress! + ((n * 3 + c) * hp + y) * wp
-                        let src = px.baseAddress! + y * im.width * 3 + c
-                        for x in 0..<im.width { dst[x] = src[x * 3] }
+                        (out + ((n * 3 + c) * hp + y) * wp).update(from: px.baseAddress! + (c * im.height + y) * im.width, count: im.width)
                     }
                 }
             }
+            zeroPadding(out + n * 3 * hp * wp, width: im.width, height: im.height, paddedWidth: wp, paddedHeight: hp)
         }
         return t
+    }
+
+    /// Prepares `images` (each by its scale, as ``prepare(_:pixelMeans:scale:)``) straight into
+    /// one padded (N, 3, Hp, Wp) blob: the same blob as `batch(images.map { prepare(…) })` without
+    /// the intermediate images.
+    public static func blob(_ images: [(image: Image, scale: Double)], pixelMeans: [Float] = detectronPixelMeans, stride: Int = 32,
+                            context: any Context) throws(StorageError) -> Tensor {
+        let kernels = images.map { ResizeKernel($0.image, pixelMeans: pixelMeans, scale: $0.scale) }
+        let (t, hp, wp) = try paddedBlob(sizes: kernels.map { ($0.width, $0.height) }, stride: stride, context: context)
+        let out = try t.mutableData(as: Float.self).baseAddress!
+        for (n, k) in kernels.enumerated() {
+            let base = out + n * 3 * hp * wp
+            k.run(into: base, planeStride: hp * wp, rowStride: wp)
+            zeroPadding(base, width: k.width, height: k.height, paddedWidth: wp, paddedHeight: hp)
+        }
+        return t
+    }
+
+    /// An uninitialised (N, 3, Hp, Wp) blob for images of these sizes, and (Hp, Wp).
+    static func paddedBlob(sizes: [(width: Int, height: Int)], stride: Int, context: any Context) throws(StorageError) -> (Tensor, Int, Int) {
+        let maxH = sizes.map(\.height).max() ?? 0, maxW = sizes.map(\.width).max() ?? 0
+        let hp = (maxH + stride - 1) / stride * stride, wp = (maxW + stride - 1) / stride * stride
+        return (try Tensor(.float32, shape: [sizes.count, 3, hp, wp], context: context), hp, wp)
+    }
+
+    /// Zeroes what lies right of and below a width × height image in its three padded planes.
+    static func zeroPadding(_ base: UnsafeMutablePointer<Float>, width: Int, height: Int, paddedWidth wp: Int, paddedHeight hp: Int) {
+        for c in 0..<3 {
+            let plane = base + c * hp * wp
+            if width < wp { for y in 0..<height { (plane + y * wp + width).update(repeating: 0, count: wp - width) } }
+            (plane + height * wp).update(repeating: 0, count: (hp - height) * wp)
+        }
+    }
+}
+
+/// One image's resize for ``InputBlob``: the taps and means, run by the C kernel
+/// (`sd_resize_u8c3_planar`, AVX-512 where the CPU has it).
+struct ResizeKernel {
+    let source: Image
+    let width: Int, height: Int
+    let xi0: [Int32], xi1: [Int32], xw0: [Float], xw1: [Float]
+    let yi0: [Int32], yi1: [Int32], yw0: [Float], yw1: [Float]
+    let means: [Float]
+
+    init(_ image: Image, pixelMeans: [Float], scale s: Double) {
+        source = image.converted(to: .bgr)
+        precondition(source.channels == 3 && pixelMeans.count == 3, "Detectron's blobs are 3-channel")
+        (width, height) = Resize.outputSize(width: source.width, height: source.height, fx: s, fy: s)
+        let xt = Resize.taps(source: source.width, destination: width, inverseScale: s)
+        let yt = Resize.taps(source: source.height, destination: height, inverseScale: s)
+        (xi0, xi1, xw0, xw1) = (xt.map { Int32($0.0) }, xt.map { Int32($0.1) }, xt.map(\.2), xt.map(\.3))
+        (yi0, yi1, yw0, yw1) = (yt.map { Int32($0.0) }, yt.map { Int32($0.1) }, yt.map(\.2), yt.map(\.3))
+        means = pixelMeans
+    }
+
+    /// Writes channel c, row y, column x at `dst[c·planeStride + y·rowStride + x]`.
+    func run(into dst: UnsafeMutablePointer<Float>, planeStride: Int, rowStride: Int, generic: Bool = false) {
+        let status = (generic ? sd_resize_u8c3_planar_generic : sd_resize_u8c3_planar)(
+            source.pixels, source.width, xi0, xi1, xw0, xw1, width, yi0, yi1, yw0, yw1, height, means, dst, planeStride, rowStride)
+        // The kernel's only failure is its scratch allocation (a few rows of floats).
+        precondition(status == 0, "out of memory for a \(source.width)-pixel row buffer")
     }
 }
 
@@ -244,7 +266,7 @@ public enum TorchvisionTransform {
         }
     }
 
-    /// The normalised, resized image (HWC, RGB) and the resize factor.
+    /// The normalised, resized image (channel planes, RGB) and the resize factor.
     public static func prepare(_ image: Image, mean: [Float], std: [Float], minSize: Int, maxSize: Int) -> (FloatImage, Double) {
         let rgb = image.converted(to: .rgb)
         precondition(rgb.channels == 3 && mean.count == 3 && std.count == 3, "torchvision's detectors take 3-channel images")
@@ -262,7 +284,7 @@ public enum TorchvisionTransform {
                 for c in 0..<3 {
                     let top = normalised[(j0 * width + i0) * 3 + c] * u0 + normalised[(j0 * width + i1) * 3 + c] * u1
                     let bottom = normalised[(j1 * width + i0) * 3 + c] * u0 + normalised[(j1 * width + i1) * 3 + c] * u1
-                    out[(y * ow + x) * 3 + c] = top * v0 + bottom * v1
+                    out[(c * oh + y) * ow + x] = top * v0 + bottom * v1
                 }
             }
         }

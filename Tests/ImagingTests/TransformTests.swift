@@ -1,5 +1,5 @@
 import Foundation
-import Imaging
+@testable import Imaging
 import Storage
 import Testing
 
@@ -49,7 +49,7 @@ struct TransformTests {
         let (f, s) = InputBlob.prepare(img, target: 2, maxSize: 1000)
         #expect(s == 1)
         #expect(f.pixels[0] == 0 - InputBlob.detectronPixelMeans[0])     // B
-        #expect(f.pixels[2] == 200 - InputBlob.detectronPixelMeans[2])   // R
+        #expect(f.pixels[2 * f.height * f.width] == 200 - InputBlob.detectronPixelMeans[2])   // R: plane 2
         let other = FloatImage(width: 3, height: 5, channels: 3, pixels: [Float](repeating: 1, count: 45))
         let t = try InputBlob.batch([f, other], context: CPUContext())
         #expect(t.shape == [2, 3, 32, 32])
@@ -69,8 +69,60 @@ struct TransformTests {
             for i in 0..<(37 * 23) { for c in 0..<3 { f[3 * i + c] = Float(img.pixels[3 * i + c]) - InputBlob.detectronPixelMeans[c] } }
             let (px, w, h) = Resize.linear(f, width: 37, height: 23, channels: 3, fx: s, fy: s)
             #expect(fused.width == w && fused.height == h)
-            #expect(zip(fused.pixels, px).map { abs($0 - $1) }.max()! < 1e-3)
+            // px is HWC; fused holds channel planes.
+            var worst: Float = 0
+            for c in 0..<3 { for i in 0..<(w * h) { worst = max(worst, abs(fused.pixels[c * w * h + i] - px[3 * i + c])) } }
+            #expect(worst < 1e-3)
         }
+    }
+
+    /// The resize kernel's arithmetic written out in scalar Swift: horizontal taps on each
+    /// source row, then rows blended and the mean subtracted, one rounding per operation.
+    static func referencePrepare(_ img: Image, scale s: Double) -> [Float] {
+        let (w, h) = Resize.outputSize(width: img.width, height: img.height, fx: s, fy: s)
+        let xt = Resize.taps(source: img.width, destination: w, inverseScale: s)
+        let yt = Resize.taps(source: img.height, destination: h, inverseScale: s)
+        func horizontal(_ row: Int, _ c: Int, _ x: Int) -> Float {
+            let p = img.pixels, base = row * img.width * 3 + c
+            let a = Float(p[base + 3 * xt[x].0]) * xt[x].2
+            let b = Float(p[base + 3 * xt[x].1]) * xt[x].3
+            return a + b
+        }
+        var out = [Float](repeating: 0, count: 3 * w * h)
+        for c in 0..<3 {
+            for y in 0..<h {
+                for x in 0..<w {
+                    let top = horizontal(yt[y].0, c, x) * yt[y].2, bottom = horizontal(yt[y].1, c, x) * yt[y].3
+                    out[(c * h + y) * w + x] = (top + bottom) - InputBlob.detectronPixelMeans[c]
+                }
+            }
+        }
+        return out
+    }
+
+    @Test("the resize kernel (AVX-512 and baseline builds) is bitwise the scalar reference: up, down past the permute window, tails",
+          arguments: [(37, 23, 0.5), (37, 23, 1.0417), (37, 23, 1.7), (640, 480, 500.0 / 480), (101, 7, 0.3), (9, 5, 3.0), (70, 40, 0.55)])
+    func kernelBitwise(_ width: Int, _ height: Int, _ s: Double) {
+        var img = Image(width: width, height: height, channels: 3, order: .bgr, fill: 0)
+        for i in 0..<img.pixels.count { img.pixels[i] = UInt8((i * 37 + i / 7) % 251) }
+        let expected = Self.referencePrepare(img, scale: s)
+        #expect(InputBlob.prepare(img, scale: s).pixels == expected)
+        let k = ResizeKernel(img, pixelMeans: InputBlob.detectronPixelMeans, scale: s)
+        var generic = [Float](repeating: .nan, count: expected.count)
+        generic.withUnsafeMutableBufferPointer { k.run(into: $0.baseAddress!, planeStride: k.width * k.height, rowStride: k.width, generic: true) }
+        #expect(generic == expected)
+    }
+
+    @Test("blob() prepares straight into the padded blob: the same tensor as prepare + batch")
+    func blobEqualsBatch() throws {
+        var a = Image(width: 37, height: 23, channels: 3, order: .bgr, fill: 0), b = Image(width: 20, height: 31, channels: 3, order: .rgb, fill: 0)
+        for i in 0..<a.pixels.count { a.pixels[i] = UInt8(i % 253) }
+        for i in 0..<b.pixels.count { b.pixels[i] = UInt8((i * 7) % 251) }
+        let ctx = CPUContext()
+        let direct = try InputBlob.blob([(a, 1.3), (b, 0.9)], context: ctx)
+        let twoStep = try InputBlob.batch([InputBlob.prepare(a, scale: 1.3), InputBlob.prepare(b, scale: 0.9)], context: ctx)
+        #expect(direct.shape == twoStep.shape && direct.shape == [2, 3, 32, 64])
+        #expect(Array(try direct.data(as: Float.self)) == Array(try twoStep.data(as: Float.self)))
     }
 
     @Test("flipping twice is the identity")

@@ -1,8 +1,8 @@
 #ifndef SD_KERNELS_H
 #define SD_KERNELS_H
 
-// C compute kernels: the packed AVX-512 sgemm (sd_sgemm.c) and the Winograd F(4×4, 3×3)
-// transforms (sd_winograd.c). Swift code runs at the baseline x86-64 instruction set; these pick
+// C compute kernels: the packed AVX-512 sgemm (sd_sgemm.c), the Winograd F(4×4, 3×3)
+// transforms (sd_winograd.c) and Detectron's input resize (sd_resize.c). Swift code runs at the baseline x86-64 instruction set; these pick
 // AVX-512 at run time.
 
 /// 1 when this CPU runs the AVX-512 kernel of sd_sgemm (x86-64 with AVX-512F), else 0.
@@ -35,5 +35,20 @@ void sd_winograd_f4_filters_generic(const float *w, long kc, long begin, long en
 void sd_winograd_f4_input_generic(const float *plane, long h, long w, long row0, long rows, long tw, long pad_t, long pad_l,
                                   float *v, long stride);
 void sd_winograd_f4_output_generic(const float *m, long stride, long row0, long rows, long tw, float *y, long ho, long wo);
+
+/// Detectron's image preparation: 8-bit 3-channel HWC pixels (src_w wide, rows packed) resized
+/// bilinearly with the given taps (output column x reads source columns xi0[x], xi1[x] with weights
+/// xw0[x], xw1[x]; rows likewise), mean[c] subtracted, written as float planes: channel c, row y,
+/// column x at dst[c·plane_stride + y·row_stride + x]. Taps must not decrease. Returns 0, or -1
+/// when its scratch memory cannot be allocated (dst untouched).
+int sd_resize_u8c3_planar(const unsigned char *src, long src_w,
+                          const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
+                          const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
+                          const float mean[3], float *dst, long plane_stride, long row_stride);
+/// Its baseline-instruction-set build, for tests: bitwise the same results.
+int sd_resize_u8c3_planar_generic(const unsigned char *src, long src_w,
+                                  const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
+                                  const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
+                                  const float mean[3], float *dst, long plane_stride, long row_stride);
 
 #endif

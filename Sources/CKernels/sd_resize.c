@@ -1,0 +1,241 @@
+// Detectron's input preparation in one pass: 8-bit 3-channel HWC pixels, bilinear resize with
+// given taps, minus a per-channel mean, written as float planes (CHW) with any row and plane
+// stride — straight into a padded batch blob.
+//
+// Per channel c, output column x and row y (taps i0/i1/w0/w1 for columns, j0/j1/v0/v1 for rows):
+//   h_j[x]   = f(src[j][i0[x]][c]) * w0[x] + f(src[j][i1[x]][c]) * w1[x]
+//   out[y][x] = (h_j0[x] * v0[y] + h_j1[x] * v1[y]) - mean[c]
+// in float, in this order, never fused (FP_CONTRACT OFF): both builds give bitwise the results of
+// the scalar reference in Swift (Resize.resample).
+
+#include "sd_kernels.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#pragma STDC FP_CONTRACT OFF
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define SD_HAVE_AVX512 1
+#include <immintrin.h>
+#endif
+
+// Source rows are converted to three float planes of `src_w` floats plus this much zero slack, so
+// a 32-float window that starts inside a row can always be loaded.
+#define SLACK 32
+
+typedef struct {
+    const int32_t *i0, *i1;
+    const float *w0, *w1;
+    long n;
+} taps;
+
+// One source row → three float planes (B, G, R for BGR input).
+static void split_row_generic(const uint8_t *row, long w, float *p0, float *p1, float *p2) {
+    for (long x = 0; x < w; x++) {
+        p0[x] = (float)row[3 * x];
+        p1[x] = (float)row[3 * x + 1];
+        p2[x] = (float)row[3 * x + 2];
+    }
+}
+
+static void horizontal_generic(const float *p, const taps *t, float *h) {
+    for (long x = 0; x < t->n; x++) h[x] = p[t->i0[x]] * t->w0[x] + p[t->i1[x]] * t->w1[x];
+}
+
+static void vertical_generic(const float *h0, const float *h1, float v0, float v1, float mean, long n, float *out) {
+    for (long x = 0; x < n; x++) out[x] = (h0[x] * v0 + h1[x] * v1) - mean;
+}
+
+#ifdef SD_HAVE_AVX512
+#define SD_TARGET __attribute__((target("avx512f")))
+
+// Element e = 3j + c of a 48-float interleaved run, gathered in two two-register permutes:
+// first from (f0, f1) for e < 32, then (kept, f2) for e ≥ 32.
+SD_TARGET static void split_row_avx512(const uint8_t *row, long w, float *p0, float *p1, float *p2) {
+    int32_t first[3][16], second[3][16];
+    for (int c = 0; c < 3; c++) {
+        for (int j = 0; j < 16; j++) {
+            int e = 3 * j + c;
+            first[c][j] = e < 32 ? e : 0;
+            second[c][j] = e < 32 ? j : 16 + (e - 32);
+        }
+    }
+    __m512i a[3], b[3];
+    for (int c = 0; c < 3; c++) {
+        a[c] = _mm512_loadu_si512(first[c]);
+        b[c] = _mm512_loadu_si512(second[c]);
+    }
+    float *planes[3] = {p0, p1, p2};
+    long x = 0;
+    for (; x + 16 <= w; x += 16) {
+        const uint8_t *s = row + 3 * x;
+        __m512 f0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)s)));
+        __m512 f1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(s + 16))));
+        __m512 f2 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(s + 32))));
+        for (int c = 0; c < 3; c++) {
+            __m512 t = _mm512_permutex2var_ps(f0, a[c], f1);
+            _mm512_storeu_ps(planes[c] + x, _mm512_permutex2var_ps(t, b[c], f2));
+        }
+    }
+    split_row_generic(row + 3 * x, w - x, p0 + x, p1 + x, p2 + x);
+}
+
+// Output columns in blocks of 16: when a block's taps lie within 32 source columns (any scale
+// above about 0.55), both taps come from one two-register window by permutes; else by gathers.
+typedef struct {
+    long blocks;
+    int32_t *base;   // first source column of each block's window, or -1: gather
+    int32_t *rel0, *rel1;  // taps relative to the base (or absolute, for gathered blocks)
+    float *w0, *w1;  // weights, zero past the last column
+} blocked_taps;
+
+static void block_taps(const taps *t, blocked_taps *b, void *storage) {
+    long blocks = (t->n + 15) / 16, padded = blocks * 16;
+    b->blocks = blocks;
+    b->rel0 = (int32_t *)storage;
+    b->rel1 = b->rel0 + padded;
+    b->w0 = (float *)(b->rel1 + padded);
+    b->w1 = b->w0 + padded;
+    b->base = (int32_t *)(b->w1 + padded);
+    for (long k = 0; k < blocks; k++) {
+        long x0 = 16 * k, n = t->n - x0 < 16 ? t->n - x0 : 16;
+        int32_t base = t->i0[x0];
+        int32_t hi = t->i1[x0];
+        for (long j = 0; j < n; j++) {
+            if (t->i0[x0 + j] < base) base = t->i0[x0 + j];
+            if (t->i1[x0 + j] > hi) hi = t->i1[x0 + j];
+        }
+        int windowed = hi - base < 32;
+        b->base[k] = windowed ? base : -1;
+        for (long j = 0; j < 16; j++) {
+            int in = j < n;
+            b->rel0[x0 + j] = in ? t->i0[x0 + j] - (windowed ? base : 0) : 0;
+            b->rel1[x0 + j] = in ? t->i1[x0 + j] - (windowed ? base : 0) : 0;
+            b->w0[x0 + j] = in ? t->w0[x0 + j] : 0;
+            b->w1[x0 + j] = in ? t->w1[x0 + j] : 0;
+        }
+    }
+}
+
+static size_t blocked_taps_bytes(long n) { return (size_t)((n + 15) / 16) * (16 * 4 * 4 + 4); }
+
+// h gets whole blocks of 16 (its buffer is padded to a multiple of 16).
+SD_TARGET static void horizontal_avx512(const float *p, const blocked_taps *b, float *h) {
+    for (long k = 0; k < b->blocks; k++) {
+        long x0 = 16 * k;
+        __m512i r0 = _mm512_loadu_si512(b->rel0 + x0), r1 = _mm512_loadu_si512(b->rel1 + x0);
+        __m512 a, c;
+        if (b->base[k] >= 0) {
+            __m512 lo = _mm512_loadu_ps(p + b->base[k]), hi = _mm512_loadu_ps(p + b->base[k] + 16);
+            a = _mm512_permutex2var_ps(lo, r0, hi);
+            c = _mm512_permutex2var_ps(lo, r1, hi);
+        } else {
+            a = _mm512_i32gather_ps(r0, p, 4);
+            c = _mm512_i32gather_ps(r1, p, 4);
+        }
+        __m512 s = _mm512_mul_ps(a, _mm512_loadu_ps(b->w0 + x0));
+        __m512 t = _mm512_mul_ps(c, _mm512_loadu_ps(b->w1 + x0));
+        _mm512_storeu_ps(h + x0, _mm512_add_ps(s, t));
+    }
+}
+
+SD_TARGET static void vertical_avx512(const float *h0, const float *h1, float v0, float v1, float mean, long n, float *out) {
+    __m512 a = _mm512_set1_ps(v0), b = _mm512_set1_ps(v1), m = _mm512_set1_ps(mean);
+    long x = 0;
+    for (; x + 16 <= n; x += 16) {
+        __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(h0 + x), a), _mm512_mul_ps(_mm512_loadu_ps(h1 + x), b));
+        _mm512_storeu_ps(out + x, _mm512_sub_ps(s, m));
+    }
+    if (x < n) {
+        __mmask16 k = (__mmask16)((1u << (n - x)) - 1);
+        __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, h0 + x), a), _mm512_mul_ps(_mm512_maskz_loadu_ps(k, h1 + x), b));
+        _mm512_mask_storeu_ps(out + x, k, _mm512_sub_ps(s, m));
+    }
+}
+
+static int has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
+#endif
+
+static int resize(int use_avx512, const uint8_t *src, long src_w, const taps *xt, const taps *yt,
+                  const float mean[3], float *dst, long plane_stride, long row_stride) {
+    long ow = xt->n, ow_pad = (ow + 15) / 16 * 16, pw = src_w + SLACK;
+    size_t floats = (size_t)(3 * pw + 2 * 3 * ow_pad);
+    size_t bytes = floats * sizeof(float);
+#ifdef SD_HAVE_AVX512
+    size_t tap_bytes = blocked_taps_bytes(ow);
+#else
+    size_t tap_bytes = 0;
+#endif
+    size_t total = (bytes + tap_bytes + 63) / 64 * 64;
+    float *scratch = aligned_alloc(64, total);
+    if (!scratch) return -1;
+    memset(scratch, 0, 3 * pw * sizeof(float));
+    float *plane[3] = {scratch, scratch + pw, scratch + 2 * pw};
+    // rows[slot][c]: source row row_of[slot], interpolated horizontally.
+    float *rows[2][3];
+    for (int s = 0; s < 2; s++)
+        for (int c = 0; c < 3; c++) rows[s][c] = scratch + 3 * pw + (s * 3 + c) * ow_pad;
+    long row_of[2] = {-1, -1};
+#ifdef SD_HAVE_AVX512
+    blocked_taps bt;
+    if (use_avx512) block_taps(xt, &bt, (char *)scratch + bytes);
+#endif
+
+    for (long y = 0; y < yt->n; y++) {
+        long j[2] = {yt->i0[y], yt->i1[y]};
+        int slot[2];
+        // Reuse the slots that already hold rows j0 / j1; rows only move forward.
+        for (int t = 0; t < 2; t++) {
+            slot[t] = row_of[0] == j[t] ? 0 : (row_of[1] == j[t] ? 1 : -1);
+            if (slot[t] >= 0) continue;
+            slot[t] = t == 0 ? (row_of[0] == j[1] ? 1 : 0) : 1 - slot[0];
+            const uint8_t *row = src + j[t] * src_w * 3;
+#ifdef SD_HAVE_AVX512
+            if (use_avx512) {
+                split_row_avx512(row, src_w, plane[0], plane[1], plane[2]);
+                for (int c = 0; c < 3; c++) horizontal_avx512(plane[c], &bt, rows[slot[t]][c]);
+            } else
+#endif
+            {
+                split_row_generic(row, src_w, plane[0], plane[1], plane[2]);
+                for (int c = 0; c < 3; c++) horizontal_generic(plane[c], xt, rows[slot[t]][c]);
+            }
+            row_of[slot[t]] = j[t];
+        }
+        for (int c = 0; c < 3; c++) {
+            float *out = dst + c * plane_stride + y * row_stride;
+#ifdef SD_HAVE_AVX512
+            if (use_avx512) {
+                vertical_avx512(rows[slot[0]][c], rows[slot[1]][c], yt->w0[y], yt->w1[y], mean[c], ow, out);
+                continue;
+            }
+#endif
+            vertical_generic(rows[slot[0]][c], rows[slot[1]][c], yt->w0[y], yt->w1[y], mean[c], ow, out);
+        }
+    }
+    free(scratch);
+    return 0;
+}
+
+int sd_resize_u8c3_planar(const unsigned char *src, long src_w,
+                          const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
+                          const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
+                          const float mean[3], float *dst, long plane_stride, long row_stride) {
+    taps xt = {xi0, xi1, xw0, xw1, out_w}, yt = {yi0, yi1, yw0, yw1, out_h};
+#ifdef SD_HAVE_AVX512
+    int fast = has_avx512();
+#else
+    int fast = 0;
+#endif
+    return resize(fast, src, src_w, &xt, &yt, mean, dst, plane_stride, row_stride);
+}
+
+int sd_resize_u8c3_planar_generic(const unsigned char *src, long src_w,
+                                  const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
+                                  const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
+                                  const float mean[3], float *dst, long plane_stride, long row_stride) {
+    taps xt = {xi0, xi1, xw0, xw1, out_w}, yt = {yi0, yi1, yw0, yw1, out_h};
+    return resize(0, src, src_w, &xt, &yt, mean, dst, plane_stride, row_stride);
+}
