@@ -53,20 +53,24 @@ static void vertical_generic(const float *h0, const float *h1, float v0, float v
 
 // Element e = 3j + c of a 48-float interleaved run, gathered in two two-register permutes:
 // first from (f0, f1) for e < 32, then (kept, f2) for e ≥ 32.
-SD_TARGET static void split_row_avx512(const uint8_t *row, long w, float *p0, float *p1, float *p2) {
-    int32_t first[3][16], second[3][16];
+typedef struct { __m512i first[3], second[3]; } split_index;
+
+SD_TARGET static split_index make_split_index(void) {
+    split_index s;
     for (int c = 0; c < 3; c++) {
+        int32_t first[16], second[16];
         for (int j = 0; j < 16; j++) {
             int e = 3 * j + c;
-            first[c][j] = e < 32 ? e : 0;
-            second[c][j] = e < 32 ? j : 16 + (e - 32);
+            first[j] = e < 32 ? e : 0;
+            second[j] = e < 32 ? j : 16 + (e - 32);
         }
+        s.first[c] = _mm512_loadu_si512(first);
+        s.second[c] = _mm512_loadu_si512(second);
     }
-    __m512i a[3], b[3];
-    for (int c = 0; c < 3; c++) {
-        a[c] = _mm512_loadu_si512(first[c]);
-        b[c] = _mm512_loadu_si512(second[c]);
-    }
+    return s;
+}
+
+SD_TARGET static void split_row_avx512(const uint8_t *row, long w, const split_index *ix, float *p0, float *p1, float *p2) {
     float *planes[3] = {p0, p1, p2};
     long x = 0;
     for (; x + 16 <= w; x += 16) {
@@ -75,8 +79,8 @@ SD_TARGET static void split_row_avx512(const uint8_t *row, long w, float *p0, fl
         __m512 f1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(s + 16))));
         __m512 f2 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(s + 32))));
         for (int c = 0; c < 3; c++) {
-            __m512 t = _mm512_permutex2var_ps(f0, a[c], f1);
-            _mm512_storeu_ps(planes[c] + x, _mm512_permutex2var_ps(t, b[c], f2));
+            __m512 t = _mm512_permutex2var_ps(f0, ix->first[c], f1);
+            _mm512_storeu_ps(planes[c] + x, _mm512_permutex2var_ps(t, ix->second[c], f2));
         }
     }
     split_row_generic(row + 3 * x, w - x, p0 + x, p1 + x, p2 + x);
@@ -121,29 +125,40 @@ static void block_taps(const taps *t, blocked_taps *b, void *storage) {
 
 static size_t blocked_taps_bytes(long n) { return (size_t)((n + 15) / 16) * (16 * 4 * 4 + 4); }
 
-// h gets whole blocks of 16 (its buffer is padded to a multiple of 16).
-SD_TARGET static void horizontal_avx512(const float *p, const blocked_taps *b, float *h) {
+// The three planes of one source row, interpolated horizontally: the taps of each block are
+// loaded once for all three. h[c] gets whole blocks of 16 (its buffer is padded to them).
+SD_TARGET static void horizontal3_avx512(float *const p[3], const blocked_taps *b, float *const h[3]) {
     for (long k = 0; k < b->blocks; k++) {
         long x0 = 16 * k;
         __m512i r0 = _mm512_loadu_si512(b->rel0 + x0), r1 = _mm512_loadu_si512(b->rel1 + x0);
-        __m512 a, c;
-        if (b->base[k] >= 0) {
-            __m512 lo = _mm512_loadu_ps(p + b->base[k]), hi = _mm512_loadu_ps(p + b->base[k] + 16);
-            a = _mm512_permutex2var_ps(lo, r0, hi);
-            c = _mm512_permutex2var_ps(lo, r1, hi);
-        } else {
-            a = _mm512_i32gather_ps(r0, p, 4);
-            c = _mm512_i32gather_ps(r1, p, 4);
+        __m512 w0 = _mm512_loadu_ps(b->w0 + x0), w1 = _mm512_loadu_ps(b->w1 + x0);
+        int32_t base = b->base[k];
+        for (int c = 0; c < 3; c++) {
+            __m512 a, d;
+            if (base >= 0) {
+                __m512 lo = _mm512_loadu_ps(p[c] + base), hi = _mm512_loadu_ps(p[c] + base + 16);
+                a = _mm512_permutex2var_ps(lo, r0, hi);
+                d = _mm512_permutex2var_ps(lo, r1, hi);
+            } else {
+                a = _mm512_i32gather_ps(r0, p[c], 4);
+                d = _mm512_i32gather_ps(r1, p[c], 4);
+            }
+            _mm512_storeu_ps(h[c] + x0, _mm512_add_ps(_mm512_mul_ps(a, w0), _mm512_mul_ps(d, w1)));
         }
-        __m512 s = _mm512_mul_ps(a, _mm512_loadu_ps(b->w0 + x0));
-        __m512 t = _mm512_mul_ps(c, _mm512_loadu_ps(b->w1 + x0));
-        _mm512_storeu_ps(h + x0, _mm512_add_ps(s, t));
     }
 }
 
 SD_TARGET static void vertical_avx512(const float *h0, const float *h1, float v0, float v1, float mean, long n, float *out) {
     __m512 a = _mm512_set1_ps(v0), b = _mm512_set1_ps(v1), m = _mm512_set1_ps(mean);
     long x = 0;
+    // Rows of a blob are written once and read much later (they rarely fit in cache with the
+    // rest): where a row is aligned, stream it past the cache instead of reading its lines first.
+    if (((uintptr_t)out & 63) == 0) {
+        for (; x + 16 <= n; x += 16) {
+            __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(h0 + x), a), _mm512_mul_ps(_mm512_loadu_ps(h1 + x), b));
+            _mm512_stream_ps(out + x, _mm512_sub_ps(s, m));
+        }
+    }
     for (; x + 16 <= n; x += 16) {
         __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(h0 + x), a), _mm512_mul_ps(_mm512_loadu_ps(h1 + x), b));
         _mm512_storeu_ps(out + x, _mm512_sub_ps(s, m));
@@ -158,7 +173,7 @@ SD_TARGET static void vertical_avx512(const float *h0, const float *h1, float v0
 static int has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
 #endif
 
-static int resize(int use_avx512, const uint8_t *src, long src_w, const taps *xt, const taps *yt,
+static int resize(int use_avx512, const uint8_t *src, long src_w, long src_h, const taps *xt, const taps *yt,
                   const float mean[3], float *dst, long plane_stride, long row_stride) {
     long ow = xt->n, ow_pad = (ow + 15) / 16 * 16, pw = src_w + SLACK;
     size_t floats = (size_t)(3 * pw + 2 * 3 * ow_pad);
@@ -180,7 +195,11 @@ static int resize(int use_avx512, const uint8_t *src, long src_w, const taps *xt
     long row_of[2] = {-1, -1};
 #ifdef SD_HAVE_AVX512
     blocked_taps bt;
-    if (use_avx512) block_taps(xt, &bt, (char *)scratch + bytes);
+    split_index ix;
+    if (use_avx512) {
+        block_taps(xt, &bt, (char *)scratch + bytes);
+        ix = make_split_index();
+    }
 #endif
 
     for (long y = 0; y < yt->n; y++) {
@@ -194,8 +213,14 @@ static int resize(int use_avx512, const uint8_t *src, long src_w, const taps *xt
             const uint8_t *row = src + j[t] * src_w * 3;
 #ifdef SD_HAVE_AVX512
             if (use_avx512) {
-                split_row_avx512(row, src_w, plane[0], plane[1], plane[2]);
-                for (int c = 0; c < 3; c++) horizontal_avx512(plane[c], &bt, rows[slot[t]][c]);
+                // Source rows are read once, in order; fetching two rows ahead hides most of the
+                // wait for rows that are no longer in L1/L2 (the decoder wrote them a while ago).
+                if (j[t] + 2 < src_h) {
+                    const char *ahead = (const char *)(row + 2 * src_w * 3);
+                    for (long q = 0; q < src_w * 3; q += 64) _mm_prefetch(ahead + q, _MM_HINT_T0);
+                }
+                split_row_avx512(row, src_w, &ix, plane[0], plane[1], plane[2]);
+                horizontal3_avx512(plane, &bt, rows[slot[t]]);
             } else
 #endif
             {
@@ -215,11 +240,14 @@ static int resize(int use_avx512, const uint8_t *src, long src_w, const taps *xt
             vertical_generic(rows[slot[0]][c], rows[slot[1]][c], yt->w0[y], yt->w1[y], mean[c], ow, out);
         }
     }
+#ifdef SD_HAVE_AVX512
+    if (use_avx512) _mm_sfence();
+#endif
     free(scratch);
     return 0;
 }
 
-int sd_resize_u8c3_planar(const unsigned char *src, long src_w,
+int sd_resize_u8c3_planar(const unsigned char *src, long src_w, long src_h,
                           const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
                           const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
                           const float mean[3], float *dst, long plane_stride, long row_stride) {
@@ -229,13 +257,13 @@ int sd_resize_u8c3_planar(const unsigned char *src, long src_w,
 #else
     int fast = 0;
 #endif
-    return resize(fast, src, src_w, &xt, &yt, mean, dst, plane_stride, row_stride);
+    return resize(fast, src, src_w, src_h, &xt, &yt, mean, dst, plane_stride, row_stride);
 }
 
-int sd_resize_u8c3_planar_generic(const unsigned char *src, long src_w,
+int sd_resize_u8c3_planar_generic(const unsigned char *src, long src_w, long src_h,
                                   const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
                                   const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
                                   const float mean[3], float *dst, long plane_stride, long row_stride) {
     taps xt = {xi0, xi1, xw0, xw1, out_w}, yt = {yi0, yi1, yw0, yw1, out_h};
-    return resize(0, src, src_w, &xt, &yt, mean, dst, plane_stride, row_stride);
+    return resize(0, src, src_w, src_h, &xt, &yt, mean, dst, plane_stride, row_stride);
 }

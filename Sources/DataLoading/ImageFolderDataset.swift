@@ -2,33 +2,41 @@ import Foundation
 import Imaging
 import Storage
 
-/// One image prepared the Detectron way: BGR, PIXEL_MEANS subtracted, scaled (HWC float).
-public struct PreparedImage: Sendable, ByteCodable, Equatable {
-    public var image: FloatImage
-    /// The scale applied to the original image.
+/// One image as the loader's workers leave it: decoded (BGR, 8-bit) and flipped if drawn, with
+/// the Detectron scale. ``Collate/images(_:multiple:pixelMeans:context:)`` resizes it, subtracts
+/// the means and pads it in one pass, straight into the batch blob — no float copy of the image
+/// is ever made, and process workers send back 8-bit pixels.
+public struct LoadedImage: Sendable, ByteCodable, Equatable {
+    public var image: Image
+    /// Detectron's `im_scale`: the resize relative to the file's own size.
     public var scale: Double
+    /// The resize still to apply to `image` (`scale`, unless it was decoded downscaled).
+    public var resizeScale: Double
     /// The file it came from.
     public var source: String
 
-    public init(image: FloatImage, scale: Double, source: String) {
+    public init(image: Image, scale: Double, resizeScale: Double, source: String) {
         self.image = image
         self.scale = scale
+        self.resizeScale = resizeScale
         self.source = source
     }
 
     public func encode(to w: inout ByteWriter) {
-        w.write(Int32(image.width)); w.write(Int32(image.height)); w.write(Int32(image.channels))
-        w.write(scale); w.write(source)
+        w.write(Int32(image.width)); w.write(Int32(image.height)); w.write(Int32(image.channels)); w.write(UInt8(image.order == .bgr ? 1 : 0))
+        w.write(scale); w.write(resizeScale); w.write(source)
         w.write(array: image.pixels)
     }
 
     public init(from r: inout ByteReader) throws(ByteReader.Truncated) {
         let w = Int(try r.read(Int32.self)), h = Int(try r.read(Int32.self)), c = Int(try r.read(Int32.self))
+        let order: ChannelOrder = try r.read(UInt8.self) == 1 ? .bgr : .rgb
         scale = try r.read(Double.self)
+        resizeScale = try r.read(Double.self)
         source = try r.read(String.self)
-        let px = try r.readArray(of: Float.self)
+        let px = try r.readArray(of: UInt8.self)
         guard px.count == w * h * c else { throw ByteReader.Truncated() }
-        image = FloatImage(width: w, height: h, channels: c, pixels: px)
+        image = Image(width: w, height: h, channels: c, order: order, pixels: px)
     }
 }
 
@@ -63,7 +71,7 @@ public struct ImageFolderDataset: TransportableDataset {
 
     public var count: Int { files.count }
 
-    public func element(at index: Int, rng: inout SampleRNG) throws -> PreparedImage {
+    public func element(at index: Int, rng: inout SampleRNG) throws -> LoadedImage {
         let path = files[index]
         let bytes = try JPEG.readFile(path)
         let info = try JPEG.info(bytes, source: path)
@@ -76,8 +84,7 @@ public struct ImageFolderDataset: TransportableDataset {
         var image = try JPEG.decode(bytes, order: .bgr, scale: dct, source: path)
         if flipProbability > 0 && rng.unit() < flipProbability { image = image.flippedHorizontally() }
         // The scale is relative to the original size, as Detectron's im_scale is.
-        let prepared = InputBlob.prepare(image, scale: s * Double(info.width) / Double(image.width))
-        return PreparedImage(image: prepared, scale: s, source: path)
+        return LoadedImage(image: image, scale: s, resizeScale: s * Double(info.width) / Double(image.width), source: path)
     }
 
     public func describe() -> [UInt8] {
@@ -105,9 +112,11 @@ public struct ImageFolderDataset: TransportableDataset {
 
 /// Collation helpers.
 public enum Collate {
-    /// Stacks prepared images into a zero-padded (N, 3, Hp, Wp) float tensor, sides rounded up to a
-    /// multiple of `multiple` (Detectron's `im_list_to_blob`), with the scales.
-    public static func images(_ items: [PreparedImage], multiple: Int = 32, context: any Context) throws -> (Tensor, [Double]) {
-        (try InputBlob.batch(items.map(\.image), stride: multiple, context: context), items.map(\.scale))
+    /// Detectron's blob of loaded images: each resized by its scale with `pixelMeans` subtracted
+    /// (`prep_im_for_blob`), zero-padded to a (N, 3, Hp, Wp) float tensor with sides rounded up
+    /// to a multiple of `multiple` (`im_list_to_blob`); and the scales.
+    public static func images(_ items: [LoadedImage], multiple: Int = 32, pixelMeans: [Float] = InputBlob.detectronPixelMeans,
+                              context: any Context) throws -> (Tensor, [Double]) {
+        (try InputBlob.blob(items.map { ($0.image, $0.resizeScale) }, pixelMeans: pixelMeans, stride: multiple, context: context), items.map(\.scale))
     }
 }

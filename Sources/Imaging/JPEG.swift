@@ -91,12 +91,13 @@ public enum JPEG {
         try check(probe, source: source)
         let w = Int(probe.width), h = Int(probe.height)
         guard w * h <= maxPixels else { throw .tooLarge(source: source, width: w, height: h, limit: maxPixels) }
-        var pixels = [UInt8](repeating: 0, count: w * h * 3)
-        let r = data.withUnsafeBufferPointer { src in
-            pixels.withUnsafeMutableBufferPointer { dst in
-                sd_jpeg_decode(src.baseAddress, src.count, Int32(scale.rawValue), order == .bgr ? 1 : 0,
-                               dst.baseAddress, dst.count)
+        var r = sd_jpeg_result()
+        // Every byte is written by the decoder (or the array is dropped with the error).
+        let pixels = [UInt8](unsafeUninitializedCapacity: w * h * 3) { dst, count in
+            r = data.withUnsafeBufferPointer { src in
+                sd_jpeg_decode(src.baseAddress, src.count, Int32(scale.rawValue), order == .bgr ? 1 : 0, dst.baseAddress, dst.count)
             }
+            count = dst.count
         }
         try check(r, source: source)
         return Image(width: w, height: h, channels: 3, order: order, pixels: pixels)

@@ -221,7 +221,7 @@ struct ResizeKernel {
     /// Writes channel c, row y, column x at `dst[c·planeStride + y·rowStride + x]`.
     func run(into dst: UnsafeMutablePointer<Float>, planeStride: Int, rowStride: Int, generic: Bool = false) {
         let status = (generic ? sd_resize_u8c3_planar_generic : sd_resize_u8c3_planar)(
-            source.pixels, source.width, xi0, xi1, xw0, xw1, width, yi0, yi1, yw0, yw1, height, means, dst, planeStride, rowStride)
+            source.pixels, source.width, source.height, xi0, xi1, xw0, xw1, width, yi0, yi1, yw0, yw1, height, means, dst, planeStride, rowStride)
         // The kernel's only failure is its scratch allocation (a few rows of floats).
         precondition(status == 0, "out of memory for a \(source.width)-pixel row buffer")
     }
