@@ -19,6 +19,10 @@
 
 void sd_malloc_trim(void) { malloc_trim(0); }
 
+int sd_malloc_set_thresholds(int mmap_threshold, int trim_threshold) {
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1;
+}
+
 int sd_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 static long long soft_limit(int resource) {

@@ -35,6 +35,8 @@ public struct MemoryAccounting: Equatable, Sendable, CustomStringConvertible {
     public var liveTensors: Int = 0
     /// Blobs of workspaces using this context, not yet released.
     public var liveBlobs: Int = 0
+    /// Freed bytes a caching context keeps for reuse (not live: leak checks ignore them).
+    public var cachedBytes: Int = 0
 
     public init() {}
 
@@ -82,16 +84,35 @@ public protocol Context: AnyObject, Sendable {
 ///
 /// There is no shared default instance: whoever builds a workspace chooses its context, so two
 /// workspaces (or two tests) never see each other's accounting.
+///
+/// With `cacheBytes > 0` the context keeps freed blocks of 1 MiB or more (up to that many bytes)
+/// and hands them out again for requests of the same size, as PyTorch's caching allocators do —
+/// for a data loader's batches, made by worker threads and freed by the consumer: glibc puts them
+/// in per-thread heaps that it unmaps when they empty, and the next batch faults every page back
+/// in (see `MallocTuning`). Cached blocks are freed with the context.
 public final class CPUContext: Context {
     /// The alignment of every allocation, in bytes (a cache line; enough for AVX-512).
     public static let alignment = 64
+    /// The smallest block a caching context keeps.
+    public static let cachedBlockMinimum = 1 << 20
 
     private let stats = Locked(MemoryAccounting())
     /// An optional ceiling on live bytes; allocations past it throw ``StorageError/outOfMemory(requested:limit:device:)``.
     public let byteLimit: Int?
+    /// The most freed bytes kept for reuse.
+    public let cacheBytes: Int
+    /// Freed blocks by size, as addresses (raw pointers are not Sendable).
+    private let cache = Locked<[Int: [UInt]]>([:])
 
-    public init(byteLimit: Int? = nil) {
+    public init(byteLimit: Int? = nil, cacheBytes: Int = 0) {
         self.byteLimit = byteLimit
+        self.cacheBytes = cacheBytes
+    }
+
+    deinit {
+        cache.withLock { c in
+            for address in c.values.joined() { Glibc.free(UnsafeMutableRawPointer(bitPattern: address)) }
+        }
     }
 
     public var device: DeviceOption { .cpu }
@@ -111,6 +132,10 @@ public final class CPUContext: Context {
         if limitHit {
             throw .outOfMemory(requested: byteCount, limit: byteLimit ?? 0, device: device)
         }
+        if cacheBytes > 0, byteCount >= Self.cachedBlockMinimum, let address = cache.withLock({ $0[byteCount]?.popLast() }) {
+            stats.withLock { $0.cachedBytes -= byteCount }
+            return UnsafeMutableRawPointer(bitPattern: address)!
+        }
         var raw: UnsafeMutableRawPointer?
         let rc = posix_memalign(&raw, Self.alignment, max(byteCount, 1))
         guard rc == 0, let raw else {
@@ -124,10 +149,17 @@ public final class CPUContext: Context {
     }
 
     public func free(_ pointer: UnsafeMutableRawPointer, byteCount: Int) {
-        Glibc.free(pointer)
-        stats.withLock { s in
+        let keep = stats.withLock { s in
             s.liveBytes -= byteCount
             s.liveAllocations -= 1
+            guard byteCount >= Self.cachedBlockMinimum, s.cachedBytes + byteCount <= cacheBytes else { return false }
+            s.cachedBytes += byteCount
+            return true
+        }
+        if keep {
+            cache.withLock { $0[byteCount, default: []].append(UInt(bitPattern: pointer)) }
+        } else {
+            Glibc.free(pointer)
         }
     }
 

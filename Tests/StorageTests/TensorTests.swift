@@ -119,4 +119,34 @@ struct TensorTests {
         #expect(throws: StorageError.outOfMemory(requested: 4000, limit: 1000, device: .cpu)) { try t.zero() }
         #expect(ctx.accounting.liveBytes == 0)
     }
+
+    @Test("a caching context hands a freed block of ≥ 1 MiB back for the same size, up to its cache size; accounting stays live-only")
+    func blockCache() throws {
+        let mib = 1 << 20
+        let ctx = CPUContext(cacheBytes: 3 * mib)
+        let a = try ctx.allocate(byteCount: 2 * mib)
+        ctx.free(a, byteCount: 2 * mib)
+        #expect(ctx.accounting.liveBytes == 0 && ctx.accounting.cachedBytes == 2 * mib)
+        let b = try ctx.allocate(byteCount: 2 * mib)
+        #expect(b == a)
+        #expect(ctx.accounting.liveBytes == 2 * mib && ctx.accounting.cachedBytes == 0)
+        // Another size is not served from the cache; a block past the cache size is freed.
+        let c = try ctx.allocate(byteCount: 2 * mib + 64)
+        #expect(c != a)
+        ctx.free(b, byteCount: 2 * mib)
+        ctx.free(c, byteCount: 2 * mib + 64)
+        #expect(ctx.accounting.cachedBytes == 2 * mib && ctx.accounting.liveBytes == 0 && ctx.accounting.liveAllocations == 0)
+        // Small blocks are never cached.
+        let small = try ctx.allocate(byteCount: 4096)
+        ctx.free(small, byteCount: 4096)
+        #expect(ctx.accounting.cachedBytes == 2 * mib)
+        // Tensors go through the same path: the leak check sees nothing live.
+        let check = LeakCheck(ctx)
+        do {
+            let t = try Tensor(.float32, shape: [mib / 2], context: ctx)
+            try t.zero()
+        }
+        try check.verify()
+        #expect(CPUContext().accounting.cachedBytes == 0)
+    }
 }

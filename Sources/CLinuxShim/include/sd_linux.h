@@ -71,4 +71,7 @@ int sd_set_rlimit_nofile(long long value);
 /// malloc_trim(0): return freed heap pages to the kernel.
 void sd_malloc_trim(void);
 
+/// mallopt(M_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD): 1 when glibc took both, else 0.
+int sd_malloc_set_thresholds(int mmap_threshold, int trim_threshold);
+
 #endif
