@@ -17,6 +17,7 @@ struct BenchmarkLoader: ParsableCommand {
     @Option(help: "Worker count (0: the calling thread).") var workers = 2
     @Option(help: "threads or processes.") var kind: WorkerKind = .threads
     @Option(name: .customLong("batch-size"), help: "Images per batch.") var batchSize = 2
+    @Option(name: .customLong("prefetch-factor"), help: "Batches in flight per worker (PyTorch's prefetch_factor; default 2).") var prefetchFactor: Int?
     @Option(help: "Passes over the folder (the first is a warm-up and not timed).") var epochs = 3
     @Option(help: "Shorter side (TEST.SCALE).") var scale = 500
     @Option(name: .customLong("max-size"), help: "Longest side (TEST.MAX_SIZE).") var maxSize = 833
@@ -44,6 +45,7 @@ struct BenchmarkLoader: ParsableCommand {
             o.numWorkers = workers
             o.workerKind = kind
             o.persistentWorkers = workers > 0
+            o.prefetchFactor = workers > 0 ? prefetchFactor : nil
             o.shuffle = true
             // Batches are 8 MB: reuse their blocks (the ones in flight and the one in use).
             let ctx = CPUContext(cacheBytes: 1 << 28)
