@@ -72,6 +72,13 @@ static int start(struct jpeg_decompress_struct *cinfo, const unsigned char *data
     r->source_width = (int)cinfo->image_width;
     r->source_height = (int)cinfo->image_height;
     r->components = cinfo->num_components;
+    // What the planar path handles: 2×2-subsampled chroma that libjpeg would upsample with its
+    // "fancy" filter (it falls back to plain replication when the chroma is 2 samples wide or less).
+    const jpeg_component_info *c = cinfo->comp_info;
+    r->ycc420 = scale_denom == 1 && cinfo->num_components == 3 && cinfo->jpeg_color_space == JCS_YCbCr &&
+                c[0].h_samp_factor == 2 && c[0].v_samp_factor == 2 && c[1].h_samp_factor == 1 && c[1].v_samp_factor == 1 &&
+                c[2].h_samp_factor == 1 && c[2].v_samp_factor == 1 && (cinfo->image_width + 1) / 2 > 2 &&
+                cinfo->do_fancy_upsampling && !cinfo->CCIR601_sampling;
     return 1;
 }
 
@@ -131,6 +138,49 @@ sd_jpeg_result sd_jpeg_decode(const unsigned char *data, size_t size, int scale_
     while (cinfo.output_scanline < cinfo.output_height) {
         JSAMPROW rows[1] = { out + row * cinfo.output_scanline };
         jpeg_read_scanlines(&cinfo, rows, 1);
+    }
+    jpeg_finish_decompress(&cinfo);
+    jpeg_destroy_decompress(&cinfo);
+    r.status = SD_JPEG_OK;
+    return r;
+}
+
+sd_jpeg_result sd_jpeg_decode_ycc420(const unsigned char *data, size_t size, unsigned char *y, size_t y_stride,
+                                     unsigned char *cb, unsigned char *cr, size_t c_stride) {
+    sd_jpeg_result r;
+    memset(&r, 0, sizeof r);
+    struct jpeg_decompress_struct cinfo;
+    sd_error_mgr err;
+    sd_init_error(&cinfo, &err, &r);
+    jpeg_create_decompress(&cinfo);
+    if (setjmp(err.jump)) {
+        classify_jump(&err, &r);
+        jpeg_destroy_decompress(&cinfo);
+        return r;
+    }
+    if (!start(&cinfo, data, size, 1, &r)) {
+        jpeg_destroy_decompress(&cinfo);
+        return r;
+    }
+    size_t w = (size_t)r.width;
+    if (!r.ycc420 || y_stride < w || c_stride < (w + 1) / 2 || y_stride % 16 || c_stride % 16) {
+        fail(&r, SD_JPEG_BAD_ARGUMENT, "not a YCbCr 4:2:0 JPEG, or plane strides too small");
+        jpeg_destroy_decompress(&cinfo);
+        return r;
+    }
+    cinfo.raw_data_out = TRUE;
+    cinfo.out_color_space = JCS_YCbCr;
+    jpeg_start_decompress(&cinfo);
+    while (cinfo.output_scanline < cinfo.output_height) {
+        size_t row = cinfo.output_scanline;
+        JSAMPROW yr[16], br[8], rr[8];
+        for (int k = 0; k < 16; k++) yr[k] = y + (row + (size_t)k) * y_stride;
+        for (int k = 0; k < 8; k++) {
+            br[k] = cb + (row / 2 + (size_t)k) * c_stride;
+            rr[k] = cr + (row / 2 + (size_t)k) * c_stride;
+        }
+        JSAMPARRAY planes[3] = {yr, br, rr};
+        jpeg_read_raw_data(&cinfo, planes, 16);
     }
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);

@@ -1,4 +1,5 @@
-// Detectron's input preparation in one pass: 8-bit 3-channel HWC pixels, bilinear resize with
+// Detectron's input preparation in one pass: 8-bit BGR pixels (interleaved, or the Y/Cb/Cr planes
+// of a 4:2:0 JPEG, converted here exactly as libjpeg-turbo converts them), bilinear resize with
 // given taps, minus a per-channel mean, written as float planes (CHW) with any row and plane
 // stride — straight into a padded batch blob.
 //
@@ -37,6 +38,49 @@ static void split_row_generic(const uint8_t *row, long w, float *p0, float *p1, 
         p0[x] = (float)row[3 * x];
         p1[x] = (float)row[3 * x + 1];
         p2[x] = (float)row[3 * x + 2];
+    }
+}
+
+// libjpeg-turbo's YCbCr → RGB (jdcolor.c): Cr_r_tab, Cb_b_tab, Cr_g_tab + Cb_g_tab in 16-bit
+// fixed point, FIX(1.40200) = 91881, FIX(1.77200) = 116130, FIX(0.71414) = 46802,
+// FIX(0.34414) = 22554, results clamped to 0…255.
+static inline int clamp255(int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
+
+// Column sums of libjpeg's h2v2 fancy upsampling for one output row: 3 × the nearer chroma row +
+// the farther one (the row itself at the top and bottom edges), with the edge columns repeated
+// at t[-1] and t[cw].
+static void colsums_generic(const uint8_t *near, const uint8_t *far, long cw, int32_t *t) {
+    for (long i = 0; i < cw; i++) t[i] = near[i] * 3 + far[i];
+    t[-1] = t[0];
+    t[cw] = t[cw - 1];
+}
+
+// The nearer and farther chroma rows of output row y.
+static void chroma_rows(const sd_pixels *s, long y, long *near, long *far) {
+    long ch = (s->height + 1) / 2;
+    *near = y / 2;
+    *far = (y & 1) ? *near + 1 : *near - 1;
+    if (*far < 0) *far = 0;
+    if (*far >= ch) *far = ch - 1;
+}
+
+// One BGR row from the planes: each chroma sample 3/4 from its own column sum and 1/4 from the
+// neighbour's, rounded with +8 for even and +7 for odd columns (jdsample.c).
+static void ycc_row_generic(const sd_pixels *s, long y, int32_t *tb, int32_t *tr, float *p0, float *p1, float *p2) {
+    long cw = (s->width + 1) / 2, near, far;
+    chroma_rows(s, y, &near, &far);
+    colsums_generic(s->cb + near * s->c_stride, s->cb + far * s->c_stride, cw, tb);
+    colsums_generic(s->cr + near * s->c_stride, s->cr + far * s->c_stride, cw, tr);
+    const uint8_t *yr = s->y + y * s->y_stride;
+    for (long x = 0; x < s->width; x++) {
+        long i = x >> 1;
+        int odd = (int)(x & 1);
+        int cb = odd ? (tb[i] * 3 + tb[i + 1] + 7) >> 4 : (tb[i] * 3 + tb[i - 1] + 8) >> 4;
+        int cr = odd ? (tr[i] * 3 + tr[i + 1] + 7) >> 4 : (tr[i] * 3 + tr[i - 1] + 8) >> 4;
+        int lum = yr[x], xb = cb - 128, xr = cr - 128;
+        p0[x] = (float)clamp255(lum + ((116130 * xb + 32768) >> 16));
+        p1[x] = (float)clamp255(lum + ((-22554 * xb - 46802 * xr + 32768) >> 16));
+        p2[x] = (float)clamp255(lum + ((91881 * xr + 32768) >> 16));
     }
 }
 
@@ -84,6 +128,69 @@ SD_TARGET static void split_row_avx512(const uint8_t *row, long w, const split_i
         }
     }
     split_row_generic(row + 3 * x, w - x, p0 + x, p1 + x, p2 + x);
+}
+
+// ycc_row_generic 16 chroma columns (32 pixels) at a time. The column sums are padded (t[-1],
+// t[cw] repeated, zeros after) so every load is in bounds; Y rows are read in whole 16-byte
+// runs (their stride is a multiple of 16), planes get whole blocks of 16 (they have slack).
+SD_TARGET static void colsums_avx512(const uint8_t *near, const uint8_t *far, long cw, int32_t *t) {
+    long i = 0;
+    for (; i + 16 <= cw; i += 16) {
+        __m512i a = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(near + i)));
+        __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(far + i)));
+        _mm512_storeu_si512(t + i, _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a, a), a), b));
+    }
+    for (; i < cw; i++) t[i] = near[i] * 3 + far[i];
+    t[-1] = t[0];
+    t[cw] = t[cw - 1];
+}
+
+// Fancy-upsampled chroma for 16 column sums: even outputs (3c + left + 8) >> 4, odd (3c + right + 7)
+// >> 4, interleaved into pixels 0–15 (lo) and 16–31 (hi).
+SD_TARGET static void upsample16(const int32_t *t, __m512i lo_index, __m512i hi_index, __m512i *lo, __m512i *hi) {
+    __m512i c = _mm512_loadu_si512(t), l = _mm512_loadu_si512(t - 1), r = _mm512_loadu_si512(t + 1);
+    __m512i c3 = _mm512_add_epi32(_mm512_add_epi32(c, c), c);
+    __m512i even = _mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(c3, l), _mm512_set1_epi32(8)), 4);
+    __m512i odd = _mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(c3, r), _mm512_set1_epi32(7)), 4);
+    *lo = _mm512_permutex2var_epi32(even, lo_index, odd);
+    *hi = _mm512_permutex2var_epi32(even, hi_index, odd);
+}
+
+SD_TARGET static __m512 channel(__m512i lum, __m512i term) {
+    __m512i v = _mm512_add_epi32(lum, _mm512_srai_epi32(term, 16));
+    return _mm512_cvtepi32_ps(_mm512_min_epi32(_mm512_max_epi32(v, _mm512_setzero_si512()), _mm512_set1_epi32(255)));
+}
+
+SD_TARGET static void ycc_row_avx512(const sd_pixels *s, long y, int32_t *tb, int32_t *tr, float *p0, float *p1, float *p2) {
+    long cw = (s->width + 1) / 2, near, far;
+    chroma_rows(s, y, &near, &far);
+    colsums_avx512(s->cb + near * s->c_stride, s->cb + far * s->c_stride, cw, tb);
+    colsums_avx512(s->cr + near * s->c_stride, s->cr + far * s->c_stride, cw, tr);
+    int32_t lo_idx[16], hi_idx[16];
+    for (int k = 0; k < 16; k++) {
+        lo_idx[k] = (k & 1 ? 16 : 0) + k / 2;
+        hi_idx[k] = (k & 1 ? 16 : 0) + 8 + k / 2;
+    }
+    __m512i lo_index = _mm512_loadu_si512(lo_idx), hi_index = _mm512_loadu_si512(hi_idx);
+    const __m512i c128 = _mm512_set1_epi32(128), half = _mm512_set1_epi32(32768);
+    const __m512i kb = _mm512_set1_epi32(116130), kgb = _mm512_set1_epi32(-22554), kgr = _mm512_set1_epi32(-46802),
+                  kr = _mm512_set1_epi32(91881);
+    const uint8_t *yr = s->y + y * s->y_stride;
+    for (long i = 0; i < cw; i += 16) {
+        __m512i cb[2], cr[2];
+        upsample16(tb + i, lo_index, hi_index, &cb[0], &cb[1]);
+        upsample16(tr + i, lo_index, hi_index, &cr[0], &cr[1]);
+        for (int h = 0; h < 2; h++) {
+            long x = 2 * i + 16 * h;
+            if (x >= s->width) break;
+            __m512i lum = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(yr + x)));
+            __m512i xb = _mm512_sub_epi32(cb[h], c128), xr = _mm512_sub_epi32(cr[h], c128);
+            _mm512_storeu_ps(p0 + x, channel(lum, _mm512_add_epi32(_mm512_mullo_epi32(xb, kb), half)));
+            __m512i g = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(xb, kgb), _mm512_mullo_epi32(xr, kgr)), half);
+            _mm512_storeu_ps(p1 + x, channel(lum, g));
+            _mm512_storeu_ps(p2 + x, channel(lum, _mm512_add_epi32(_mm512_mullo_epi32(xr, kr), half)));
+        }
+    }
 }
 
 // Output columns in blocks of 16: when a block's taps lie within 32 source columns (any scale
@@ -173,10 +280,13 @@ SD_TARGET static void vertical_avx512(const float *h0, const float *h1, float v0
 static int has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
 #endif
 
-static int resize(int use_avx512, const uint8_t *src, long src_w, long src_h, const taps *xt, const taps *yt,
+static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const taps *yt,
                   const float mean[3], float *dst, long plane_stride, long row_stride) {
+    long src_w = src->width, src_h = src->height, cw = (src_w + 1) / 2;
     long ow = xt->n, ow_pad = (ow + 15) / 16 * 16, pw = src_w + SLACK;
-    size_t floats = (size_t)(3 * pw + 2 * 3 * ow_pad);
+    // Column sums of the two chroma planes: t[-1] … t[cw + 16] (YCbCr sources only).
+    long sums = src->ycc ? cw + 2 + 16 : 0;
+    size_t floats = (size_t)(3 * pw + 2 * 3 * ow_pad + 2 * sums);
     size_t bytes = floats * sizeof(float);
 #ifdef SD_HAVE_AVX512
     size_t tap_bytes = blocked_taps_bytes(ow);
@@ -192,6 +302,8 @@ static int resize(int use_avx512, const uint8_t *src, long src_w, long src_h, co
     float *rows[2][3];
     for (int s = 0; s < 2; s++)
         for (int c = 0; c < 3; c++) rows[s][c] = scratch + 3 * pw + (s * 3 + c) * ow_pad;
+    int32_t *tb = (int32_t *)(scratch + 3 * pw + 6 * ow_pad) + 1, *tr = tb + sums;
+    if (sums) memset(tb - 1, 0, 2 * (size_t)sums * sizeof(int32_t));
     long row_of[2] = {-1, -1};
 #ifdef SD_HAVE_AVX512
     blocked_taps bt;
@@ -210,21 +322,29 @@ static int resize(int use_avx512, const uint8_t *src, long src_w, long src_h, co
             slot[t] = row_of[0] == j[t] ? 0 : (row_of[1] == j[t] ? 1 : -1);
             if (slot[t] >= 0) continue;
             slot[t] = t == 0 ? (row_of[0] == j[1] ? 1 : 0) : 1 - slot[0];
-            const uint8_t *row = src + j[t] * src_w * 3;
 #ifdef SD_HAVE_AVX512
             if (use_avx512) {
-                // Source rows are read once, in order; fetching two rows ahead hides most of the
-                // wait for rows that are no longer in L1/L2 (the decoder wrote them a while ago).
-                if (j[t] + 2 < src_h) {
-                    const char *ahead = (const char *)(row + 2 * src_w * 3);
-                    for (long q = 0; q < src_w * 3; q += 64) _mm_prefetch(ahead + q, _MM_HINT_T0);
+                if (src->ycc) {
+                    ycc_row_avx512(src, j[t], tb, tr, plane[0], plane[1], plane[2]);
+                } else {
+                    const uint8_t *row = src->bgr + j[t] * src_w * 3;
+                    // Source rows are read once, in order; fetching two rows ahead hides most of
+                    // the wait for rows no longer in L1/L2 (the decoder wrote them a while ago).
+                    if (j[t] + 2 < src_h) {
+                        const char *ahead = (const char *)(row + 2 * src_w * 3);
+                        for (long q = 0; q < src_w * 3; q += 64) _mm_prefetch(ahead + q, _MM_HINT_T0);
+                    }
+                    split_row_avx512(row, src_w, &ix, plane[0], plane[1], plane[2]);
                 }
-                split_row_avx512(row, src_w, &ix, plane[0], plane[1], plane[2]);
                 horizontal3_avx512(plane, &bt, rows[slot[t]]);
             } else
 #endif
             {
-                split_row_generic(row, src_w, plane[0], plane[1], plane[2]);
+                if (src->ycc) {
+                    ycc_row_generic(src, j[t], tb, tr, plane[0], plane[1], plane[2]);
+                } else {
+                    split_row_generic(src->bgr + j[t] * src_w * 3, src_w, plane[0], plane[1], plane[2]);
+                }
                 for (int c = 0; c < 3; c++) horizontal_generic(plane[c], xt, rows[slot[t]][c]);
             }
             row_of[slot[t]] = j[t];
@@ -247,23 +367,21 @@ static int resize(int use_avx512, const uint8_t *src, long src_w, long src_h, co
     return 0;
 }
 
-int sd_resize_u8c3_planar(const unsigned char *src, long src_w, long src_h,
-                          const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
-                          const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
-                          const float mean[3], float *dst, long plane_stride, long row_stride) {
+int sd_resize_planar(const sd_pixels *src, const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
+                     const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
+                     const float mean[3], float *dst, long plane_stride, long row_stride) {
     taps xt = {xi0, xi1, xw0, xw1, out_w}, yt = {yi0, yi1, yw0, yw1, out_h};
 #ifdef SD_HAVE_AVX512
     int fast = has_avx512();
 #else
     int fast = 0;
 #endif
-    return resize(fast, src, src_w, src_h, &xt, &yt, mean, dst, plane_stride, row_stride);
+    return resize(fast, src, &xt, &yt, mean, dst, plane_stride, row_stride);
 }
 
-int sd_resize_u8c3_planar_generic(const unsigned char *src, long src_w, long src_h,
-                                  const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
-                                  const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
-                                  const float mean[3], float *dst, long plane_stride, long row_stride) {
+int sd_resize_planar_generic(const sd_pixels *src, const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
+                             const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
+                             const float mean[3], float *dst, long plane_stride, long row_stride) {
     taps xt = {xi0, xi1, xw0, xw1, out_w}, yt = {yi0, yi1, yw0, yw1, out_h};
-    return resize(0, src, src_w, src_h, &xt, &yt, mean, dst, plane_stride, row_stride);
+    return resize(0, src, &xt, &yt, mean, dst, plane_stride, row_stride);
 }

@@ -2,47 +2,67 @@ import Foundation
 import Imaging
 import Storage
 
-/// One image as the loader's workers leave it: decoded (BGR, 8-bit) and flipped if drawn, with
-/// the Detectron scale. ``Collate/images(_:multiple:pixelMeans:context:)`` resizes it, subtracts
-/// the means and pads it in one pass, straight into the batch blob — no float copy of the image
-/// is ever made, and process workers send back 8-bit pixels.
+/// One image as the loader's workers leave it: decoded — to the planes of a 4:2:0 JPEG when it is
+/// one and is not flipped, else to BGR and flipped if drawn — with the Detectron scale.
+/// ``Collate/images(_:multiple:pixelMeans:context:)`` converts, resizes, subtracts the means and
+/// pads it in one pass, straight into the batch blob: no float copy of the image is ever made, and
+/// process workers send back 8-bit pixels.
 public struct LoadedImage: Sendable, ByteCodable, Equatable {
-    public var image: Image
+    public var pixels: DecodedPixels
     /// Detectron's `im_scale`: the resize relative to the file's own size.
     public var scale: Double
-    /// The resize still to apply to `image` (`scale`, unless it was decoded downscaled).
+    /// The resize still to apply to `pixels` (`scale`, unless they were decoded downscaled).
     public var resizeScale: Double
     /// The file it came from.
     public var source: String
 
-    public init(image: Image, scale: Double, resizeScale: Double, source: String) {
-        self.image = image
+    public init(pixels: DecodedPixels, scale: Double, resizeScale: Double, source: String) {
+        self.pixels = pixels
         self.scale = scale
         self.resizeScale = resizeScale
         self.source = source
     }
 
     public func encode(to w: inout ByteWriter) {
-        w.write(Int32(image.width)); w.write(Int32(image.height)); w.write(Int32(image.channels)); w.write(UInt8(image.order == .bgr ? 1 : 0))
         w.write(scale); w.write(resizeScale); w.write(source)
-        w.write(array: image.pixels)
+        switch pixels {
+        case let .image(image):
+            w.write(UInt8(0))
+            w.write(Int32(image.width)); w.write(Int32(image.height)); w.write(Int32(image.channels)); w.write(UInt8(image.order == .bgr ? 1 : 0))
+            w.write(array: image.pixels)
+        case let .ycbcr420(p):
+            w.write(UInt8(1))
+            w.write(Int32(p.width)); w.write(Int32(p.height)); w.write(Int32(p.yStride)); w.write(Int32(p.cStride))
+            w.write(array: p.y); w.write(array: p.cb); w.write(array: p.cr)
+        }
     }
 
     public init(from r: inout ByteReader) throws(ByteReader.Truncated) {
-        let w = Int(try r.read(Int32.self)), h = Int(try r.read(Int32.self)), c = Int(try r.read(Int32.self))
-        let order: ChannelOrder = try r.read(UInt8.self) == 1 ? .bgr : .rgb
         scale = try r.read(Double.self)
         resizeScale = try r.read(Double.self)
         source = try r.read(String.self)
-        let px = try r.readArray(of: UInt8.self)
-        guard px.count == w * h * c else { throw ByteReader.Truncated() }
-        image = Image(width: w, height: h, channels: c, order: order, pixels: px)
+        let kind = try r.read(UInt8.self)
+        let w = Int(try r.read(Int32.self)), h = Int(try r.read(Int32.self))
+        if kind == 0 {
+            let c = Int(try r.read(Int32.self))
+            let order: ChannelOrder = try r.read(UInt8.self) == 1 ? .bgr : .rgb
+            let px = try r.readArray(of: UInt8.self)
+            guard px.count == w * h * c else { throw ByteReader.Truncated() }
+            pixels = .image(Image(width: w, height: h, channels: c, order: order, pixels: px))
+        } else {
+            let ys = Int(try r.read(Int32.self)), cs = Int(try r.read(Int32.self))
+            let y = try r.readArray(of: UInt8.self), cb = try r.readArray(of: UInt8.self), cr = try r.readArray(of: UInt8.self)
+            guard ys >= w, cs >= (w + 1) / 2, ys % 16 == 0, cs % 16 == 0, y.count >= ys * h, cb.count >= cs * ((h + 1) / 2), cr.count == cb.count
+            else { throw ByteReader.Truncated() }
+            pixels = .ycbcr420(YCbCr420Planes(width: w, height: h, yStride: ys, cStride: cs, y: y, cb: cb, cr: cr))
+        }
     }
 }
 
-/// JPEG files run through Detectron's input pipeline: decode (BGR), optional random horizontal
-/// flip, mean subtraction, resize so the shorter side is `scale` and the longer at most
-/// `maxSize`. With `dctDownscale`, libjpeg-turbo decodes at 1/2, 1/4 or 1/8 when the target is
+/// JPEG files run through Detectron's input pipeline: decode (BGR; 4:2:0 files to their planes,
+/// which the collate converts exactly as libjpeg-turbo would, skipping its upsampling and colour
+/// passes), optional random horizontal flip, mean subtraction, resize so the shorter side is
+/// `scale` and the longer at most `maxSize`. With `dctDownscale`, libjpeg-turbo decodes at 1/2, 1/4 or 1/8 when the target is
 /// that much smaller — much faster, but the pixels then differ slightly from Detectron's (which
 /// decodes at full size), so it is off by default. A corrupt file is an error naming it.
 public struct ImageFolderDataset: TransportableDataset {
@@ -81,10 +101,14 @@ public struct ImageFolderDataset: TransportableDataset {
             dct = JPEG.Scale.largest(keeping: Int((Double(info.width) * s).rounded(.up)), Int((Double(info.height) * s).rounded(.up)),
                                      ofWidth: info.width, height: info.height)
         }
+        let flip = flipProbability > 0 && rng.unit() < flipProbability
+        if dct == .full && !flip, let planes = try JPEG.decodeYCbCr420(bytes, source: path) {
+            return LoadedImage(pixels: .ycbcr420(planes), scale: s, resizeScale: s, source: path)
+        }
         var image = try JPEG.decode(bytes, order: .bgr, scale: dct, source: path)
-        if flipProbability > 0 && rng.unit() < flipProbability { image = image.flippedHorizontally() }
+        if flip { image = image.flippedHorizontally() }
         // The scale is relative to the original size, as Detectron's im_scale is.
-        return LoadedImage(image: image, scale: s, resizeScale: s * Double(info.width) / Double(image.width), source: path)
+        return LoadedImage(pixels: .image(image), scale: s, resizeScale: s * Double(info.width) / Double(image.width), source: path)
     }
 
     public func describe() -> [UInt8] {
@@ -117,6 +141,6 @@ public enum Collate {
     /// to a multiple of `multiple` (`im_list_to_blob`); and the scales.
     public static func images(_ items: [LoadedImage], multiple: Int = 32, pixelMeans: [Float] = InputBlob.detectronPixelMeans,
                               context: any Context) throws -> (Tensor, [Double]) {
-        (try InputBlob.blob(items.map { ($0.image, $0.resizeScale) }, pixelMeans: pixelMeans, stride: multiple, context: context), items.map(\.scale))
+        (try InputBlob.blob(items.map { ($0.pixels, $0.resizeScale) }, pixelMeans: pixelMeans, stride: multiple, context: context), items.map(\.scale))
     }
 }

@@ -138,7 +138,7 @@ public enum InputBlob {
     /// subtraction is folded into the resize (the same values up to float rounding: bilinear
     /// weights sum to 1).
     public static func prepare(_ image: Image, pixelMeans: [Float] = detectronPixelMeans, scale s: Double) -> FloatImage {
-        let kernel = ResizeKernel(image, pixelMeans: pixelMeans, scale: s)
+        let kernel = ResizeKernel(.image(image), pixelMeans: pixelMeans, scale: s)
         let pixels = [Float](unsafeUninitializedCapacity: 3 * kernel.height * kernel.width) { buf, count in
             kernel.run(into: buf.baseAddress!, planeStride: kernel.height * kernel.width, rowStride: kernel.width)
             count = buf.count
@@ -170,7 +170,14 @@ public enum InputBlob {
     /// the intermediate images.
     public static func blob(_ images: [(image: Image, scale: Double)], pixelMeans: [Float] = detectronPixelMeans, stride: Int = 32,
                             context: any Context) throws(StorageError) -> Tensor {
-        let kernels = images.map { ResizeKernel($0.image, pixelMeans: pixelMeans, scale: $0.scale) }
+        try blob(images.map { (DecodedPixels.image($0.image), $0.scale) }, pixelMeans: pixelMeans, stride: stride, context: context)
+    }
+
+    /// The same from decoded pixels of either kind (the planes of a 4:2:0 JPEG give exactly the
+    /// blob of its decoded image).
+    public static func blob(_ items: [(pixels: DecodedPixels, scale: Double)], pixelMeans: [Float] = detectronPixelMeans, stride: Int = 32,
+                            context: any Context) throws(StorageError) -> Tensor {
+        let kernels = items.map { ResizeKernel($0.pixels, pixelMeans: pixelMeans, scale: $0.scale) }
         let (t, hp, wp) = try paddedBlob(sizes: kernels.map { ($0.width, $0.height) }, stride: stride, context: context)
         let out = try t.mutableData(as: Float.self).baseAddress!
         for (n, k) in kernels.enumerated() {
@@ -201,18 +208,23 @@ public enum InputBlob {
 /// One image's resize for ``InputBlob``: the taps and means, run by the C kernel
 /// (`sd_resize_u8c3_planar`, AVX-512 where the CPU has it).
 struct ResizeKernel {
-    let source: Image
+    let source: DecodedPixels
     let width: Int, height: Int
     let xi0: [Int32], xi1: [Int32], xw0: [Float], xw1: [Float]
     let yi0: [Int32], yi1: [Int32], yw0: [Float], yw1: [Float]
     let means: [Float]
 
-    init(_ image: Image, pixelMeans: [Float], scale s: Double) {
-        source = image.converted(to: .bgr)
-        precondition(source.channels == 3 && pixelMeans.count == 3, "Detectron's blobs are 3-channel")
-        (width, height) = Resize.outputSize(width: source.width, height: source.height, fx: s, fy: s)
-        let xt = Resize.taps(source: source.width, destination: width, inverseScale: s)
-        let yt = Resize.taps(source: source.height, destination: height, inverseScale: s)
+    init(_ pixels: DecodedPixels, pixelMeans: [Float], scale s: Double) {
+        if case let .image(image) = pixels {
+            precondition(image.channels == 3, "Detectron's blobs are 3-channel")
+            source = .image(image.converted(to: .bgr))
+        } else {
+            source = pixels
+        }
+        precondition(pixelMeans.count == 3, "Detectron's blobs are 3-channel")
+        (width, height) = Resize.outputSize(width: pixels.width, height: pixels.height, fx: s, fy: s)
+        let xt = Resize.taps(source: pixels.width, destination: width, inverseScale: s)
+        let yt = Resize.taps(source: pixels.height, destination: height, inverseScale: s)
         (xi0, xi1, xw0, xw1) = (xt.map { Int32($0.0) }, xt.map { Int32($0.1) }, xt.map(\.2), xt.map(\.3))
         (yi0, yi1, yw0, yw1) = (yt.map { Int32($0.0) }, yt.map { Int32($0.1) }, yt.map(\.2), yt.map(\.3))
         means = pixelMeans
@@ -220,8 +232,29 @@ struct ResizeKernel {
 
     /// Writes channel c, row y, column x at `dst[c·planeStride + y·rowStride + x]`.
     func run(into dst: UnsafeMutablePointer<Float>, planeStride: Int, rowStride: Int, generic: Bool = false) {
-        let status = (generic ? sd_resize_u8c3_planar_generic : sd_resize_u8c3_planar)(
-            source.pixels, source.width, source.height, xi0, xi1, xw0, xw1, width, yi0, yi1, yw0, yw1, height, means, dst, planeStride, rowStride)
+        let kernel = generic ? sd_resize_planar_generic : sd_resize_planar
+        func call(_ pixels: sd_pixels) -> Int32 {
+            withUnsafePointer(to: pixels) { p in
+                kernel(p, xi0, xi1, xw0, xw1, width, yi0, yi1, yw0, yw1, height, means, dst, planeStride, rowStride)
+            }
+        }
+        let status: Int32
+        switch source {
+        case let .image(image):
+            status = image.pixels.withUnsafeBufferPointer { bgr in
+                call(sd_pixels(ycc: 0, width: image.width, height: image.height, bgr: bgr.baseAddress, y: nil, cb: nil, cr: nil,
+                               y_stride: 0, c_stride: 0))
+            }
+        case let .ycbcr420(p):
+            status = p.y.withUnsafeBufferPointer { y in
+                p.cb.withUnsafeBufferPointer { cb in
+                    p.cr.withUnsafeBufferPointer { cr in
+                        call(sd_pixels(ycc: 1, width: p.width, height: p.height, bgr: nil, y: y.baseAddress, cb: cb.baseAddress,
+                                       cr: cr.baseAddress, y_stride: p.yStride, c_stride: p.cStride))
+                    }
+                }
+            }
+        }
         // The kernel's only failure is its scratch allocation (a few rows of floats).
         precondition(status == 0, "out of memory for a \(source.width)-pixel row buffer")
     }

@@ -124,13 +124,15 @@ struct ImagePipelineTests {
         let ds = try ImageFolderDataset(directory: dir, scale: 32, maxSize: 64)
         var rng = SampleRNG(seed: 0)
         let a = try ds.element(at: 0, rng: &rng), b = try ds.element(at: 1, rng: &rng)
-        // Decoded at full size (BGR); the collate resizes.
-        #expect(a.image.order == .bgr && min(a.image.width, a.image.height) == 40)
+        // Decoded at full size (the planes of these 4:2:0 files); the collate converts and resizes.
+        guard case .ycbcr420 = a.pixels else { Issue.record("expected planes, got \(a.pixels)"); return }
+        #expect(min(a.pixels.width, a.pixels.height) == 40)
         #expect(a.scale == 32.0 / 40 && a.resizeScale == a.scale)
         let (blob, scales) = try Collate.images([a, b], context: CPUContext())
         #expect(blob.shape == [2, 3, 64, 64])
         #expect(scales == [a.scale, b.scale])
-        let twoStep = try InputBlob.batch([a, b].map { InputBlob.prepare($0.image, scale: $0.resizeScale) }, context: CPUContext())
+        let decoded = try [a, b].map { try JPEG.decode(contentsOf: $0.source, order: .bgr) }
+        let twoStep = try InputBlob.batch(zip(decoded, [a, b]).map { InputBlob.prepare($0, scale: $1.resizeScale) }, context: CPUContext())
         #expect(min(twoStep.dim(2), twoStep.dim(3)) == 64)
         #expect(Array(try blob.data(as: Float.self)) == Array(try twoStep.data(as: Float.self)))
         var w = ByteWriter()

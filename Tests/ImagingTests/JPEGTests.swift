@@ -33,7 +33,7 @@ struct JPEGTests {
         #expect(back.width == 64 && back.height == 48 && back.channels == 3)
         let meanError = zip(back.pixels, img.pixels).map { abs(Int($0) - Int($1)) }.reduce(0, +) / img.pixels.count
         #expect(meanError <= 2)
-        #expect(try JPEG.info(bytes) == JPEG.Info(width: 64, height: 48, components: 3))
+        #expect(try JPEG.info(bytes) == JPEG.Info(width: 64, height: 48, components: 3, isYCbCr420: true))
     }
 
     @Test("BGR decoding swaps the channels of RGB decoding")

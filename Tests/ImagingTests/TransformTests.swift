@@ -1,5 +1,6 @@
 import Foundation
 @testable import Imaging
+import Portability
 import Storage
 import Testing
 
@@ -107,10 +108,47 @@ struct TransformTests {
         for i in 0..<img.pixels.count { img.pixels[i] = UInt8((i * 37 + i / 7) % 251) }
         let expected = Self.referencePrepare(img, scale: s)
         #expect(InputBlob.prepare(img, scale: s).pixels == expected)
-        let k = ResizeKernel(img, pixelMeans: InputBlob.detectronPixelMeans, scale: s)
+        let k = ResizeKernel(.image(img), pixelMeans: InputBlob.detectronPixelMeans, scale: s)
         var generic = [Float](repeating: .nan, count: expected.count)
         generic.withUnsafeMutableBufferPointer { k.run(into: $0.baseAddress!, planeStride: k.width * k.height, rowStride: k.width, generic: true) }
         #expect(generic == expected)
+    }
+
+    @Test("a 4:2:0 JPEG's planes make exactly the blob of its decoded BGR image (AVX-512 and baseline; odd sizes, edges)",
+          arguments: [(5, 5), (6, 3), (7, 2), (37, 23), (64, 48), (161, 121), (640, 480)])
+    func planesBlobEqualsImageBlob(_ width: Int, _ height: Int) throws {
+        var rng = SplitMix64(seed: UInt64(width * 1000 + height))
+        var img = Image(width: width, height: height, channels: 3, order: .rgb, fill: 0)
+        // Smooth colour with noise, so the chroma varies from sample to sample.
+        for y in 0..<height {
+            for x in 0..<width {
+                for c in 0..<3 { img.pixels[(y * width + x) * 3 + c] = UInt8(truncatingIfNeeded: (x * (c + 3) + y * (5 - c)) % 200 + Int(rng.next() % 56)) }
+            }
+        }
+        let bytes = try JPEG.encode(img, quality: 90)
+        #expect(try JPEG.info(bytes).isYCbCr420)
+        let planes = try #require(try JPEG.decodeYCbCr420(bytes))
+        let bgr = try JPEG.decode(bytes, order: .bgr)
+        for s in [500.0 / Double(min(width, height)), 0.37, 1.0] {
+            let ctx = CPUContext()
+            let fromPlanes = try InputBlob.blob([(DecodedPixels.ycbcr420(planes), s)], context: ctx)
+            let fromImage = try InputBlob.blob([(bgr, s)], context: ctx)
+            #expect(Array(try fromPlanes.data(as: Float.self)) == Array(try fromImage.data(as: Float.self)), "scale \(s)")
+            let k = ResizeKernel(.ycbcr420(planes), pixelMeans: InputBlob.detectronPixelMeans, scale: s)
+            var generic = [Float](repeating: .nan, count: 3 * k.width * k.height)
+            generic.withUnsafeMutableBufferPointer { k.run(into: $0.baseAddress!, planeStride: k.width * k.height, rowStride: k.width, generic: true) }
+            #expect(generic == InputBlob.prepare(bgr, scale: s).pixels, "baseline build, scale \(s)")
+        }
+    }
+
+    @Test("files the planar path does not handle say so: 4 pixels wide or less (libjpeg replicates their chroma), grey")
+    func planesRefused() throws {
+        let narrow = try JPEG.encode(Image(width: 4, height: 9, channels: 3, order: .rgb, fill: 90), quality: 90)
+        #expect(try JPEG.info(narrow).isYCbCr420 == false)
+        #expect(try JPEG.decodeYCbCr420(narrow) == nil)
+        #expect(try JPEG.decodeForBlob(narrow) == .image(try JPEG.decode(narrow, order: .bgr)))
+        let grey = try JPEG.encode(Image(width: 32, height: 16, channels: 1, fill: 90), quality: 90)
+        #expect(try JPEG.decodeYCbCr420(grey) == nil)
     }
 
     @Test("blob() prepares straight into the padded blob: the same tensor as prepare + batch")

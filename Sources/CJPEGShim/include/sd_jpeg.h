@@ -25,6 +25,7 @@ typedef struct sd_jpeg_result {
     int source_height;
     int components;   // components in the file (1 grey, 3 colour, 4 CMYK)
     int warnings;     // recoverable corrupt-data warnings libjpeg emitted
+    int ycc420;       // 1 when sd_jpeg_decode_ycc420 can decode it (full scale only)
     char message[SD_JPEG_MSG_LEN];
 } sd_jpeg_result;
 
@@ -36,6 +37,14 @@ sd_jpeg_result sd_jpeg_probe(const unsigned char *data, size_t size, int scale_d
 /// 1/scale_denom. `out` must hold width*height*3 bytes as given by sd_jpeg_probe.
 sd_jpeg_result sd_jpeg_decode(const unsigned char *data, size_t size, int scale_denom, int bgr,
                               unsigned char *out, size_t out_size);
+
+/// Decodes a YCbCr 4:2:0 file (sd_jpeg_probe said ycc420) to its planes as libjpeg's raw-data
+/// mode gives them: Y at y (rows of y_stride bytes, ceil(height / 16)·16 rows), Cb and Cr at cb /
+/// cr (rows of c_stride bytes, ceil(height / 16)·8 rows). Strides: multiples of 16, at least
+/// the width and (width + 1) / 2. Converting them with libjpeg-turbo's upsampling and colour
+/// conversion gives exactly sd_jpeg_decode's pixels; decoding this way skips those two passes.
+sd_jpeg_result sd_jpeg_decode_ycc420(const unsigned char *data, size_t size, unsigned char *y, size_t y_stride,
+                                     unsigned char *cb, unsigned char *cr, size_t c_stride);
 
 /// Encodes interleaved 8-bit pixels (1 channel grey, or 3 channels RGB / BGR when bgr != 0).
 /// On success *out points to a malloc'd buffer of *out_size bytes; release it with sd_jpeg_free.

@@ -36,19 +36,30 @@ void sd_winograd_f4_input_generic(const float *plane, long h, long w, long row0,
                                   float *v, long stride);
 void sd_winograd_f4_output_generic(const float *m, long stride, long row0, long rows, long tw, float *y, long ho, long wo);
 
-/// Detectron's image preparation: 8-bit 3-channel HWC pixels (src_w × src_h, rows packed) resized
-/// bilinearly with the given taps (output column x reads source columns xi0[x], xi1[x] with weights
-/// xw0[x], xw1[x]; rows likewise), mean[c] subtracted, written as float planes: channel c, row y,
-/// column x at dst[c·plane_stride + y·row_stride + x]. Taps must not decrease. Returns 0, or -1
-/// when its scratch memory cannot be allocated (dst untouched).
-int sd_resize_u8c3_planar(const unsigned char *src, long src_w, long src_h,
-                          const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
-                          const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
-                          const float mean[3], float *dst, long plane_stride, long row_stride);
+/// The 8-bit pixels sd_resize_planar reads, width × height. Either BGR interleaved (ycc == 0;
+/// rows of 3·width bytes at bgr), or the planes of a 4:2:0 JPEG as libjpeg's raw-data mode
+/// gives them (ycc == 1): Y rows at y, Cb and Cr rows of (width + 1) / 2 samples at cb / cr,
+/// strides multiples of 16 bytes; they become BGR exactly as libjpeg-turbo converts them (h2v2
+/// fancy upsampling, its fixed-point YCbCr → RGB), which needs (width + 1) / 2 > 2.
+typedef struct {
+    int ycc;
+    long width, height;
+    const unsigned char *bgr;
+    const unsigned char *y, *cb, *cr;
+    long y_stride, c_stride;
+} sd_pixels;
+
+/// Detectron's image preparation: the pixels resized bilinearly with the given taps (output
+/// column x reads source columns xi0[x], xi1[x] with weights xw0[x], xw1[x]; rows likewise),
+/// mean[c] subtracted, written as float planes: channel c (B, G, R), row y, column x at
+/// dst[c·plane_stride + y·row_stride + x]. Taps must not decrease. Returns 0, or -1 when its
+/// scratch memory cannot be allocated (dst untouched).
+int sd_resize_planar(const sd_pixels *src, const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
+                     const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
+                     const float mean[3], float *dst, long plane_stride, long row_stride);
 /// Its baseline-instruction-set build, for tests: bitwise the same results.
-int sd_resize_u8c3_planar_generic(const unsigned char *src, long src_w, long src_h,
-                                  const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
-                                  const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
-                                  const float mean[3], float *dst, long plane_stride, long row_stride);
+int sd_resize_planar_generic(const sd_pixels *src, const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
+                             const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
+                             const float mean[3], float *dst, long plane_stride, long row_stride);
 
 #endif
