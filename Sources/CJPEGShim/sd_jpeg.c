@@ -105,8 +105,61 @@ sd_jpeg_result sd_jpeg_probe(const unsigned char *data, size_t size, int scale_d
     return r;
 }
 
-sd_jpeg_result sd_jpeg_decode(const unsigned char *data, size_t size, int scale_denom, int bgr,
-                              unsigned char *out, size_t out_size) {
+// Where sd_jpeg_decode and sd_jpeg_decode_ycc420 put the pixels.
+typedef struct {
+    int planar;  // 0: interleaved rows at out; 1: 4:2:0 planes at y / cb / cr
+    int bgr;
+    unsigned char *out;
+    size_t out_size;
+    unsigned char *y, *cb, *cr;
+    size_t y_stride, c_stride;
+} destination;
+
+// Sets the output colour space; 0 (r->status set) when the file or the buffers do not fit.
+static int configure(struct jpeg_decompress_struct *cinfo, const destination *d, sd_jpeg_result *r) {
+    if (d->planar) {
+        size_t w = (size_t)r->width;
+        if (!r->ycc420 || d->y_stride < w || d->c_stride < (w + 1) / 2 || d->y_stride % 16 || d->c_stride % 16) {
+            fail(r, SD_JPEG_BAD_ARGUMENT, "not a YCbCr 4:2:0 JPEG, or plane strides too small");
+            return 0;
+        }
+        cinfo->raw_data_out = TRUE;
+        cinfo->out_color_space = JCS_YCbCr;
+        return 1;
+    }
+    if (cinfo->jpeg_color_space == JCS_CMYK || cinfo->jpeg_color_space == JCS_YCCK) {
+        fail(r, SD_JPEG_BAD_ARGUMENT, "CMYK JPEGs are not supported (convert the image to RGB)");
+        return 0;
+    }
+    if (d->out == NULL || d->out_size < (size_t)r->width * 3 * (size_t)r->height) {
+        fail(r, SD_JPEG_BAD_ARGUMENT, "output buffer too small");
+        return 0;
+    }
+    cinfo->out_color_space = d->bgr ? JCS_EXT_BGR : JCS_EXT_RGB;
+    return 1;
+}
+
+static void read_pixels(struct jpeg_decompress_struct *cinfo, const destination *d) {
+    while (cinfo->output_scanline < cinfo->output_height) {
+        size_t row = cinfo->output_scanline;
+        if (!d->planar) {
+            JSAMPROW rows[1] = { d->out + row * cinfo->output_width * 3 };
+            jpeg_read_scanlines(cinfo, rows, 1);
+            continue;
+        }
+        // Raw data comes in groups of 16 luma and 8 chroma rows.
+        JSAMPROW yr[16], br[8], rr[8];
+        for (int k = 0; k < 16; k++) yr[k] = d->y + (row + (size_t)k) * d->y_stride;
+        for (int k = 0; k < 8; k++) {
+            br[k] = d->cb + (row / 2 + (size_t)k) * d->c_stride;
+            rr[k] = d->cr + (row / 2 + (size_t)k) * d->c_stride;
+        }
+        JSAMPARRAY planes[3] = {yr, br, rr};
+        jpeg_read_raw_data(cinfo, planes, 16);
+    }
+}
+
+static sd_jpeg_result decode(const unsigned char *data, size_t size, int scale_denom, const destination *d) {
     sd_jpeg_result r;
     memset(&r, 0, sizeof r);
     struct jpeg_decompress_struct cinfo;
@@ -118,74 +171,28 @@ sd_jpeg_result sd_jpeg_decode(const unsigned char *data, size_t size, int scale_
         jpeg_destroy_decompress(&cinfo);
         return r;
     }
-    if (!start(&cinfo, data, size, scale_denom, &r)) {
-        jpeg_destroy_decompress(&cinfo);
-        return r;
-    }
-    cinfo.out_color_space = bgr ? JCS_EXT_BGR : JCS_EXT_RGB;
-    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
-        fail(&r, SD_JPEG_BAD_ARGUMENT, "CMYK JPEGs are not supported (convert the image to RGB)");
-        jpeg_destroy_decompress(&cinfo);
-        return r;
-    }
-    size_t row = (size_t)r.width * 3;
-    if (out == NULL || out_size < row * (size_t)r.height) {
-        fail(&r, SD_JPEG_BAD_ARGUMENT, "output buffer too small");
+    if (!start(&cinfo, data, size, scale_denom, &r) || !configure(&cinfo, d, &r)) {
         jpeg_destroy_decompress(&cinfo);
         return r;
     }
     jpeg_start_decompress(&cinfo);
-    while (cinfo.output_scanline < cinfo.output_height) {
-        JSAMPROW rows[1] = { out + row * cinfo.output_scanline };
-        jpeg_read_scanlines(&cinfo, rows, 1);
-    }
+    read_pixels(&cinfo, d);
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     r.status = SD_JPEG_OK;
     return r;
 }
 
+sd_jpeg_result sd_jpeg_decode(const unsigned char *data, size_t size, int scale_denom, int bgr,
+                              unsigned char *out, size_t out_size) {
+    destination d = {0, bgr, out, out_size, NULL, NULL, NULL, 0, 0};
+    return decode(data, size, scale_denom, &d);
+}
+
 sd_jpeg_result sd_jpeg_decode_ycc420(const unsigned char *data, size_t size, unsigned char *y, size_t y_stride,
                                      unsigned char *cb, unsigned char *cr, size_t c_stride) {
-    sd_jpeg_result r;
-    memset(&r, 0, sizeof r);
-    struct jpeg_decompress_struct cinfo;
-    sd_error_mgr err;
-    sd_init_error(&cinfo, &err, &r);
-    jpeg_create_decompress(&cinfo);
-    if (setjmp(err.jump)) {
-        classify_jump(&err, &r);
-        jpeg_destroy_decompress(&cinfo);
-        return r;
-    }
-    if (!start(&cinfo, data, size, 1, &r)) {
-        jpeg_destroy_decompress(&cinfo);
-        return r;
-    }
-    size_t w = (size_t)r.width;
-    if (!r.ycc420 || y_stride < w || c_stride < (w + 1) / 2 || y_stride % 16 || c_stride % 16) {
-        fail(&r, SD_JPEG_BAD_ARGUMENT, "not a YCbCr 4:2:0 JPEG, or plane strides too small");
-        jpeg_destroy_decompress(&cinfo);
-        return r;
-    }
-    cinfo.raw_data_out = TRUE;
-    cinfo.out_color_space = JCS_YCbCr;
-    jpeg_start_decompress(&cinfo);
-    while (cinfo.output_scanline < cinfo.output_height) {
-        size_t row = cinfo.output_scanline;
-        JSAMPROW yr[16], br[8], rr[8];
-        for (int k = 0; k < 16; k++) yr[k] = y + (row + (size_t)k) * y_stride;
-        for (int k = 0; k < 8; k++) {
-            br[k] = cb + (row / 2 + (size_t)k) * c_stride;
-            rr[k] = cr + (row / 2 + (size_t)k) * c_stride;
-        }
-        JSAMPARRAY planes[3] = {yr, br, rr};
-        jpeg_read_raw_data(&cinfo, planes, 16);
-    }
-    jpeg_finish_decompress(&cinfo);
-    jpeg_destroy_decompress(&cinfo);
-    r.status = SD_JPEG_OK;
-    return r;
+    destination d = {1, 0, NULL, 0, y, cb, cr, y_stride, c_stride};
+    return decode(data, size, 1, &d);
 }
 
 sd_jpeg_result sd_jpeg_encode(const unsigned char *pixels, int width, int height, int channels,
