@@ -130,65 +130,78 @@ SD_TARGET static void split_row_avx512(const uint8_t *row, long w, const split_i
     split_row_generic(row + 3 * x, w - x, p0 + x, p1 + x, p2 + x);
 }
 
-// ycc_row_generic 16 chroma columns (32 pixels) at a time. The column sums are padded (t[-1],
-// t[cw] repeated, zeros after) so every load is in bounds; Y rows are read in whole 16-byte
-// runs (their stride is a multiple of 16), planes get whole blocks of 16 (they have slack).
-SD_TARGET static void colsums_avx512(const uint8_t *near, const uint8_t *far, long cw, int32_t *t) {
+// ycc_row_generic in 16-bit lanes (AVX-512BW), 32 chroma columns (64 pixels) at a time, with the
+// same integer results: B = Y + 2·xb + mulhrs(xb, −7471) is Y + ⌊(116130·xb + 2¹⁵) / 2¹⁶⌋,
+// R = Y + xr + mulhi(xr, 26345) + (mullo(xr, 26345) >> 15) is Y + ⌊(91881·xr + 2¹⁵) / 2¹⁶⌋, and G
+// takes (xb, 2·xr)·(−22554, −23401) in 32 bits (checked for every xb, xr in −128…127). The column
+// sums are padded (t[-1], t[cw] repeated, zeros after) so every load is in bounds; planes get
+// whole blocks of 32 (they have slack).
+#define SD_TARGET_BW __attribute__((target("avx512f,avx512bw")))
+
+SD_TARGET_BW static void colsums_avx512bw(const uint8_t *near, const uint8_t *far, long cw, int16_t *t) {
     long i = 0;
-    for (; i + 16 <= cw; i += 16) {
-        __m512i a = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(near + i)));
-        __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(far + i)));
-        _mm512_storeu_si512(t + i, _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a, a), a), b));
+    for (; i + 32 <= cw; i += 32) {
+        __m512i a = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(near + i)));
+        __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(far + i)));
+        _mm512_storeu_si512(t + i, _mm512_add_epi16(_mm512_add_epi16(_mm512_add_epi16(a, a), a), b));
     }
-    for (; i < cw; i++) t[i] = near[i] * 3 + far[i];
+    for (; i < cw; i++) t[i] = (int16_t)(near[i] * 3 + far[i]);
     t[-1] = t[0];
     t[cw] = t[cw - 1];
 }
 
-// Fancy-upsampled chroma for 16 column sums: even outputs (3c + left + 8) >> 4, odd (3c + right + 7)
-// >> 4, interleaved into pixels 0–15 (lo) and 16–31 (hi).
-SD_TARGET static void upsample16(const int32_t *t, __m512i lo_index, __m512i hi_index, __m512i *lo, __m512i *hi) {
+// Fancy-upsampled chroma for 32 column sums, interleaved into pixels 0–31 (lo) and 32–63 (hi).
+SD_TARGET_BW static void upsample32(const int16_t *t, __m512i lo_index, __m512i hi_index, __m512i *lo, __m512i *hi) {
     __m512i c = _mm512_loadu_si512(t), l = _mm512_loadu_si512(t - 1), r = _mm512_loadu_si512(t + 1);
-    __m512i c3 = _mm512_add_epi32(_mm512_add_epi32(c, c), c);
-    __m512i even = _mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(c3, l), _mm512_set1_epi32(8)), 4);
-    __m512i odd = _mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(c3, r), _mm512_set1_epi32(7)), 4);
-    *lo = _mm512_permutex2var_epi32(even, lo_index, odd);
-    *hi = _mm512_permutex2var_epi32(even, hi_index, odd);
+    __m512i c3 = _mm512_add_epi16(_mm512_add_epi16(c, c), c);
+    __m512i even = _mm512_srai_epi16(_mm512_add_epi16(_mm512_add_epi16(c3, l), _mm512_set1_epi16(8)), 4);
+    __m512i odd = _mm512_srai_epi16(_mm512_add_epi16(_mm512_add_epi16(c3, r), _mm512_set1_epi16(7)), 4);
+    *lo = _mm512_permutex2var_epi16(even, lo_index, odd);
+    *hi = _mm512_permutex2var_epi16(even, hi_index, odd);
 }
 
-SD_TARGET static __m512 channel(__m512i lum, __m512i term) {
-    __m512i v = _mm512_add_epi32(lum, _mm512_srai_epi32(term, 16));
-    return _mm512_cvtepi32_ps(_mm512_min_epi32(_mm512_max_epi32(v, _mm512_setzero_si512()), _mm512_set1_epi32(255)));
+// 32 values of one channel, clamped to 0…255, as floats.
+SD_TARGET_BW static void store_channel(__m512i v, float *p) {
+    v = _mm512_min_epi16(_mm512_max_epi16(v, _mm512_setzero_si512()), _mm512_set1_epi16(255));
+    _mm512_storeu_ps(p, _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(v))));
+    _mm512_storeu_ps(p + 16, _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(v, 1))));
 }
 
-SD_TARGET static void ycc_row_avx512(const sd_pixels *s, long y, int32_t *tb, int32_t *tr, float *p0, float *p1, float *p2) {
+SD_TARGET_BW static void ycc_row_avx512bw(const sd_pixels *s, long y, int16_t *tb, int16_t *tr, float *p0, float *p1, float *p2) {
     long cw = (s->width + 1) / 2, near, far;
     chroma_rows(s, y, &near, &far);
-    colsums_avx512(s->cb + near * s->c_stride, s->cb + far * s->c_stride, cw, tb);
-    colsums_avx512(s->cr + near * s->c_stride, s->cr + far * s->c_stride, cw, tr);
-    int32_t lo_idx[16], hi_idx[16];
-    for (int k = 0; k < 16; k++) {
-        lo_idx[k] = (k & 1 ? 16 : 0) + k / 2;
-        hi_idx[k] = (k & 1 ? 16 : 0) + 8 + k / 2;
+    colsums_avx512bw(s->cb + near * s->c_stride, s->cb + far * s->c_stride, cw, tb);
+    colsums_avx512bw(s->cr + near * s->c_stride, s->cr + far * s->c_stride, cw, tr);
+    int16_t lo_idx[32], hi_idx[32];
+    for (int k = 0; k < 32; k++) {
+        lo_idx[k] = (int16_t)((k & 1 ? 32 : 0) + k / 2);
+        hi_idx[k] = (int16_t)((k & 1 ? 32 : 0) + 16 + k / 2);
     }
     __m512i lo_index = _mm512_loadu_si512(lo_idx), hi_index = _mm512_loadu_si512(hi_idx);
-    const __m512i c128 = _mm512_set1_epi32(128), half = _mm512_set1_epi32(32768);
-    const __m512i kb = _mm512_set1_epi32(116130), kgb = _mm512_set1_epi32(-22554), kgr = _mm512_set1_epi32(-46802),
-                  kr = _mm512_set1_epi32(91881);
+    const __m512i c128 = _mm512_set1_epi16(128), half = _mm512_set1_epi32(32768), kg = _mm512_set1_epi32((int)(((uint32_t)(uint16_t)-23401 << 16) | (uint16_t)-22554));
     const uint8_t *yr = s->y + y * s->y_stride;
-    for (long i = 0; i < cw; i += 16) {
+    for (long i = 0; 2 * i < s->width; i += 32) {
         __m512i cb[2], cr[2];
-        upsample16(tb + i, lo_index, hi_index, &cb[0], &cb[1]);
-        upsample16(tr + i, lo_index, hi_index, &cr[0], &cr[1]);
+        upsample32(tb + i, lo_index, hi_index, &cb[0], &cb[1]);
+        upsample32(tr + i, lo_index, hi_index, &cr[0], &cr[1]);
         for (int h = 0; h < 2; h++) {
-            long x = 2 * i + 16 * h;
+            long x = 2 * i + 32 * h;
             if (x >= s->width) break;
-            __m512i lum = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(yr + x)));
-            __m512i xb = _mm512_sub_epi32(cb[h], c128), xr = _mm512_sub_epi32(cr[h], c128);
-            _mm512_storeu_ps(p0 + x, channel(lum, _mm512_add_epi32(_mm512_mullo_epi32(xb, kb), half)));
-            __m512i g = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(xb, kgb), _mm512_mullo_epi32(xr, kgr)), half);
-            _mm512_storeu_ps(p1 + x, channel(lum, g));
-            _mm512_storeu_ps(p2 + x, channel(lum, _mm512_add_epi32(_mm512_mullo_epi32(xr, kr), half)));
+            // The last run of a row may end past the plane's last row: load only the pixels.
+            long n = s->width - x < 32 ? s->width - x : 32;
+            __mmask64 m = ((__mmask64)1 << n) - 1;
+            __m512i lum = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(_mm512_maskz_loadu_epi8(m, yr + x)));
+            __m512i xb = _mm512_sub_epi16(cb[h], c128), xr = _mm512_sub_epi16(cr[h], c128);
+            __m512i b = _mm512_add_epi16(_mm512_add_epi16(xb, xb), _mm512_mulhrs_epi16(xb, _mm512_set1_epi16(-7471)));
+            __m512i r = _mm512_add_epi16(_mm512_add_epi16(xr, _mm512_mulhi_epi16(xr, _mm512_set1_epi16(26345))),
+                                         _mm512_srli_epi16(_mm512_mullo_epi16(xr, _mm512_set1_epi16(26345)), 15));
+            __m512i xr2 = _mm512_add_epi16(xr, xr);
+            __m512i glo = _mm512_srai_epi32(_mm512_add_epi32(_mm512_madd_epi16(_mm512_unpacklo_epi16(xb, xr2), kg), half), 16);
+            __m512i ghi = _mm512_srai_epi32(_mm512_add_epi32(_mm512_madd_epi16(_mm512_unpackhi_epi16(xb, xr2), kg), half), 16);
+            __m512i g = _mm512_packs_epi32(glo, ghi);
+            store_channel(_mm512_add_epi16(lum, b), p0 + x);
+            store_channel(_mm512_add_epi16(lum, g), p1 + x);
+            store_channel(_mm512_add_epi16(lum, r), p2 + x);
         }
     }
 }
@@ -277,15 +290,21 @@ SD_TARGET static void vertical_avx512(const float *h0, const float *h1, float v0
     }
 }
 
+static void prefetch(const uint8_t *p, long bytes) {
+    for (long q = 0; q < bytes; q += 64) _mm_prefetch((const char *)p + q, _MM_HINT_T0);
+}
+
 static int has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
+static int has_avx512bw(void) { return __builtin_cpu_supports("avx512bw"); }
 #endif
 
 static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const taps *yt,
                   const float mean[3], float *dst, long plane_stride, long row_stride) {
     long src_w = src->width, src_h = src->height, cw = (src_w + 1) / 2;
     long ow = xt->n, ow_pad = (ow + 15) / 16 * 16, pw = src_w + SLACK;
-    // Column sums of the two chroma planes: t[-1] … t[cw + 16] (YCbCr sources only).
-    long sums = src->ycc ? cw + 2 + 16 : 0;
+    // Column sums of the two chroma planes: t[-1] … t[cw + 32] (YCbCr sources only; the AVX-512BW
+    // path keeps them in 16 bits).
+    long sums = src->ycc ? cw + 2 + 32 : 0;
     size_t floats = (size_t)(3 * pw + 2 * 3 * ow_pad + 2 * sums);
     size_t bytes = floats * sizeof(float);
 #ifdef SD_HAVE_AVX512
@@ -308,6 +327,7 @@ static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const ta
 #ifdef SD_HAVE_AVX512
     blocked_taps bt;
     split_index ix;
+    int use_bw = use_avx512 && has_avx512bw();
     if (use_avx512) {
         block_taps(xt, &bt, (char *)scratch + bytes);
         ix = make_split_index();
@@ -324,17 +344,23 @@ static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const ta
             slot[t] = t == 0 ? (row_of[0] == j[1] ? 1 : 0) : 1 - slot[0];
 #ifdef SD_HAVE_AVX512
             if (use_avx512) {
-                if (src->ycc) {
-                    ycc_row_avx512(src, j[t], tb, tr, plane[0], plane[1], plane[2]);
-                } else {
-                    const uint8_t *row = src->bgr + j[t] * src_w * 3;
-                    // Source rows are read once, in order; fetching two rows ahead hides most of
-                    // the wait for rows no longer in L1/L2 (the decoder wrote them a while ago).
-                    if (j[t] + 2 < src_h) {
-                        const char *ahead = (const char *)(row + 2 * src_w * 3);
-                        for (long q = 0; q < src_w * 3; q += 64) _mm_prefetch(ahead + q, _MM_HINT_T0);
+                // Source rows are read once, in order; fetching two rows ahead hides most of the
+                // wait for rows no longer in L1/L2 (the decoder wrote them a while ago).
+                if (j[t] + 2 < src_h) {
+                    if (src->ycc) {
+                        prefetch(src->y + (j[t] + 2) * src->y_stride, src_w);
+                        prefetch(src->cb + (j[t] + 2) / 2 * src->c_stride, cw);
+                        prefetch(src->cr + (j[t] + 2) / 2 * src->c_stride, cw);
+                    } else {
+                        prefetch(src->bgr + (j[t] + 2) * src_w * 3, src_w * 3);
                     }
-                    split_row_avx512(row, src_w, &ix, plane[0], plane[1], plane[2]);
+                }
+                if (src->ycc && use_bw) {
+                    ycc_row_avx512bw(src, j[t], (int16_t *)tb, (int16_t *)tr, plane[0], plane[1], plane[2]);
+                } else if (src->ycc) {
+                    ycc_row_generic(src, j[t], tb, tr, plane[0], plane[1], plane[2]);
+                } else {
+                    split_row_avx512(src->bgr + j[t] * src_w * 3, src_w, &ix, plane[0], plane[1], plane[2]);
                 }
                 horizontal3_avx512(plane, &bt, rows[slot[t]]);
             } else
