@@ -141,6 +141,22 @@ struct TransformTests {
         }
     }
 
+    @Test("planes of random bytes (every kind of chroma pair, odd size): the AVX-512 conversion is bitwise the baseline one")
+    func planesRandomBytes() {
+        var rng = SplitMix64(seed: 42)
+        let (w, h) = (515, 517)
+        let ys = (w + 15) / 16 * 16, cs = ((w + 1) / 2 + 15) / 16 * 16, rows = (h + 15) / 16 * 16
+        func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) } }
+        let planes = YCbCr420Planes(width: w, height: h, yStride: ys, cStride: cs, y: bytes(ys * rows), cb: bytes(cs * rows / 2), cr: bytes(cs * rows / 2))
+        for s in [1.0, 0.6] {
+            let k = ResizeKernel(.ycbcr420(planes), pixelMeans: InputBlob.detectronPixelMeans, scale: s)
+            var fast = [Float](repeating: .nan, count: 3 * k.width * k.height), generic = fast
+            fast.withUnsafeMutableBufferPointer { k.run(into: $0.baseAddress!, planeStride: k.width * k.height, rowStride: k.width) }
+            generic.withUnsafeMutableBufferPointer { k.run(into: $0.baseAddress!, planeStride: k.width * k.height, rowStride: k.width, generic: true) }
+            #expect(fast == generic, "scale \(s)")
+        }
+    }
+
     @Test("files the planar path does not handle say so: 4 pixels wide or less (libjpeg replicates their chroma), grey")
     func planesRefused() throws {
         let narrow = try JPEG.encode(Image(width: 4, height: 9, channels: 3, order: .rgb, fill: 90), quality: 90)
