@@ -22,7 +22,7 @@ public enum MallocTuning {
         case applied
         /// The environment already configures malloc (the variable named).
         case leftToEnvironment(String)
-        /// glibc refused.
+        /// mallopt refused (AddressSanitizer's allocator, standing in for glibc's, does).
         case unavailable
     }
 
