@@ -6,8 +6,8 @@
 // Per channel c, output column x and row y (taps i0/i1/w0/w1 for columns, j0/j1/v0/v1 for rows):
 //   h_j[x]   = f(src[j][i0[x]][c]) * w0[x] + f(src[j][i1[x]][c]) * w1[x]
 //   out[y][x] = (h_j0[x] * v0[y] + h_j1[x] * v1[y]) - mean[c]
-// in float, in this order, never fused (FP_CONTRACT OFF): both builds give bitwise the results of
-// the scalar reference in Swift (Resize.resample).
+// in float, in this order, never fused (FP_CONTRACT OFF): the AVX-512 and baseline builds give
+// bitwise the results of the scalar reference in ImagingTests.
 
 #include "sd_kernels.h"
 
@@ -311,6 +311,8 @@ static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const ta
     size_t tap_bytes = blocked_taps_bytes(ow);
 #else
     size_t tap_bytes = 0;
+    (void)use_avx512;
+    (void)src_h;
 #endif
     size_t total = (bytes + tap_bytes + 63) / 64 * 64;
     float *scratch = aligned_alloc(64, total);

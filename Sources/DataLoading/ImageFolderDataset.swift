@@ -62,9 +62,10 @@ public struct LoadedImage: Sendable, ByteCodable, Equatable {
 /// JPEG files run through Detectron's input pipeline: decode (BGR; 4:2:0 files to their planes,
 /// which the collate converts exactly as libjpeg-turbo would, skipping its upsampling and colour
 /// passes), optional random horizontal flip, mean subtraction, resize so the shorter side is
-/// `scale` and the longer at most `maxSize`. With `dctDownscale`, libjpeg-turbo decodes at 1/2, 1/4 or 1/8 when the target is
-/// that much smaller — much faster, but the pixels then differ slightly from Detectron's (which
-/// decodes at full size), so it is off by default. A corrupt file is an error naming it.
+/// `scale` and the longer at most `maxSize`. With `dctDownscale`, libjpeg-turbo decodes at 1/2,
+/// 1/4 or 1/8 when the target is that much smaller — much faster, but the pixels then differ
+/// slightly from Detectron's (which decodes at full size), so it is off by default. A corrupt
+/// file is an error naming it.
 public struct ImageFolderDataset: TransportableDataset {
     public static let kind = "image-folder"
     public var files: [String]

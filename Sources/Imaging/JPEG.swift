@@ -136,13 +136,6 @@ public enum JPEG {
         return YCbCr420Planes(width: w, height: h, yStride: yStride, cStride: cStride, y: y, cb: cb, cr: cr)
     }
 
-    /// The cheapest pixels Detectron's blob can be made from: the planes of a 4:2:0 file, else the
-    /// BGR image (``InputBlob/blob(_:pixelMeans:stride:context:)`` takes either).
-    public static func decodeForBlob(_ data: [UInt8], source: String = "JPEG data") throws(JPEGError) -> DecodedPixels {
-        if let planes = try decodeYCbCr420(data, source: source) { return .ycbcr420(planes) }
-        return .image(try decode(data, order: .bgr, source: source))
-    }
-
     /// Reads and decodes the file at `path`; errors name the path.
     public static func decode(contentsOf path: String, order: ChannelOrder = .rgb, scale: Scale = .full) throws(JPEGError) -> Image {
         try decode(try readFile(path), order: order, scale: scale, source: path)

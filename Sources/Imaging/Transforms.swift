@@ -206,7 +206,7 @@ public enum InputBlob {
 }
 
 /// One image's resize for ``InputBlob``: the taps and means, run by the C kernel
-/// (`sd_resize_u8c3_planar`, AVX-512 where the CPU has it).
+/// (`sd_resize_planar`, AVX-512 where the CPU has it).
 struct ResizeKernel {
     let source: DecodedPixels
     let width: Int, height: Int
