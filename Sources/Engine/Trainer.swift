@@ -135,7 +135,10 @@ public final class Trainer {
         }
         guard !roidb.isEmpty else { throw EngineError.data("no training image has a usable box") }
         log("training on \(roidb.count) roidb entries from \(datasets.map(\.name).joined(separator: ", "))")
-        categoriesJSON = String(decoding: (try? JSONEncoder().encode(datasets[0].coco.categories)) ?? Data("[]".utf8), as: UTF8.self)
+        // Sorted keys: the same training writes the same file, byte for byte.
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        categoriesJSON = String(decoding: (try? encoder.encode(datasets[0].coco.categories)) ?? Data("[]".utf8), as: UTF8.self)
 
         let model = try FasterRCNN.build(cfg, train: true)
         let communicator = try makeCommunicator(cfg)
