@@ -395,6 +395,14 @@ static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const ta
     return 0;
 }
 
+int sd_resize_planar_converts_fast(void) {
+#ifdef SD_HAVE_AVX512
+    return has_avx512() && has_avx512bw();
+#else
+    return 0;
+#endif
+}
+
 int sd_resize_planar(const sd_pixels *src, const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
                      const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
                      const float mean[3], float *dst, long plane_stride, long row_stride) {

@@ -3,7 +3,8 @@ import Imaging
 import Storage
 
 /// One image as the loader's workers leave it: decoded — to the planes of a 4:2:0 JPEG when it is
-/// one and is not flipped, else to BGR and flipped if drawn — with the Detectron scale.
+/// one, is not flipped and the CPU converts planes fast, else to BGR and flipped if drawn — with
+/// the Detectron scale.
 /// ``Collate/images(_:multiple:pixelMeans:context:)`` converts, resizes, subtracts the means and
 /// pads it in one pass, straight into the batch blob: no float copy of the image is ever made, and
 /// process workers send back 8-bit pixels.
@@ -59,9 +60,9 @@ public struct LoadedImage: Sendable, ByteCodable, Equatable {
     }
 }
 
-/// JPEG files run through Detectron's input pipeline: decode (BGR; 4:2:0 files to their planes,
-/// which the collate converts exactly as libjpeg-turbo would, skipping its upsampling and colour
-/// passes), optional random horizontal flip, mean subtraction, resize so the shorter side is
+/// JPEG files run through Detectron's input pipeline: decode (BGR; 4:2:0 files to their planes
+/// where ``InputBlob/prefersPlanes``, which the collate converts exactly as libjpeg-turbo would,
+/// skipping its upsampling and colour passes), optional random horizontal flip, mean subtraction, resize so the shorter side is
 /// `scale` and the longer at most `maxSize`. With `dctDownscale`, libjpeg-turbo decodes at 1/2,
 /// 1/4 or 1/8 when the target is that much smaller — much faster, but the pixels then differ
 /// slightly from Detectron's (which decodes at full size), so it is off by default. A corrupt
@@ -103,7 +104,7 @@ public struct ImageFolderDataset: TransportableDataset {
                                      ofWidth: info.width, height: info.height)
         }
         let flip = flipProbability > 0 && rng.unit() < flipProbability
-        if dct == .full && !flip, let planes = try JPEG.decodeYCbCr420(bytes, source: path) {
+        if dct == .full && !flip && InputBlob.prefersPlanes, let planes = try JPEG.decodeYCbCr420(bytes, source: path) {
             return LoadedImage(pixels: .ycbcr420(planes), scale: s, resizeScale: s, source: path)
         }
         var image = try JPEG.decode(bytes, order: .bgr, scale: dct, source: path)

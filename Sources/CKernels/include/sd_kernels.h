@@ -57,6 +57,9 @@ typedef struct {
 int sd_resize_planar(const sd_pixels *src, const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
                      const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
                      const float mean[3], float *dst, long plane_stride, long row_stride);
+/// 1 when sd_resize_planar converts YCbCr planes with SIMD (AVX-512BW), so that decoding to
+/// planes and converting here beats libjpeg's own conversion; 0 when it would be slower.
+int sd_resize_planar_converts_fast(void);
 /// Its baseline-instruction-set build, for tests: bitwise the same results.
 int sd_resize_planar_generic(const sd_pixels *src, const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
                              const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
