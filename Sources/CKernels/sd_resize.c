@@ -134,7 +134,7 @@ SD_TARGET static void split_row_avx512(const uint8_t *row, long w, const split_i
 // same integer results: B = Y + 2·xb + mulhrs(xb, −7471) is Y + ⌊(116130·xb + 2¹⁵) / 2¹⁶⌋,
 // R = Y + xr + mulhi(xr, 26345) + (mullo(xr, 26345) >> 15) is Y + ⌊(91881·xr + 2¹⁵) / 2¹⁶⌋, and G
 // takes (xb, 2·xr)·(−22554, −23401) in 32 bits (all three agree with the formulas for every xb,
-// xr in −128…127, checked exhaustively when written; ImagingTests compare both builds). The column
+// xr in −128…127: ImagingTests' everyChromaPair runs all 65,536 pairs through both builds). The column
 // sums are padded (t[-1], t[cw] repeated, zeros after) so every load is in bounds; planes get
 // whole blocks of 32 (they have slack).
 #define SD_TARGET_BW __attribute__((target("avx512f,avx512bw")))

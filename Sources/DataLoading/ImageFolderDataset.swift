@@ -53,7 +53,7 @@ public struct LoadedImage: Sendable, ByteCodable, Equatable {
         } else {
             let ys = Int(try r.read(Int32.self)), cs = Int(try r.read(Int32.self))
             let y = try r.readArray(of: UInt8.self), cb = try r.readArray(of: UInt8.self), cr = try r.readArray(of: UInt8.self)
-            guard ys >= w, cs >= (w + 1) / 2, ys % 16 == 0, cs % 16 == 0, y.count >= ys * h, cb.count >= cs * ((h + 1) / 2), cr.count == cb.count
+            guard YCbCr420Planes.fits(width: w, height: h, yStride: ys, cStride: cs, yCount: y.count, cbCount: cb.count, crCount: cr.count)
             else { throw ByteReader.Truncated() }
             pixels = .ycbcr420(YCbCr420Planes(width: w, height: h, yStride: ys, cStride: cs, y: y, cb: cb, cr: cr))
         }

@@ -11,9 +11,15 @@ public struct YCbCr420Planes: Sendable, Equatable {
     public var cb: [UInt8]
     public var cr: [UInt8]
 
+    /// Whether planes of these sizes can hold a width × height image: strides multiples of 16
+    /// covering a row, buffers covering the rows.
+    public static func fits(width: Int, height: Int, yStride: Int, cStride: Int, yCount: Int, cbCount: Int, crCount: Int) -> Bool {
+        yStride >= width && cStride >= (width + 1) / 2 && yStride % 16 == 0 && cStride % 16 == 0
+            && yCount >= yStride * height && cbCount >= cStride * ((height + 1) / 2) && crCount == cbCount
+    }
+
     public init(width: Int, height: Int, yStride: Int, cStride: Int, y: [UInt8], cb: [UInt8], cr: [UInt8]) {
-        precondition(yStride >= width && cStride >= (width + 1) / 2 && yStride % 16 == 0 && cStride % 16 == 0
-                     && y.count >= yStride * height && cb.count >= cStride * ((height + 1) / 2) && cr.count == cb.count,
+        precondition(Self.fits(width: width, height: height, yStride: yStride, cStride: cStride, yCount: y.count, cbCount: cb.count, crCount: cr.count),
                      "YCbCr 4:2:0 planes of \(width)×\(height) need 16-byte-multiple strides covering the rows")
         self.width = width
         self.height = height
