@@ -139,7 +139,7 @@ int main(int argc, char **argv) {
                 long wp = (ow + 31) / 32 * 32, hp = (oh + 31) / 32 * 32;
                 taps(p.width, ow, s, xi0, xi1, xw0, xw1);
                 taps(p.height, oh, s, yi0, yi1, yw0, yw1);
-                (generic ? sd_resize_planar_generic : sd_resize_planar)(&p, xi0, xi1, xw0, xw1, ow, yi0, yi1, yw0, yw1, oh, mean, dst,
+                (generic ? sd_resize_planar_generic : sd_resize_planar)(&p, xi0, xi1, xw0, xw1, ow, yi0, yi1, yw0, yw1, oh, wp, hp, mean, dst,
                                                                           hp * wp, wp);
                 tr += now() - t1;
                 td += t1 - t0;

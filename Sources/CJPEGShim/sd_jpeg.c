@@ -159,6 +159,20 @@ static void read_pixels(struct jpeg_decompress_struct *cinfo, const destination 
     }
 }
 
+// Zeroes what lies right of and below the image in the planes (libjpeg writes some of it, up to
+// its block edges, and leaves the rest), so the planes do not depend on what the buffers held.
+static void clear_margins(unsigned char *plane, size_t stride, size_t width, size_t height, size_t rows) {
+    for (size_t y = 0; y < height && width < stride; y++) memset(plane + y * stride + width, 0, stride - width);
+    if (rows > height) memset(plane + height * stride, 0, (rows - height) * stride);
+}
+
+static void clear_plane_margins(const sd_jpeg_result *r, const destination *d) {
+    size_t w = (size_t)r->width, h = (size_t)r->height, rows = (h + 15) / 16 * 16;
+    clear_margins(d->y, d->y_stride, w, h, rows);
+    clear_margins(d->cb, d->c_stride, (w + 1) / 2, (h + 1) / 2, rows / 2);
+    clear_margins(d->cr, d->c_stride, (w + 1) / 2, (h + 1) / 2, rows / 2);
+}
+
 static sd_jpeg_result decode(const unsigned char *data, size_t size, int scale_denom, const destination *d) {
     sd_jpeg_result r;
     memset(&r, 0, sizeof r);
@@ -177,6 +191,7 @@ static sd_jpeg_result decode(const unsigned char *data, size_t size, int scale_d
     }
     jpeg_start_decompress(&cinfo);
     read_pixels(&cinfo, d);
+    if (d->planar) clear_plane_margins(&r, d);
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     r.status = SD_JPEG_OK;

@@ -88,8 +88,10 @@ static void horizontal_generic(const float *p, const taps *t, float *h) {
     for (long x = 0; x < t->n; x++) h[x] = p[t->i0[x]] * t->w0[x] + p[t->i1[x]] * t->w1[x];
 }
 
-static void vertical_generic(const float *h0, const float *h1, float v0, float v1, float mean, long n, float *out) {
+// One output row: n values, then zeros up to pad.
+static void vertical_generic(const float *h0, const float *h1, float v0, float v1, float mean, long n, long pad, float *out) {
     for (long x = 0; x < n; x++) out[x] = (h0[x] * v0 + h1[x] * v1) - mean;
+    if (pad > n) memset(out + n, 0, (size_t)(pad - n) * sizeof(float));
 }
 
 #ifdef SD_HAVE_AVX512
@@ -246,39 +248,58 @@ static void block_taps(const taps *t, blocked_taps *b, void *storage) {
 
 static size_t blocked_taps_bytes(long n) { return (size_t)((n + 15) / 16) * (16 * 4 * 4 + 4); }
 
+// Output block k of one plane: both taps from the block's window by permutes, or gathered.
+SD_TARGET static inline __m512 horizontal_block(const float *p, int32_t base, __m512i r0, __m512i r1, __m512 w0, __m512 w1) {
+    __m512 a, d;
+    if (base >= 0) {
+        __m512 lo = _mm512_loadu_ps(p + base), hi = _mm512_loadu_ps(p + base + 16);
+        a = _mm512_permutex2var_ps(lo, r0, hi);
+        d = _mm512_permutex2var_ps(lo, r1, hi);
+    } else {
+        a = _mm512_i32gather_ps(r0, p, 4);
+        d = _mm512_i32gather_ps(r1, p, 4);
+    }
+    return _mm512_add_ps(_mm512_mul_ps(a, w0), _mm512_mul_ps(d, w1));
+}
+
 // The three planes of one source row, interpolated horizontally: the taps of each block are
-// loaded once for all three. h[c] gets whole blocks of 16 (its buffer is padded to them).
+// loaded once for all three. h[c] gets whole blocks of 16 (its buffer is padded to them). The
+// pointers are copied to restrict locals so the compiler need not reload them after each store.
 SD_TARGET static void horizontal3_avx512(float *const p[3], const blocked_taps *b, float *const h[3]) {
-    for (long k = 0; k < b->blocks; k++) {
+    const int32_t *restrict rel0 = b->rel0, *restrict rel1 = b->rel1, *restrict base = b->base;
+    const float *restrict w0 = b->w0, *restrict w1 = b->w1;
+    const float *restrict p0 = p[0], *restrict p1 = p[1], *restrict p2 = p[2];
+    float *restrict h0 = h[0], *restrict h1 = h[1], *restrict h2 = h[2];
+    for (long k = 0, blocks = b->blocks; k < blocks; k++) {
         long x0 = 16 * k;
-        __m512i r0 = _mm512_loadu_si512(b->rel0 + x0), r1 = _mm512_loadu_si512(b->rel1 + x0);
-        __m512 w0 = _mm512_loadu_ps(b->w0 + x0), w1 = _mm512_loadu_ps(b->w1 + x0);
-        int32_t base = b->base[k];
-        for (int c = 0; c < 3; c++) {
-            __m512 a, d;
-            if (base >= 0) {
-                __m512 lo = _mm512_loadu_ps(p[c] + base), hi = _mm512_loadu_ps(p[c] + base + 16);
-                a = _mm512_permutex2var_ps(lo, r0, hi);
-                d = _mm512_permutex2var_ps(lo, r1, hi);
-            } else {
-                a = _mm512_i32gather_ps(r0, p[c], 4);
-                d = _mm512_i32gather_ps(r1, p[c], 4);
-            }
-            _mm512_storeu_ps(h[c] + x0, _mm512_add_ps(_mm512_mul_ps(a, w0), _mm512_mul_ps(d, w1)));
-        }
+        __m512i r0 = _mm512_loadu_si512(rel0 + x0), r1 = _mm512_loadu_si512(rel1 + x0);
+        __m512 a = _mm512_loadu_ps(w0 + x0), d = _mm512_loadu_ps(w1 + x0);
+        int32_t at = base[k];
+        _mm512_storeu_ps(h0 + x0, horizontal_block(p0, at, r0, r1, a, d));
+        _mm512_storeu_ps(h1 + x0, horizontal_block(p1, at, r0, r1, a, d));
+        _mm512_storeu_ps(h2 + x0, horizontal_block(p2, at, r0, r1, a, d));
     }
 }
 
-SD_TARGET static void vertical_avx512(const float *h0, const float *h1, float v0, float v1, float mean, long n, float *out) {
+SD_TARGET static void vertical_avx512(const float *h0, const float *h1, float v0, float v1, float mean, long n, long pad, float *out) {
     __m512 a = _mm512_set1_ps(v0), b = _mm512_set1_ps(v1), m = _mm512_set1_ps(mean);
     long x = 0;
     // Rows of a blob are written once and read much later (they rarely fit in cache with the
-    // rest): where a row is aligned, stream it past the cache instead of reading its lines first.
-    if (((uintptr_t)out & 63) == 0) {
+    // rest): where a row is aligned and padded to whole vectors (a blob's rows, 32 floats), stream
+    // it past the cache instead of reading its lines first, zeros included.
+    if (((uintptr_t)out & 63) == 0 && pad % 16 == 0) {
         for (; x + 16 <= n; x += 16) {
             __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(h0 + x), a), _mm512_mul_ps(_mm512_loadu_ps(h1 + x), b));
             _mm512_stream_ps(out + x, _mm512_sub_ps(s, m));
         }
+        if (x < n) {
+            __mmask16 k = (__mmask16)((1u << (n - x)) - 1);
+            __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, h0 + x), a), _mm512_mul_ps(_mm512_maskz_loadu_ps(k, h1 + x), b));
+            _mm512_stream_ps(out + x, _mm512_maskz_mov_ps(k, _mm512_sub_ps(s, m)));
+            x += 16;
+        }
+        for (; x < pad; x += 16) _mm512_stream_ps(out + x, _mm512_setzero_ps());
+        return;
     }
     for (; x + 16 <= n; x += 16) {
         __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(h0 + x), a), _mm512_mul_ps(_mm512_loadu_ps(h1 + x), b));
@@ -288,6 +309,16 @@ SD_TARGET static void vertical_avx512(const float *h0, const float *h1, float v0
         __mmask16 k = (__mmask16)((1u << (n - x)) - 1);
         __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, h0 + x), a), _mm512_mul_ps(_mm512_maskz_loadu_ps(k, h1 + x), b));
         _mm512_mask_storeu_ps(out + x, k, _mm512_sub_ps(s, m));
+    }
+    if (pad > n) memset(out + n, 0, (size_t)(pad - n) * sizeof(float));
+}
+
+// A row of zeros below the image, streamed where vertical_avx512 would stream.
+SD_TARGET static void zero_row_avx512(long pad, float *out) {
+    if (((uintptr_t)out & 63) == 0 && pad % 16 == 0) {
+        for (long x = 0; x < pad; x += 16) _mm512_stream_ps(out + x, _mm512_setzero_ps());
+    } else {
+        memset(out, 0, (size_t)pad * sizeof(float));
     }
 }
 
@@ -299,7 +330,7 @@ static int has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
 static int has_avx512bw(void) { return __builtin_cpu_supports("avx512bw"); }
 #endif
 
-static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const taps *yt,
+static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const taps *yt, long pad_w, long pad_h,
                   const float mean[3], float *dst, long plane_stride, long row_stride) {
     long src_w = src->width, src_h = src->height, cw = (src_w + 1) / 2;
     long ow = xt->n, ow_pad = (ow + 15) / 16 * 16, pw = src_w + SLACK;
@@ -382,11 +413,23 @@ static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const ta
             float *out = dst + c * plane_stride + y * row_stride;
 #ifdef SD_HAVE_AVX512
             if (use_avx512) {
-                vertical_avx512(rows[slot[0]][c], rows[slot[1]][c], yt->w0[y], yt->w1[y], mean[c], ow, out);
+                vertical_avx512(rows[slot[0]][c], rows[slot[1]][c], yt->w0[y], yt->w1[y], mean[c], ow, pad_w, out);
                 continue;
             }
 #endif
-            vertical_generic(rows[slot[0]][c], rows[slot[1]][c], yt->w0[y], yt->w1[y], mean[c], ow, out);
+            vertical_generic(rows[slot[0]][c], rows[slot[1]][c], yt->w0[y], yt->w1[y], mean[c], ow, pad_w, out);
+        }
+    }
+    for (int c = 0; c < 3; c++) {
+        for (long y = yt->n; y < pad_h; y++) {
+            float *out = dst + c * plane_stride + y * row_stride;
+#ifdef SD_HAVE_AVX512
+            if (use_avx512) {
+                zero_row_avx512(pad_w, out);
+                continue;
+            }
+#endif
+            memset(out, 0, (size_t)pad_w * sizeof(float));
         }
     }
 #ifdef SD_HAVE_AVX512
@@ -405,7 +448,7 @@ int sd_resize_planar_converts_fast(void) {
 }
 
 int sd_resize_planar(const sd_pixels *src, const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
-                     const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
+                     const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h, long pad_w, long pad_h,
                      const float mean[3], float *dst, long plane_stride, long row_stride) {
     taps xt = {xi0, xi1, xw0, xw1, out_w}, yt = {yi0, yi1, yw0, yw1, out_h};
 #ifdef SD_HAVE_AVX512
@@ -413,12 +456,12 @@ int sd_resize_planar(const sd_pixels *src, const int *xi0, const int *xi1, const
 #else
     int fast = 0;
 #endif
-    return resize(fast, src, &xt, &yt, mean, dst, plane_stride, row_stride);
+    return resize(fast, src, &xt, &yt, pad_w, pad_h, mean, dst, plane_stride, row_stride);
 }
 
 int sd_resize_planar_generic(const sd_pixels *src, const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
-                             const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
+                             const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h, long pad_w, long pad_h,
                              const float mean[3], float *dst, long plane_stride, long row_stride) {
     taps xt = {xi0, xi1, xw0, xw1, out_w}, yt = {yi0, yi1, yw0, yw1, out_h};
-    return resize(0, src, &xt, &yt, mean, dst, plane_stride, row_stride);
+    return resize(0, src, &xt, &yt, pad_w, pad_h, mean, dst, plane_stride, row_stride);
 }

@@ -121,8 +121,9 @@ public enum JPEG {
         // libjpeg's raw-data mode writes whole 16-row groups.
         let yStride = (w + 15) / 16 * 16, cStride = ((w + 1) / 2 + 15) / 16 * 16, rows = (h + 15) / 16 * 16
         var r = sd_jpeg_result()
-        var y = [UInt8](repeating: 0, count: yStride * rows)
-        var cb = [UInt8](repeating: 0, count: cStride * rows / 2), cr = cb
+        // The decoder writes every byte, margins included (or the arrays go with the error).
+        func uninitialised(_ n: Int) -> [UInt8] { [UInt8](unsafeUninitializedCapacity: n) { $1 = n } }
+        var y = uninitialised(yStride * rows), cb = uninitialised(cStride * rows / 2), cr = uninitialised(cStride * rows / 2)
         y.withUnsafeMutableBufferPointer { yp in
             cb.withUnsafeMutableBufferPointer { bp in
                 cr.withUnsafeMutableBufferPointer { rp in
@@ -167,11 +168,36 @@ public enum JPEG {
 
     /// The bytes of a file; the error names the path.
     public static func readFile(_ path: String) throws(JPEGError) -> [UInt8] {
-        do {
-            return [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-        } catch {
-            throw .io(path: path, detail: "cannot read: \(error.localizedDescription)")
+        // Straight into the array (the data loader reads every image this way; going through
+        // Foundation's Data costs a second copy).
+        func failure(_ call: String, _ code: Int32) -> JPEGError {
+            .io(path: path, detail: "cannot read: \(call): \(String(cString: strerror(code)))")
         }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw failure("open", errno) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw failure("fstat", errno) }
+        let size = Int(st.st_size)
+        var readError: Int32 = 0
+        // A file that shrinks meanwhile gives fewer bytes (the decoder then reports it truncated);
+        // a directory fails in read (EISDIR).
+        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+            count = 0
+            while count < size {
+                let n = read(fd, buffer.baseAddress! + count, size - count)
+                if n > 0 {
+                    count += n
+                } else if n == 0 {
+                    break
+                } else if errno != EINTR {
+                    readError = errno
+                    break
+                }
+            }
+        }
+        guard readError == 0 else { throw failure("read", readError) }
+        return bytes
     }
 
     private static func check(_ r: sd_jpeg_result, source: String) throws(JPEGError) {

@@ -188,8 +188,7 @@ public enum InputBlob {
         let out = try t.mutableData(as: Float.self).baseAddress!
         for (n, k) in kernels.enumerated() {
             let base = out + n * 3 * hp * wp
-            k.run(into: base, planeStride: hp * wp, rowStride: wp)
-            zeroPadding(base, width: k.width, height: k.height, paddedWidth: wp, paddedHeight: hp)
+            k.run(into: base, planeStride: hp * wp, rowStride: wp, paddedWidth: wp, paddedHeight: hp)
         }
         return t
     }
@@ -236,12 +235,16 @@ struct ResizeKernel {
         means = pixelMeans
     }
 
-    /// Writes channel c, row y, column x at `dst[c·planeStride + y·rowStride + x]`.
-    func run(into dst: UnsafeMutablePointer<Float>, planeStride: Int, rowStride: Int, generic: Bool = false) {
+    /// Writes channel c, row y, column x at `dst[c·planeStride + y·rowStride + x]`, and zeros
+    /// over the rest of a `paddedWidth` × `paddedHeight` region (a padded blob's image).
+    func run(into dst: UnsafeMutablePointer<Float>, planeStride: Int, rowStride: Int, paddedWidth: Int? = nil, paddedHeight: Int? = nil,
+             generic: Bool = false) {
         let kernel = generic ? sd_resize_planar_generic : sd_resize_planar
+        let (pw, ph) = (paddedWidth ?? width, paddedHeight ?? height)
+        precondition(pw >= width && ph >= height && pw <= rowStride, "padding smaller than the image or wider than a row")
         func call(_ pixels: sd_pixels) -> Int32 {
             withUnsafePointer(to: pixels) { p in
-                kernel(p, xi0, xi1, xw0, xw1, width, yi0, yi1, yw0, yw1, height, means, dst, planeStride, rowStride)
+                kernel(p, xi0, xi1, xw0, xw1, width, yi0, yi1, yw0, yw1, height, pw, ph, means, dst, planeStride, rowStride)
             }
         }
         let status: Int32

@@ -150,6 +150,20 @@ struct TransformTests {
         }
     }
 
+    @Test("a 4:2:0 decode leaves zeros right of and below the image, where libjpeg writes block padding or nothing")
+    func planeMarginsZero() throws {
+        var img = Image(width: 37, height: 23, channels: 3, order: .rgb, fill: 0)
+        for i in 0..<img.pixels.count { img.pixels[i] = UInt8(40 + i % 200) }
+        let p = try #require(try JPEG.decodeYCbCr420(try JPEG.encode(img, quality: 90)))
+        func margin(_ plane: [UInt8], _ stride: Int, _ w: Int, _ h: Int) -> [UInt8] {
+            (0..<(plane.count / stride)).flatMap { y in (0..<stride).filter { y >= h || $0 >= w }.map { plane[y * stride + $0] } }
+        }
+        let (cw, ch) = ((p.width + 1) / 2, (p.height + 1) / 2)
+        #expect(p.y.count == p.yStride * 32 && margin(p.y, p.yStride, p.width, p.height).allSatisfy { $0 == 0 })
+        #expect(margin(p.cb, p.cStride, cw, ch).allSatisfy { $0 == 0 } && margin(p.cr, p.cStride, cw, ch).allSatisfy { $0 == 0 })
+        #expect(p.y[0] != 0)
+    }
+
     @Test("planes of random bytes (odd size, every kind of neighbourhood): the AVX-512 conversion is bitwise the baseline one")
     func planesRandomBytes() {
         var rng = SplitMix64(seed: 42)
@@ -208,6 +222,45 @@ struct TransformTests {
         let twoStep = try InputBlob.batch([InputBlob.prepare(a, scale: 1.3), InputBlob.prepare(b, scale: 0.9)], context: ctx)
         #expect(direct.shape == twoStep.shape && direct.shape == [2, 3, 32, 64])
         #expect(bitwiseDifference(Array(try direct.data(as: Float.self)), Array(try twoStep.data(as: Float.self))) == nil)
+    }
+
+    @Test("the kernel writes the padding as zeros over whatever memory held (streamed and plain stores, both builds)")
+    func paddingOverReusedMemory() throws {
+        var a = Image(width: 301, height: 207, channels: 3, order: .bgr, fill: 0), b = Image(width: 150, height: 260, channels: 3, order: .bgr, fill: 0)
+        for i in 0..<a.pixels.count { a.pixels[i] = UInt8(i % 253) }
+        for i in 0..<b.pixels.count { b.pixels[i] = UInt8((i * 7) % 251) }
+        let expected = try InputBlob.batch([InputBlob.prepare(a, scale: 1.7), InputBlob.prepare(b, scale: 1.1)], context: CPUContext())
+        // A block of the blob's size full of NaN goes back to the cache, and the blob is made in it.
+        let ctx = CPUContext(cacheBytes: 64 << 20)
+        var stale: UnsafeRawPointer?
+        do {
+            let t = try Tensor(.float32, shape: expected.shape, context: ctx)
+            try t.mutableData(as: Float.self).update(repeating: .nan)
+            stale = try t.rawData()
+        }
+        let direct = try InputBlob.blob([(a, 1.7), (b, 1.1)], context: ctx)
+        #expect(try direct.rawData() == stale)
+        #expect(bitwiseDifference(Array(try direct.data(as: Float.self)), Array(try expected.data(as: Float.self))) == nil)
+        // Rows wider than the padded region, not vector-aligned: plain stores; what lies past the
+        // region stays untouched.
+        let k = ResizeKernel(.image(a), pixelMeans: InputBlob.detectronPixelMeans, scale: 0.5)
+        let image = InputBlob.prepare(a, scale: 0.5).pixels
+        let (pw, ph, rs) = (k.width + 5, k.height + 3, k.width + 9)
+        for generic in [false, true] {
+            var out = [Float](repeating: .nan, count: 3 * ph * rs)
+            out.withUnsafeMutableBufferPointer {
+                k.run(into: $0.baseAddress!, planeStride: ph * rs, rowStride: rs, paddedWidth: pw, paddedHeight: ph, generic: generic)
+            }
+            var want = [Float](repeating: .nan, count: out.count)
+            for c in 0..<3 {
+                for y in 0..<ph {
+                    for x in 0..<pw {
+                        want[(c * ph + y) * rs + x] = y < k.height && x < k.width ? image[(c * k.height + y) * k.width + x] : 0
+                    }
+                }
+            }
+            #expect(bitwiseDifference(out, want) == nil, generic ? "baseline build" : "dispatched build")
+        }
     }
 
     @Test("flipping twice is the identity")

@@ -41,7 +41,8 @@ sd_jpeg_result sd_jpeg_decode(const unsigned char *data, size_t size, int scale_
 /// Decodes a YCbCr 4:2:0 file (sd_jpeg_probe said ycc420) to its planes as libjpeg's raw-data
 /// mode gives them: Y at y (rows of y_stride bytes, ceil(height / 16)·16 rows), Cb and Cr at cb /
 /// cr (rows of c_stride bytes, ceil(height / 16)·8 rows). Strides: multiples of 16, at least
-/// the width and (width + 1) / 2. Converting them with libjpeg-turbo's upsampling and colour
+/// the width and (width + 1) / 2; bytes right of and below the image are set to zero, whatever the
+/// buffers held. Converting them with libjpeg-turbo's upsampling and colour
 /// conversion gives exactly sd_jpeg_decode's pixels; decoding this way skips those two passes.
 sd_jpeg_result sd_jpeg_decode_ycc420(const unsigned char *data, size_t size, unsigned char *y, size_t y_stride,
                                      unsigned char *cb, unsigned char *cr, size_t c_stride);

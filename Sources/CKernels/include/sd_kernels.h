@@ -52,17 +52,18 @@ typedef struct {
 /// Detectron's image preparation: the pixels resized bilinearly with the given taps (output
 /// column x reads source columns xi0[x], xi1[x] with weights xw0[x], xw1[x]; rows likewise),
 /// mean[c] subtracted, written as float planes: channel c (B, G, R), row y, column x at
-/// dst[c·plane_stride + y·row_stride + x]. Taps must not decrease. Returns 0, or -1 when its
-/// scratch memory cannot be allocated (dst untouched).
+/// dst[c·plane_stride + y·row_stride + x]; the rest of a pad_w × pad_h region (pad_w ≥ out_w,
+/// pad_h ≥ out_h: a padded blob's image) is written as zeros. Taps must not decrease. Returns 0,
+/// or -1 when its scratch memory cannot be allocated (dst untouched).
 int sd_resize_planar(const sd_pixels *src, const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
-                     const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
+                     const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h, long pad_w, long pad_h,
                      const float mean[3], float *dst, long plane_stride, long row_stride);
 /// 1 when sd_resize_planar converts YCbCr planes with SIMD (AVX-512BW), so that decoding to
 /// planes and converting here beats libjpeg's own conversion; 0 when it would be slower.
 int sd_resize_planar_converts_fast(void);
 /// Its baseline-instruction-set build, for tests: bitwise the same results.
 int sd_resize_planar_generic(const sd_pixels *src, const int *xi0, const int *xi1, const float *xw0, const float *xw1, long out_w,
-                             const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h,
+                             const int *yi0, const int *yi1, const float *yw0, const float *yw1, long out_h, long pad_w, long pad_h,
                              const float mean[3], float *dst, long plane_stride, long row_stride);
 
 #endif
