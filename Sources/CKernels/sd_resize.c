@@ -88,7 +88,7 @@ static void horizontal_generic(const float *p, const taps *t, float *h) {
     for (long x = 0; x < t->n; x++) h[x] = p[t->i0[x]] * t->w0[x] + p[t->i1[x]] * t->w1[x];
 }
 
-// One output row: n values, then zeros up to pad.
+// One output row: n values, then zeros up to pad (n = 0: a row of zeros).
 static void vertical_generic(const float *h0, const float *h1, float v0, float v1, float mean, long n, long pad, float *out) {
     for (long x = 0; x < n; x++) out[x] = (h0[x] * v0 + h1[x] * v1) - mean;
     if (pad > n) memset(out + n, 0, (size_t)(pad - n) * sizeof(float));
@@ -281,45 +281,36 @@ SD_TARGET static void horizontal3_avx512(float *const p[3], const blocked_taps *
     }
 }
 
+// 16 output values of a row, and the first n < 16 of them (zeros in the other lanes).
+SD_TARGET static inline __m512 vertical16(const float *h0, const float *h1, __m512 a, __m512 b, __m512 m) {
+    return _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(h0), a), _mm512_mul_ps(_mm512_loadu_ps(h1), b)), m);
+}
+
+SD_TARGET static inline __m512 vertical_tail(const float *h0, const float *h1, __m512 a, __m512 b, __m512 m, __mmask16 k) {
+    __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, h0), a), _mm512_mul_ps(_mm512_maskz_loadu_ps(k, h1), b));
+    return _mm512_maskz_mov_ps(k, _mm512_sub_ps(s, m));
+}
+
+// vertical_generic with AVX-512 (n = 0: a row of zeros).
 SD_TARGET static void vertical_avx512(const float *h0, const float *h1, float v0, float v1, float mean, long n, long pad, float *out) {
     __m512 a = _mm512_set1_ps(v0), b = _mm512_set1_ps(v1), m = _mm512_set1_ps(mean);
     long x = 0;
+    __mmask16 k = (__mmask16)((1u << (n % 16)) - 1);
     // Rows of a blob are written once and read much later (they rarely fit in cache with the
     // rest): where a row is aligned and padded to whole vectors (a blob's rows, 32 floats), stream
     // it past the cache instead of reading its lines first, zeros included.
     if (((uintptr_t)out & 63) == 0 && pad % 16 == 0) {
-        for (; x + 16 <= n; x += 16) {
-            __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(h0 + x), a), _mm512_mul_ps(_mm512_loadu_ps(h1 + x), b));
-            _mm512_stream_ps(out + x, _mm512_sub_ps(s, m));
-        }
+        for (; x + 16 <= n; x += 16) _mm512_stream_ps(out + x, vertical16(h0 + x, h1 + x, a, b, m));
         if (x < n) {
-            __mmask16 k = (__mmask16)((1u << (n - x)) - 1);
-            __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, h0 + x), a), _mm512_mul_ps(_mm512_maskz_loadu_ps(k, h1 + x), b));
-            _mm512_stream_ps(out + x, _mm512_maskz_mov_ps(k, _mm512_sub_ps(s, m)));
+            _mm512_stream_ps(out + x, vertical_tail(h0 + x, h1 + x, a, b, m, k));
             x += 16;
         }
         for (; x < pad; x += 16) _mm512_stream_ps(out + x, _mm512_setzero_ps());
         return;
     }
-    for (; x + 16 <= n; x += 16) {
-        __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(h0 + x), a), _mm512_mul_ps(_mm512_loadu_ps(h1 + x), b));
-        _mm512_storeu_ps(out + x, _mm512_sub_ps(s, m));
-    }
-    if (x < n) {
-        __mmask16 k = (__mmask16)((1u << (n - x)) - 1);
-        __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, h0 + x), a), _mm512_mul_ps(_mm512_maskz_loadu_ps(k, h1 + x), b));
-        _mm512_mask_storeu_ps(out + x, k, _mm512_sub_ps(s, m));
-    }
+    for (; x + 16 <= n; x += 16) _mm512_storeu_ps(out + x, vertical16(h0 + x, h1 + x, a, b, m));
+    if (x < n) _mm512_mask_storeu_ps(out + x, k, vertical_tail(h0 + x, h1 + x, a, b, m, k));
     if (pad > n) memset(out + n, 0, (size_t)(pad - n) * sizeof(float));
-}
-
-// A row of zeros below the image, streamed where vertical_avx512 would stream.
-SD_TARGET static void zero_row_avx512(long pad, float *out) {
-    if (((uintptr_t)out & 63) == 0 && pad % 16 == 0) {
-        for (long x = 0; x < pad; x += 16) _mm512_stream_ps(out + x, _mm512_setzero_ps());
-    } else {
-        memset(out, 0, (size_t)pad * sizeof(float));
-    }
 }
 
 static void prefetch(const uint8_t *p, long bytes) {
@@ -420,16 +411,17 @@ static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const ta
             vertical_generic(rows[slot[0]][c], rows[slot[1]][c], yt->w0[y], yt->w1[y], mean[c], ow, pad_w, out);
         }
     }
+    // Rows of zeros below the image.
     for (int c = 0; c < 3; c++) {
         for (long y = yt->n; y < pad_h; y++) {
             float *out = dst + c * plane_stride + y * row_stride;
 #ifdef SD_HAVE_AVX512
             if (use_avx512) {
-                zero_row_avx512(pad_w, out);
+                vertical_avx512(NULL, NULL, 0, 0, 0, 0, pad_w, out);
                 continue;
             }
 #endif
-            memset(out, 0, (size_t)pad_w * sizeof(float));
+            vertical_generic(NULL, NULL, 0, 0, 0, 0, pad_w, out);
         }
     }
 #ifdef SD_HAVE_AVX512
