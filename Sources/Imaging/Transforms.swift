@@ -175,8 +175,8 @@ public enum InputBlob {
 
     /// Whether preparing a blob from a 4:2:0 JPEG's planes is cheaper than from its decoded image:
     /// true where the kernel converts planes with AVX-512BW. Elsewhere its baseline conversion
-    /// costs more than libjpeg's own SIMD one saves (resizing from planes 1.77 ms an image against
-    /// 0.91 ms from BGR, `tools/bench_decode.c … generic`).
+    /// costs more than libjpeg's own SIMD one saves (resizing from planes 1.66 ms an image against
+    /// 0.87 ms from BGR, `tools/bench_decode.c … generic`).
     public static let prefersPlanes = sd_resize_planar_converts_fast() == 1
 
     /// The same from decoded pixels of either kind (the planes of a 4:2:0 JPEG give exactly the
