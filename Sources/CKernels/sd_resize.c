@@ -321,6 +321,19 @@ static int has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
 static int has_avx512bw(void) { return __builtin_cpu_supports("avx512bw"); }
 #endif
 
+// One output row with the build in use.
+static void vertical(int use_avx512, const float *h0, const float *h1, float v0, float v1, float mean, long n, long pad, float *out) {
+#ifdef SD_HAVE_AVX512
+    if (use_avx512) {
+        vertical_avx512(h0, h1, v0, v1, mean, n, pad, out);
+        return;
+    }
+#else
+    (void)use_avx512;
+#endif
+    vertical_generic(h0, h1, v0, v1, mean, n, pad, out);
+}
+
 static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const taps *yt, long pad_w, long pad_h,
                   const float mean[3], float *dst, long plane_stride, long row_stride) {
     long src_w = src->width, src_h = src->height, cw = (src_w + 1) / 2;
@@ -334,7 +347,6 @@ static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const ta
     size_t tap_bytes = blocked_taps_bytes(ow);
 #else
     size_t tap_bytes = 0;
-    (void)use_avx512;
     (void)src_h;
 #endif
     size_t total = (bytes + tap_bytes + 63) / 64 * 64;
@@ -400,30 +412,13 @@ static int resize(int use_avx512, const sd_pixels *src, const taps *xt, const ta
             }
             row_of[slot[t]] = j[t];
         }
-        for (int c = 0; c < 3; c++) {
-            float *out = dst + c * plane_stride + y * row_stride;
-#ifdef SD_HAVE_AVX512
-            if (use_avx512) {
-                vertical_avx512(rows[slot[0]][c], rows[slot[1]][c], yt->w0[y], yt->w1[y], mean[c], ow, pad_w, out);
-                continue;
-            }
-#endif
-            vertical_generic(rows[slot[0]][c], rows[slot[1]][c], yt->w0[y], yt->w1[y], mean[c], ow, pad_w, out);
-        }
+        for (int c = 0; c < 3; c++)
+            vertical(use_avx512, rows[slot[0]][c], rows[slot[1]][c], yt->w0[y], yt->w1[y], mean[c], ow, pad_w,
+                     dst + c * plane_stride + y * row_stride);
     }
     // Rows of zeros below the image.
-    for (int c = 0; c < 3; c++) {
-        for (long y = yt->n; y < pad_h; y++) {
-            float *out = dst + c * plane_stride + y * row_stride;
-#ifdef SD_HAVE_AVX512
-            if (use_avx512) {
-                vertical_avx512(NULL, NULL, 0, 0, 0, 0, pad_w, out);
-                continue;
-            }
-#endif
-            vertical_generic(NULL, NULL, 0, 0, 0, 0, pad_w, out);
-        }
-    }
+    for (int c = 0; c < 3; c++)
+        for (long y = yt->n; y < pad_h; y++) vertical(use_avx512, NULL, NULL, 0, 0, 0, 0, pad_w, dst + c * plane_stride + y * row_stride);
 #ifdef SD_HAVE_AVX512
     if (use_avx512) _mm_sfence();
 #endif
