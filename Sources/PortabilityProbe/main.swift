@@ -103,7 +103,6 @@ case "check-writable":
 case "pool-cycles":
     // pool-cycles N: creates and destroys N pools; prints "threads BEFORE AFTER rss BEFORE AFTER",
     // measured after the first tenth (warm-up) and at the end.
-    func threadCount() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []).count }
     func rssKB() -> Int {
         let f = ((try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? "0 0").split(separator: " ")
         return (Int(f[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) / 1024
@@ -111,11 +110,13 @@ case "pool-cycles":
     let n = Int(args[1])!
     var before = (0, 0)
     for i in 0..<n {
-        if i == n / 10 { before = (threadCount(), rssKB()) }
+        // Counted once the previous pool's joined threads have left the kernel's list.
+        if i == n / 10 { before = (ProcessThreads.waitUntilGone(prefix: "cycle-").isEmpty ? ProcessThreads.count : -1, rssKB()) }
         let pool = ThreadPool(threadCount: 4, name: "cycle")
         pool.parallelFor(16) { _ in }
     }
-    say("threads \(before.0) \(threadCount()) rss \(before.1) \(rssKB())")
+    let left = ProcessThreads.waitUntilGone(prefix: "cycle-")
+    say("threads \(before.0) \(left.isEmpty ? ProcessThreads.count : -left.count) rss \(before.1) \(rssKB())")
 case "shm-select":
     // shm-select DIR BYTES: the transport chosen without memfd, and what making an shm segment says.
     let bytes = Int(args[2])!

@@ -105,13 +105,13 @@ struct LoaderTests {
             _ = try it.next()
         }
         #expect(Date().timeIntervalSince(t0) < 2)
-        #expect(threadNames().filter { $0.hasPrefix("sd-midepoch-") }.isEmpty)
+        #expect(ProcessThreads.waitUntilGone(prefix: "sd-midepoch-").isEmpty)
         struct ConsumerFailed: Error {}
         #expect(throws: ConsumerFailed.self) {
             let it = try loader.makeIterator(epoch: 1)
             while let b = try it.next() { if b.count == 4 { throw ConsumerFailed() } }
         }
-        #expect(threadNames().filter { $0.hasPrefix("sd-midepoch-") }.isEmpty)
+        #expect(ProcessThreads.waitUntilGone(prefix: "sd-midepoch-").isEmpty)
     }
 
     @Test("persistent thread workers survive epochs and stop with the loader")
@@ -125,7 +125,7 @@ struct LoaderTests {
             _ = try loader.makeIterator(epoch: 1).collect()
             #expect(loader.resources.workerThreads == 2)
         }
-        #expect(threadNames().filter { $0.hasPrefix("sd-persist-") }.isEmpty)
+        #expect(ProcessThreads.waitUntilGone(prefix: "sd-persist-").isEmpty)
     }
 }
 
@@ -163,11 +163,4 @@ struct SamplerTests {
         #expect(Set(whole.prefix(5)) == Set(0..<5))
         #expect((0..<3).map { DistributedSampling.inference(count: 10, rank: $0, worldSize: 3) } == [0..<4, 4..<7, 7..<10])
     }
-}
-
-/// The names of this process's threads.
-func threadNames() -> [String] {
-    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-    return tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8) }
-        .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
 }

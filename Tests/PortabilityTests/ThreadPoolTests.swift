@@ -110,9 +110,9 @@ struct ThreadPoolTests {
     @Test("threads carry the pool's name, and shutdown joins them")
     func namesAndShutdown() {
         let pool = ThreadPool(threadCount: 3, name: "named-pool")
-        #expect(threadNames().filter { $0.hasPrefix("named-pool-") }.count == 3)
+        #expect(ProcessThreads.names().filter { $0.hasPrefix("named-pool-") }.count == 3)
         pool.shutdown()
-        #expect(threadsGone(prefix: "named-pool-"))
+        #expect(ProcessThreads.waitUntilGone(prefix: "named-pool-").isEmpty)
         // A shut-down pool still runs work, on the caller.
         let ran = Counter()
         pool.parallelFor(3) { _ in ran.add() }
@@ -125,7 +125,8 @@ struct ThreadPoolTests {
             let pool = ThreadPool(threadCount: 4, name: "cycle")
             pool.parallelFor(8) { _ in }
         }
-        #expect(threadsGone(prefix: "cycle-"), "left: \(threadNames().filter { $0.hasPrefix("cycle-") })")
+        let left = ProcessThreads.waitUntilGone(prefix: "cycle-")
+        #expect(left.isEmpty, "left: \(left)")
     }
 
     @Test("1,000 create/destroy cycles keep thread and memory counts flat (measured in a child process)")
@@ -153,22 +154,4 @@ struct ThreadPoolTests {
         pool.shutdown()
         #expect(n.value == 100)
     }
-}
-
-/// The names of this process's threads.
-/// Whether no thread named `prefix…` is listed, waiting up to 2 s: pthread_join returns once the
-/// thread has cleared its tid, a moment before the kernel reaps it and drops it from /proc/self/task
-/// (seen under load). A thread left running stays listed.
-func threadsGone(prefix: String) -> Bool {
-    for _ in 0..<200 {
-        if !threadNames().contains(where: { $0.hasPrefix(prefix) }) { return true }
-        usleep(10_000)
-    }
-    return false
-}
-
-func threadNames() -> [String] {
-    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-    return tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8) }
-        .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
 }
