@@ -2,7 +2,7 @@
 // SwiftDetectron: a portable, Swift-native Detectron.
 //
 // Layering (arrows point down only):
-//   C shims (CBLAS + CBLASPreinit, CLibJPEG + CJPEGShim, CLinuxShim)
+//   C shims (CBLAS + CBLASPreinit, CLibJPEG + CJPEGShim, CLibPNG + CPNGShim, CLinuxShim)
 //     → Portability → Storage, BLAS, Imaging → … → DetectronCLI
 import PackageDescription
 
@@ -45,6 +45,13 @@ let package = Package(
             pkgConfig: "libjpeg",
             providers: [.apt(["libjpeg-dev"])]
         ),
+        .systemLibrary(
+            name: "CLibPNG",
+            pkgConfig: "libpng",
+            providers: [.apt(["libpng-dev"])]
+        ),
+        // The only C that calls libpng (its longjmp errors become return codes, like CJPEGShim's).
+        .target(name: "CPNGShim", dependencies: ["CLibPNG"], cSettings: [.unsafeFlags(["-O2"])]),
         .target(
             name: "CJPEGShim",
             dependencies: ["CLibJPEG"],
@@ -82,8 +89,8 @@ let package = Package(
         // MARK: Operators — Caffe2-style ops, gradients, nets and executors.
         .target(name: "Operators", dependencies: ["Storage", "BLAS", "CKernels", "Portability"], swiftSettings: strict),
 
-        // MARK: Imaging — JPEG decode/encode (libjpeg-turbo through CJPEGShim).
-        .target(name: "Imaging", dependencies: ["CJPEGShim", "CKernels", "Storage", "Portability"], swiftSettings: strict),
+        // MARK: Imaging — JPEG and PNG decode/encode (libjpeg-turbo and libpng through their shims).
+        .target(name: "Imaging", dependencies: ["CJPEGShim", "CPNGShim", "CKernels", "Storage", "Portability"], swiftSettings: strict),
 
         // MARK: DataLoading — guarded multi-worker loading (threads or processes).
         .target(name: "DataLoading", dependencies: ["Portability", "Imaging", "Storage"], swiftSettings: strict),

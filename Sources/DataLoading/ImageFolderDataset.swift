@@ -60,7 +60,7 @@ public struct LoadedImage: Sendable, ByteCodable, Equatable {
     }
 }
 
-/// JPEG files run through Detectron's input pipeline: decode (BGR; 4:2:0 files to their planes
+/// JPEG and PNG files run through Detectron's input pipeline: decode (BGR; 4:2:0 JPEGs to their planes
 /// where ``InputBlob/prefersPlanes``, which the collate converts exactly as libjpeg-turbo would,
 /// skipping its upsampling and colour passes), optional random horizontal flip, mean subtraction, resize so the shorter side is
 /// `scale` and the longer at most `maxSize`. With `dctDownscale`, libjpeg-turbo decodes at 1/2,
@@ -83,11 +83,9 @@ public struct ImageFolderDataset: TransportableDataset {
         self.dctDownscale = dctDownscale
     }
 
-    /// Every `.jpg`/`.jpeg` file of `directory`, sorted by name.
+    /// Every image of `directory` (``ImageFile/list(directory:)``: JPEG and PNG by content), sorted by name.
     public init(directory: String, scale: Int = 500, maxSize: Int = 833, flipProbability: Double = 0, dctDownscale: Bool = false) throws {
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory)
-            .filter { $0.lowercased().hasSuffix(".jpg") || $0.lowercased().hasSuffix(".jpeg") }.sorted()
-        self.init(files: names.map { (directory as NSString).appendingPathComponent($0) }, scale: scale, maxSize: maxSize,
+        self.init(files: try ImageFile.list(directory: directory), scale: scale, maxSize: maxSize,
                   flipProbability: flipProbability, dctDownscale: dctDownscale)
     }
 
@@ -96,6 +94,13 @@ public struct ImageFolderDataset: TransportableDataset {
     public func element(at index: Int, rng: inout SampleRNG) throws -> LoadedImage {
         let path = files[index]
         let bytes = try JPEG.readFile(path)
+        // PNGs (and anything not a JPEG, which then fails naming the file) decode whole.
+        guard ImageFile.format(of: bytes) == .jpeg else {
+            var image = try ImageFile.decode(bytes, order: .bgr, source: path)
+            if flipProbability > 0 && rng.unit() < flipProbability { image = image.flippedHorizontally() }
+            let s = InputBlob.scale(width: image.width, height: image.height, target: scale, maxSize: maxSize)
+            return LoadedImage(pixels: .image(image), scale: s, resizeScale: s, source: path)
+        }
         let info = try JPEG.info(bytes, source: path)
         let s = InputBlob.scale(width: info.width, height: info.height, target: scale, maxSize: maxSize)
         var dct = JPEG.Scale.full

@@ -23,7 +23,7 @@ struct BenchmarkModel: ParsableCommand {
         var c = Config()
         try c.merge(file: cfg)
         try c.merge(overrides: overrides)
-        let imgs = try images.isEmpty ? [ModelBenchmark.syntheticImage()] : images.map { try JPEG.decode(contentsOf: $0, order: .bgr) }
+        let imgs = try images.isEmpty ? [ModelBenchmark.syntheticImage()] : images.map { try ImageFile.decode(contentsOf: $0, order: .bgr) }
         let ops = profile ? OpProfile() : nil
         let r = train ? try ModelBenchmark.training(c, images: imgs, runs: runs, threads: threads, profile: ops)
                       : try ModelBenchmark.inference(c, images: imgs, runs: runs, threads: threads, profile: ops)

@@ -5,15 +5,15 @@ import Imaging
 import Portability
 import Storage
 
-/// `detectron benchmark-loader`: images/s of the Detectron input pipeline over a folder of JPEGs.
+/// `detectron benchmark-loader`: images/s of the Detectron input pipeline over a folder of images (JPEG, PNG).
 struct BenchmarkLoader: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "benchmark-loader",
-        abstract: "Run the Detectron image pipeline (decode, scale, mean subtraction, batching) over a folder of JPEGs and print images/s.",
+        abstract: "Run the Detectron image pipeline (decode, scale, mean subtraction, batching) over a folder of images (JPEG or PNG, by content) and print images/s.",
         discussion: "The last line is one JSON object: images_per_s, seconds, images, workers, kind, batch_size, decode_only. Use a release build."
     )
 
-    @Option(help: "A folder of .jpg files.") var images: String
+    @Option(help: "A folder of images (JPEG or PNG).") var images: String
     @Option(help: "Worker count (0: the calling thread).") var workers = 2
     @Option(help: "threads or processes.") var kind: WorkerKind = .threads
     @Option(name: .customLong("batch-size"), help: "Images per batch.") var batchSize = 2
@@ -26,14 +26,14 @@ struct BenchmarkLoader: ParsableCommand {
 
     func run() throws {
         let ds = try ImageFolderDataset(directory: images, scale: scale, maxSize: maxSize, dctDownscale: dct)
-        guard ds.count > 0 else { throw ValidationError("\(images) holds no .jpg files") }
+        guard ds.count > 0 else { throw ValidationError("\(images) holds no JPEG or PNG images") }
         var timed = 0
         var seconds = 0.0
         if decodeOnly {
             let files = ds.files.map { try? JPEG.readFile($0) }
             for epoch in 0..<epochs {
                 let t0 = Date()
-                for bytes in files { if let bytes { _ = try JPEG.decode(bytes, order: .bgr) } }
+                for bytes in files { if let bytes { _ = try ImageFile.decode(bytes, order: .bgr) } }
                 if epoch > 0 {
                     seconds += Date().timeIntervalSince(t0)
                     timed += files.count

@@ -28,7 +28,7 @@ struct TrainingDataset: Dataset {
 
     func element(at index: Int, rng: inout SampleRNG) throws -> TrainSample {
         let e = roidb[index]
-        var image = try JPEG.decode(contentsOf: e.image, order: .bgr)
+        var image = try ImageFile.decode(contentsOf: e.image, order: .bgr)
         guard image.width == e.width && image.height == e.height else {
             throw EngineError.data("\(e.image) is \(image.width)×\(image.height) but its annotation file says \(e.width)×\(e.height)")
         }

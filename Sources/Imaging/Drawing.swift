@@ -91,63 +91,19 @@ extension Image {
     }
 }
 
-/// PNG encoding without a compression library: 8-bit RGB or grey, stored (uncompressed) deflate
-/// blocks, CRC-32 and Adler-32 checksums.
-public enum PNG {
-    static let crcTable: [UInt32] = (0..<256).map { n -> UInt32 in
-        var c = UInt32(n)
-        for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
-
-    static func crc32<S: Sequence>(_ bytes: S) -> UInt32 where S.Element == UInt8 {
-        var c: UInt32 = 0xFFFF_FFFF
-        for b in bytes { c = crcTable[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
-        return c ^ 0xFFFF_FFFF
-    }
-
-    static func bigEndian(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)] }
-
-    /// The PNG file bytes of `image` (RGB order is used whatever the image's order).
-    public static func encode(_ image: Image) -> [UInt8] {
-        let img = image.channels == 3 ? image.converted(to: .rgb) : image
-        var raw: [UInt8] = []
-        raw.reserveCapacity((img.width * img.channels + 1) * img.height)
-        for y in 0..<img.height {
-            raw.append(0)  // filter: none
-            raw += img.pixels[(y * img.width * img.channels)..<((y + 1) * img.width * img.channels)]
-        }
-        var z: [UInt8] = [0x78, 0x01]
-        var offset = 0
-        repeat {
-            let n = min(65535, raw.count - offset)
-            z.append(offset + n == raw.count ? 1 : 0)
-            z += [UInt8(n & 0xFF), UInt8(n >> 8), UInt8(~n & 0xFF), UInt8((~n >> 8) & 0xFF)]
-            z += raw[offset..<(offset + n)]
-            offset += n
-        } while offset < raw.count
-        var a: UInt32 = 1, b: UInt32 = 0
-        for byte in raw {
-            a = (a + UInt32(byte)) % 65521
-            b = (b + a) % 65521
-        }
-        z += bigEndian((b << 16) | a)
-        func chunk(_ type: String, _ data: [UInt8]) -> [UInt8] {
-            let t = Array(type.utf8)
-            return bigEndian(UInt32(data.count)) + t + data + bigEndian(crc32(t + data))
-        }
-        let header = bigEndian(UInt32(img.width)) + bigEndian(UInt32(img.height)) + [8, img.channels == 3 ? 2 : 0, 0, 0, 0]
-        return [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", header) + chunk("IDAT", z) + chunk("IEND", [])
-    }
-}
-
 extension Image {
     /// Writes the image atomically as PNG or JPEG, by the path's extension.
     public func write(to path: String, quality: Int = 90) throws(JPEGError) {
         let lower = path.lowercased()
         if lower.hasSuffix(".png") {
+            let bytes: [UInt8]
+            do throws(PNGError) {
+                bytes = try PNG.encode(self)
+            } catch {
+                throw .invalidArgument(source: path, detail: error.description)
+            }
             do throws(FileAccessError) {
-                try Files.writeAtomically(PNG.encode(self), to: path)
+                try Files.writeAtomically(bytes, to: path)
             } catch {
                 throw .io(path: path, detail: error.description)
             }
