@@ -200,8 +200,9 @@ public final class DataLoader<D: Dataset, Batch: Sendable>: @unchecked Sendable 
 
     deinit { state.withLock { $0.persistent?.shutdown() } }
 
-    /// The batches of one epoch.
-    public func makeIterator(epoch: Int = 0) throws(DataLoaderError) -> DataLoaderIterator<D, Batch> {
+    /// The batches of one epoch, from batch `firstBatch` on (a resumed run skips what it has
+    /// already consumed; the batches it gets are the ones an uninterrupted epoch would give).
+    public func makeIterator(epoch: Int = 0, from firstBatch: Int = 0) throws(DataLoaderError) -> DataLoaderIterator<D, Batch> {
         var backend: (any LoaderBackend<Batch>)?
         var owned = false
         if let makeBackend, fallbackReason == nil {
@@ -219,8 +220,11 @@ public final class DataLoader<D: Dataset, Batch: Sendable>: @unchecked Sendable 
                 }
             }
         }
-        return DataLoaderIterator(loader: self, epoch: epoch, backend: backend, ownsBackend: owned)
+        return DataLoaderIterator(loader: self, epoch: epoch, from: firstBatch, backend: backend, ownsBackend: owned)
     }
+
+    /// The number of batches the sampler gives for `epoch`.
+    public func batchCount(epoch: Int) -> Int { sampler.batches(epoch: epoch).count }
 
     /// The loader's resources now (threads, processes, shared memory, open descriptors).
     public var resources: LoaderResources {
@@ -254,10 +258,12 @@ public final class DataLoaderIterator<D: Dataset, Batch: Sendable>: @unchecked S
     private var workerOf: [Int: Int] = [:]
     private var finished = false
 
-    init(loader: DataLoader<D, Batch>, epoch: Int, backend: (any LoaderBackend<Batch>)?, ownsBackend: Bool) {
+    init(loader: DataLoader<D, Batch>, epoch: Int, from firstBatch: Int, backend: (any LoaderBackend<Batch>)?, ownsBackend: Bool) {
         self.loader = loader
         self.epoch = epoch
         self.batches = loader.sampler.batches(epoch: epoch)
+        dispatched = min(max(0, firstBatch), batches.count)
+        yielded = dispatched
         self.backend = backend
         self.ownsBackend = ownsBackend
         self.outstanding = [Int](repeating: 0, count: backend?.workerCount ?? 0)

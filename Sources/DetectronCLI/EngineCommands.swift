@@ -33,9 +33,12 @@ struct Train: ParsableCommand {
     func run() throws {
         let cfg = try options.load()
         do {
-            let final = try Trainer(config: cfg, log: log).run()
+            let trainer = Trainer(config: cfg, log: log)
+            let final = try trainer.run()
             // In an MPI run, the process of replica 0 tests; the other ranks are done.
-            if !skipTest && (MPICommunicator.runningRank ?? 0) == 0 { try Tester(config: cfg, log: log).run(weights: final) }
+            if !skipTest && (MPICommunicator.runningRank ?? 0) == 0 {
+                try trainer.recordFinalTest(try Tester(config: cfg, log: log).run(weights: final))
+            }
         } catch {
             // A failing rank stops the whole MPI job, naming itself; the others never wait for it.
             if let rank = MPICommunicator.runningRank {
@@ -108,7 +111,9 @@ struct Infer: ParsableCommand {
             help: ArgumentHelp("Also write these blobs of each image's run as IMAGE_<blob>.npy (float32), comma-separated: any blob of the test net, or p2…p6 (FPN outputs), proposals, proposal_scores.",
                                valueName: "blob,…"))
     var saveBlobs: String?
-    @Argument(help: "Images, or directories of .jpg files.") var inputs: [String]
+    @Flag(name: .customLong("fail-fast"), help: "Stop at the first image that cannot be read (default: report it, go on, exit non-zero at the end).")
+    var failFast = false
+    @Argument(help: "Images (JPEG or PNG, by content), or directories of them.") var inputs: [String]
 
     func run() throws {
         var c = Config()
@@ -117,45 +122,68 @@ struct Infer: ParsableCommand {
         if !(saveBlobs ?? "").isEmpty { try c.merge(overrides: ["TEST.FUSE_OPS", "False"]) }
         let detector = try Detector(config: c, weights: weights, log: log)
         try Files.makeDirectory(outputDir)
-        var files: [String] = []
+        var files: [String] = [], failures: [String] = []
+        // One unreadable input is reported and skipped; the others are still processed.
+        func skip(_ input: String, _ error: any Error) throws {
+            log("\(input): skipped: \(error)")
+            failures.append(input)
+            if failFast { throw InferFailures(failed: failures, total: max(files.count, inputs.count), stopped: true) }
+        }
         for input in inputs {
             var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: input, isDirectory: &isDir) else { throw ValidationError("\(input) does not exist") }
-            if isDir.boolValue {
-                files += try FileManager.default.contentsOfDirectory(atPath: input).filter { $0.lowercased().hasSuffix(".jpg") || $0.lowercased().hasSuffix(".jpeg") }
-                    .sorted().map { (input as NSString).appendingPathComponent($0) }
-            } else {
-                files.append(input)
+            do {
+                guard FileManager.default.fileExists(atPath: input, isDirectory: &isDir) else { throw ValidationError("no such file or directory") }
+                files += isDir.boolValue ? try ImageFile.list(directory: input) : [input]
+            } catch {
+                try skip(input, error)
             }
         }
         for file in files {
-            let t0 = Date()
-            let image = try JPEG.decode(contentsOf: file, order: .bgr)
-            let dets = try detector.detect(image).sorted { $0.score > $1.score }
-            let elapsed = Date().timeIntervalSince(t0)
-            let base = ((file as NSString).lastPathComponent as NSString).deletingPathExtension
-            let items: [[String: Any]] = dets.map { d in
-                let cat = detector.categories[d.classIndex]
-                return ["bbox": d.bbox, "score": d.score,
-                        "category_id": cat?.id ?? d.classIndex, "category": cat?.name ?? "class \(d.classIndex)"]
-            }
-            let json: [String: Any] = ["image": file, "width": image.width, "height": image.height, "detections": items]
-            let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted])
-            try Files.writeAtomically([UInt8](data), to: (outputDir as NSString).appendingPathComponent(base + ".json"))
-            for blob in (saveBlobs ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !blob.isEmpty {
-                let (shape, values) = try detector.inspect(blob)
-                try Files.writeAtomically(npy(shape: shape, values: values), to: (outputDir as NSString).appendingPathComponent("\(base)_\(blob).npy"))
-            }
-            if !jsonOnly {
-                var canvas = image
-                for d in dets.reversed() where d.score >= thresh {
-                    let name = detector.categories[d.classIndex]?.name ?? "class \(d.classIndex)"
-                    canvas.drawDetection(x1: d.bbox[0], y1: d.bbox[1], x2: d.bbox[2], y2: d.bbox[3],
-                                         label: String(format: "%@ %.2f", name, d.score), color: Color.forClass(d.classIndex))
-                }
-                try canvas.write(to: (outputDir as NSString).appendingPathComponent(base + ".jpg"))
-            }
-            log(String(format: "%@: %d detections (%d ≥ %.2f) in %.3f s", file, dets.count, dets.filter { $0.score >= thresh }.count, thresh, elapsed))
+            do { try infer(file, detector: detector) } catch { try skip(file, error) }
         }
+        if !failures.isEmpty { throw InferFailures(failed: failures, total: files.count + failures.filter { !files.contains($0) }.count, stopped: false) }
+    }
+
+    /// Detects, writes `BASE.json` (and the drawing and blobs) for one image.
+    func infer(_ file: String, detector: Detector) throws {
+        let t0 = Date()
+        let image = try ImageFile.decode(contentsOf: file, order: .bgr)
+        let dets = try detector.detect(image).sorted { $0.score > $1.score }
+        let elapsed = Date().timeIntervalSince(t0)
+        let base = ((file as NSString).lastPathComponent as NSString).deletingPathExtension
+        let items: [[String: Any]] = dets.map { d in
+            let cat = detector.categories[d.classIndex]
+            return ["bbox": d.bbox, "score": d.score,
+                    "category_id": cat?.id ?? d.classIndex, "category": cat?.name ?? "class \(d.classIndex)"]
+        }
+        let json: [String: Any] = ["image": file, "width": image.width, "height": image.height, "detections": items]
+        let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted])
+        try Files.writeAtomically([UInt8](data), to: (outputDir as NSString).appendingPathComponent(base + ".json"))
+        for blob in (saveBlobs ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !blob.isEmpty {
+            let (shape, values) = try detector.inspect(blob)
+            try Files.writeAtomically(npy(shape: shape, values: values), to: (outputDir as NSString).appendingPathComponent("\(base)_\(blob).npy"))
+        }
+        if !jsonOnly {
+            var canvas = image
+            for d in dets.reversed() where d.score >= thresh {
+                let name = detector.categories[d.classIndex]?.name ?? "class \(d.classIndex)"
+                canvas.drawDetection(x1: d.bbox[0], y1: d.bbox[1], x2: d.bbox[2], y2: d.bbox[3],
+                                     label: String(format: "%@ %.2f", name, d.score), color: Color.forClass(d.classIndex))
+            }
+            try canvas.write(to: (outputDir as NSString).appendingPathComponent(base + ".jpg"))
+        }
+        log(String(format: "%@: %d detections (%d ≥ %.2f) in %.3f s", file, dets.count, dets.filter { $0.score >= thresh }.count, thresh, elapsed))
+    }
+}
+
+/// The images `infer` could not process.
+struct InferFailures: Error, CustomStringConvertible {
+    var failed: [String]
+    var total: Int
+    var stopped: Bool
+
+    var description: String {
+        stopped ? "stopped at \(failed[0]) (--fail-fast); the images after it were not processed"
+            : "\(failed.count) of \(total) images could not be processed (each reported above): \(failed.prefix(5).joined(separator: ", "))\(failed.count > 5 ? ", …" : "")"
     }
 }

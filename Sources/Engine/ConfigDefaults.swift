@@ -48,9 +48,12 @@ extension Config {
             ("TRAIN.RPN_BATCH_SIZE_PER_IM", .int(256)), ("TRAIN.RPN_NMS_THRESH", .float(0.7)), ("TRAIN.RPN_PRE_NMS_TOP_N", .int(12000)),
             ("TRAIN.RPN_POST_NMS_TOP_N", .int(2000)), ("TRAIN.RPN_STRADDLE_THRESH", .int(0)), ("TRAIN.RPN_MIN_SIZE", .int(0)),
             ("TRAIN.CROWD_FILTER_THRESH", .float(0.7)), ("TRAIN.GT_MIN_AREA", .int(-1)), ("TRAIN.FREEZE_CONV_BODY", .bool(false)),
-            ("TRAIN.AUTO_RESUME", .bool(true)), ("TRAIN.COPY_WEIGHTS", .bool(false)), ("TRAIN.FREEZE_AT", .int(2)),
+            ("TRAIN.AUTO_RESUME", .bool(true)),
+            ("TRAIN.SNAPSHOT_KEEP", .int(0)),   // ours: keep only the newest N model_iter snapshots (0 keeps all, as Detectron)
+            ("TRAIN.COPY_WEIGHTS", .bool(false)), ("TRAIN.FREEZE_AT", .int(2)),
             ("TRAIN.GENERATE_PROPOSALS_ON_GPU", .bool(false)),
             // TEST
+            ("TEST.EVAL_PERIOD", .int(0)),   // ours (detectron2's): test on TEST.DATASETS every N iterations while training (0: off)
             ("TEST.WEIGHTS", .string("")), ("TEST.DATASETS", t([])), ("TEST.SCALE", .int(600)), ("TEST.MAX_SIZE", .int(1000)),
             ("TEST.NMS", .float(0.3)), ("TEST.BBOX_REG", .bool(true)), ("TEST.PROPOSAL_FILES", t([])), ("TEST.PROPOSAL_LIMIT", .int(2000)),
             ("TEST.RPN_NMS_THRESH", .float(0.7)), ("TEST.RPN_PRE_NMS_TOP_N", .int(12000)), ("TEST.RPN_POST_NMS_TOP_N", .int(2000)),

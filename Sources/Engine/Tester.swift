@@ -204,6 +204,8 @@ public struct Tester {
     }
 
     public struct Outcome: Sendable {
+        /// The dataset's name.
+        public var dataset: String
         public var resultsFile: String
         public var evaluation: COCOEvaluator.Result?
         public var secondsPerImage: Double
@@ -219,7 +221,7 @@ public struct Tester {
             var detections: [Detection] = []
             let t0 = Date()
             for (i, e) in selected.enumerated() {
-                let image = try JPEG.decode(contentsOf: e.image, order: .bgr)
+                let image = try ImageFile.decode(contentsOf: e.image, order: .bgr)
                 for d in try detector.detect(image) {
                     detections.append(Detection(imageID: e.imageID, categoryID: ds.jsonID[Int32(d.classIndex)]!,
                                                 x1: d.bbox[0], y1: d.bbox[1], x2: d.bbox[2], y2: d.bbox[3], score: d.score))
@@ -321,7 +323,7 @@ public struct Tester {
             let json = EvaluationJSON.object(result)
             try Files.writeAtomically(Array(json.utf8), to: (resultsDirectory(ds) as NSString).appendingPathComponent("detection_results.json"))
         }
-        return Outcome(resultsFile: file, evaluation: evaluation, secondsPerImage: secondsPerImage)
+        return Outcome(dataset: ds.name, resultsFile: file, evaluation: evaluation, secondsPerImage: secondsPerImage)
     }
 }
 

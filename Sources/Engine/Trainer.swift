@@ -106,16 +106,8 @@ public final class Trainer {
 
     var finalPath: String { (outputDirectory as NSString).appendingPathComponent("model_final.safetensors") }
 
-    /// The newest `model_iterN` snapshot and its N.
-    func latestSnapshot() -> (String, Int)? {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: outputDirectory)) ?? []
-        let its = names.compactMap { n -> Int? in
-            guard n.hasPrefix("model_iter"), n.hasSuffix(".safetensors") else { return nil }
-            return Int(n.dropFirst("model_iter".count).dropLast(".safetensors".count))
-        }
-        guard let best = its.max() else { return nil }
-        return ((outputDirectory as NSString).appendingPathComponent("model_iter\(best).safetensors"), best)
-    }
+    var snapshots: Snapshots { Snapshots(directory: outputDirectory) }
+    var statsPath: String { (outputDirectory as NSString).appendingPathComponent("training_stats.jsonl") }
 
     /// Trains; returns the path of `model_final`.
     @discardableResult
@@ -144,6 +136,9 @@ public final class Trainer {
         let communicator = try makeCommunicator(cfg)
         let replicaCount = communicator.localReplicas
         let isFirstProcess = communicator.firstReplica == 0
+        if isFirstProcess {
+            for name in Files.removeStaleTemporaries(in: outputDirectory) { log("removed \(name), a partial file a killed run left") }
+        }
         if communicator.worldSize > 1 {
             log("data-parallel training: \(communicator.worldSize) replicas (NUM_GPUS), \(replicaCount) in this process, "
                 + "each with TRAIN.IMS_PER_BATCH \(cfg.int("TRAIN.IMS_PER_BATCH")) images")
@@ -168,9 +163,11 @@ public final class Trainer {
         // Weights are read into the first replica; the broadcast below gives them to the others.
         let ws = workspaces[0]
         var start = 0
-        if cfg.bool("TRAIN.AUTO_RESUME"), let (path, it) = latestSnapshot() {
-            try loadCheckpoint(path, into: ws, model: model, momentum: true)
-            start = it + 1
+        var progress = TrainingProgress(iteration: -1, window: [])
+        if cfg.bool("TRAIN.AUTO_RESUME"), let (path, _) = snapshots.latest {
+            let metadata = try loadCheckpoint(path, into: ws, model: model, momentum: true)
+            progress = try TrainingProgress(metadata: metadata, file: path)
+            start = progress.iteration + 1
             log("resuming from \(path) at iteration \(start)")
         } else if !cfg.string("TRAIN.WEIGHTS").isEmpty {
             let w = cfg.string("TRAIN.WEIGHTS")
@@ -205,10 +202,11 @@ public final class Trainer {
         let dataset = TrainingDataset(roidb: roidb, scales: cfg.ints("TRAIN.SCALES"), maxSize: cfg.int("TRAIN.MAX_SIZE"),
                                       pixelMeans: pixelMeans(cfg), targets: targets)
         // One loader per replica; replica g of N takes batches g, g + N, … of the one sampled
-        // sequence, as Detectron's GPUs take minibatches in turn from its single queue.
+        // sequence, as Detectron's GPUs take minibatches in turn from its single queue. The
+        // sequence is a function of RNG_SEED alone: a resumed run skips the batches it has had.
         var options = DataLoaderOptions()
         options.batchSize = cfg.int("TRAIN.IMS_PER_BATCH")
-        options.seed = seed &+ UInt64(start)
+        options.seed = seed
         options.numWorkers = cfg.int("DATA_LOADER.NUM_THREADS")
         options.workerKind = try workerKind(cfg)
         options.prefetchFactor = options.numWorkers > 0 ? 2 : nil
@@ -224,31 +222,42 @@ public final class Trainer {
             }
             return BatchStream(loader: try DataLoader(transportable: dataset, options: options, batchSampler: mine) { samples in
                 try MinibatchCollate.collate(samples, targets: targets, context: ctx)
-            })
+            }, consumed: start)
         }
 
         let schedule = LearningRateSchedule(cfg)
         let maxIter = schedule.maxIter
         let snapshotEvery = max(1, cfg.int("TRAIN.SNAPSHOT_ITERS") / cfg.int("NUM_GPUS"))
-        var currentLR: Float = 0
-        var window: [[String: Float]] = [], times: [Double] = [], waits: [Double] = []
+        let evalPeriod = cfg.int("TEST.EVAL_PERIOD")
+        // The rate of the iteration before `start`: a resumed run rescales the momentum at a decay
+        // step exactly as the uninterrupted run would have.
+        var currentLR: Float = start > 0 ? schedule.lr(start - 1) : 0
+        // The last 20 iterations' losses (from the snapshot when resuming), times and waits.
+        var window = start > 0 ? progress.losses : [], times: [Double] = [], waits: [Double] = []
         var totalTime = 0.0, totalWait = 0.0
-        var curve: [(Int, Float)] = []
-        var lastSnapshot: String? = latestSnapshot()?.0
-        let statsPath = (outputDirectory as NSString).appendingPathComponent("training_stats.jsonl")
+        var lastSnapshot: String? = snapshots.latest?.path
         // Only the process of replica 0 writes (an MPI run's other ranks compute and keep quiet).
-        if start == 0 && isFirstProcess { _ = FileManager.default.createFile(atPath: statsPath, contents: nil) }
+        if isFirstProcess {
+            if start == 0 { _ = FileManager.default.createFile(atPath: statsPath, contents: nil) } else { try TrainingStatsFile.truncate(statsPath, after: start - 1) }
+        }
         let stats = isFirstProcess ? FileHandle(forWritingAtPath: statsPath) : nil
         stats?.seekToEndOfFile()
         defer { try? stats?.close() }
         let interactive = isatty(2) != 0
+        func record(_ json: [String: Any]) throws {
+            let line = String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
+            if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+            log("json_stats: \(line)")
+            stats?.write(Data((line + "\n").utf8))
+        }
         let trainStart = Date()
         for t in start..<maxIter {
             let lr = schedule.lr(t)
-            if lr != currentLR {
+            if lr != currentLR || t == start {
                 for r in replicas { try r.workspace.fetchBlob("lr").mutableData(as: Float.self)[0] = lr }
                 // Momentum correction on big changes (the decay steps).
-                if cfg.bool("SOLVER.SCALE_MOMENTUM"), currentLR > 1e-7, max(lr / currentLR, currentLR / lr) > Float(cfg.double("SOLVER.SCALE_MOMENTUM_THRESHOLD")) {
+                if lr != currentLR, cfg.bool("SOLVER.SCALE_MOMENTUM"), currentLR > 1e-7,
+                   max(lr / currentLR, currentLR / lr) > Float(cfg.double("SOLVER.SCALE_MOMENTUM_THRESHOLD")) {
                     let ratio = lr / currentLR
                     for r in replicas {
                         for p in trainable {
@@ -283,8 +292,12 @@ public final class Trainer {
             waits.append(dataWait.current)
             totalTime += times.last!
             totalWait += waits.last!
-            if window.count > 20 { window.removeFirst(); times.removeFirst(); waits.removeFirst() }
-            let logNow = isFirstProcess && ((t + 1) % 20 == 0 || t == start || t == maxIter - 1)
+            if window.count > 20 { window.removeFirst() }
+            if times.count > 20 { times.removeFirst(); waits.removeFirst() }
+            // training_stats.jsonl gets the lines of an uninterrupted run; the first iteration of a
+            // resumed one is shown on the terminal only.
+            let logged = (t + 1) % 20 == 0 || t == 0 || t == maxIter - 1
+            let logNow = isFirstProcess && (logged || t == start)
             if logNow || (interactive && isFirstProcess) {
                 let med = medians(window)
                 let secs = times.sorted()[times.count / 2]
@@ -294,34 +307,39 @@ public final class Trainer {
                     var json: [String: Any] = ["iter": t, "lr": Double(lr), "time": secs, "eta": formatETA(eta),
                                                "data_time": waits.sorted()[waits.count / 2]]
                     for (k, v) in med { json[k] = Double(v) }
-                    let line = String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
-                    if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-                    log("json_stats: \(line)")
-                    stats?.write(Data((line + "\n").utf8))
-                    curve.append((t, med["loss"] ?? total))
+                    if logged {
+                        try record(json)
+                    } else {
+                        let line = String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
+                        log("json_stats: \(line)")
+                    }
                     onLog?(TrainingEvent(iteration: t, lr: lr, losses: med, total: med["loss"] ?? total, secondsPerIteration: secs))
                 } else {
                     FileHandle.standardError.write(Data(String(format: "\r\u{1B}[K[%d/%d] loss %.3f  lr %.5f  %.2f s/it  eta %@", t + 1, maxIter,
                                                                 med["loss"] ?? total, lr, secs, formatETA(eta)).utf8))
                 }
             }
+            if isFirstProcess && evalPeriod > 0 && (t + 1) % evalPeriod == 0 && t + 1 < maxIter {
+                for line in try evaluate(ws: ws, model: model, trainable: trainable, iteration: t) { try record(line) }
+            }
             if isFirstProcess && (t + 1) % snapshotEvery == 0 && t + 1 < maxIter {
-                let path = (outputDirectory as NSString).appendingPathComponent("model_iter\(t).safetensors")
-                try saveCheckpoint(path, ws: ws, model: model, trainable: trainable, iteration: t)
+                let path = snapshots.path(t)
+                try saveCheckpoint(path, ws: ws, model: model, trainable: trainable, progress: TrainingProgress(iteration: t, window: window))
                 lastSnapshot = path
                 log("wrote snapshot \(path)")
+                for old in snapshots.prune(keep: cfg.int("TRAIN.SNAPSHOT_KEEP")) { log("deleted snapshot \(old) (TRAIN.SNAPSHOT_KEEP \(cfg.int("TRAIN.SNAPSHOT_KEEP")))") }
+                writePlot()
             }
         }
         if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        if isFirstProcess { try saveCheckpoint(finalPath, ws: ws, model: model, trainable: trainable, iteration: maxIter - 1) }
+        if isFirstProcess {
+            try saveCheckpoint(finalPath, ws: ws, model: model, trainable: trainable, progress: TrainingProgress(iteration: maxIter - 1, window: window))
+        }
         for stream in streams { stream.shutdown() }
         log(String(format: "training done in %.1f s (%.2f%% of the iterations' time blocked on the data loader); %@",
                    Date().timeIntervalSince(trainStart), 100 * totalWait / max(totalTime, 1e-9),
                    isFirstProcess ? "wrote \(finalPath)" : "replica 0's process wrote \(finalPath)"))
-        if isFirstProcess && !curve.isEmpty {
-            let svg = LossCurve.svg(curve)
-            try? Files.writeAtomically(Array(svg.utf8), to: (outputDirectory as NSString).appendingPathComponent("loss_curve.svg"))
-        }
+        if isFirstProcess { writePlot() }
         return finalPath
     }
 
@@ -334,13 +352,54 @@ public final class Trainer {
         return out
     }
 
-    func saveCheckpoint(_ path: String, ws: Workspace, model: DetectionModel, trainable: [ParamInfo], iteration: Int) throws {
+    func saveCheckpoint(_ path: String, ws: Workspace, model: DetectionModel, trainable: [ParamInfo], progress: TrainingProgress) throws {
         var blobs: [(String, [Int], [Float])] = []
         for p in model.params { blobs.append((p.name, p.shape, try ws.fetchBlob(p.name).toArray(as: Float.self))) }
         for p in trainable { blobs.append((p.name + "_momentum", p.shape, try ws.fetchBlob(p.name + "_momentum").toArray(as: Float.self))) }
         try Checkpoint.write(blobs.map { (name: $0.0, shape: $0.1, values: $0.2) },
-                             metadata: ["config": cfg.description, "iteration": String(iteration), "format": "swiftdetectron-1",
-                                        "categories": categoriesJSON], to: path)
+                             metadata: ["config": cfg.description, "iteration": String(progress.iteration), "format": "swiftdetectron-1",
+                                        "categories": categoriesJSON, TrainingProgress.metadataKey: progress.json], to: path)
+    }
+
+    /// `TEST.EVAL_PERIOD`: tests the current weights on TEST.DATASETS (results in
+    /// OUTPUT_DIR/train/eval_iterN/test/<dataset>/) and returns the json_stats lines of their box AP.
+    func evaluate(ws: Workspace, model: DetectionModel, trainable: [ParamInfo], iteration: Int) throws -> [[String: Any]] {
+        let dir = (outputDirectory as NSString).appendingPathComponent("eval_iter\(iteration)")
+        try Files.makeDirectory(dir)
+        let weights = (dir as NSString).appendingPathComponent("weights.safetensors")
+        try saveCheckpoint(weights, ws: ws, model: model, trainable: [], progress: TrainingProgress(iteration: iteration, window: []))
+        defer { try? FileManager.default.removeItem(atPath: weights) }
+        var c = cfg
+        try c.merge(overrides: ["OUTPUT_DIR", dir])
+        log("iteration \(iteration): evaluating on \(cfg.strings("TEST.DATASETS").joined(separator: ", ")) (TEST.EVAL_PERIOD \(cfg.int("TEST.EVAL_PERIOD")))")
+        return try Tester(config: c, log: log).run(weights: weights).compactMap { outcome in
+            outcome.evaluation.map { TrainingPlot.evaluationStats(iteration: iteration, dataset: outcome.dataset, result: $0) }
+        }
+    }
+
+    /// Appends the box AP of the final test to training_stats.jsonl and redraws the plot (the
+    /// CLI tests the final model after training; with TEST.EVAL_PERIOD that is the last point).
+    public func recordFinalTest(_ outcomes: [Tester.Outcome]) throws {
+        guard cfg.int("TEST.EVAL_PERIOD") > 0 else { return }
+        let iteration = LearningRateSchedule(cfg).maxIter - 1
+        var text = Array(((try? String(contentsOfFile: statsPath, encoding: .utf8)) ?? "").utf8)
+        for o in outcomes {
+            guard let r = o.evaluation else { continue }
+            let json = TrainingPlot.evaluationStats(iteration: iteration, dataset: o.dataset, result: r)
+            text += Array(String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self).utf8) + [10]
+        }
+        try Files.writeAtomically(text, to: statsPath)
+        writePlot()
+    }
+
+    /// loss_curve.svg and loss_curve.png from training_stats.jsonl (a plot that cannot be written
+    /// is reported, never fatal).
+    func writePlot() {
+        do {
+            try TrainingPlot.write(stats: TrainingStatsFile.read(statsPath), to: (outputDirectory as NSString).appendingPathComponent("loss_curve"))
+        } catch {
+            log("warning: could not write the loss plot: \(error)")
+        }
     }
 }
 
@@ -440,43 +499,6 @@ func communicate(_ values: [[Float]], _ body: ([UnsafeMutableBufferPointer<Float
     return buffers.map { Array($0) }
 }
 
-/// Replica `index` of `replicas` takes batches index, index + replicas, … of each epoch, and each
-/// epoch is cut to a multiple of `replicas` batches so every replica has as many.
-struct ReplicaBatchSampler: BatchSampler {
-    let base: any BatchSampler
-    let replicas: Int
-    let index: Int
-
-    func batches(epoch: Int) -> [[Int]] {
-        let all = base.batches(epoch: epoch)
-        let usable = all.count / replicas * replicas
-        return stride(from: index, to: usable, by: replicas).map { all[$0] }
-    }
-}
-
-/// An endless stream of minibatches over epochs.
-final class BatchStream: @unchecked Sendable {
-    let loader: DataLoader<TrainingDataset, Minibatch>
-    private var epoch = 0
-    private var iterator: DataLoaderIterator<TrainingDataset, Minibatch>?
-
-    init(loader: DataLoader<TrainingDataset, Minibatch>) { self.loader = loader }
-
-    func next() throws -> Minibatch {
-        while true {
-            if iterator == nil { iterator = try loader.makeIterator(epoch: epoch) }
-            if let b = try iterator!.next() { return b }
-            epoch += 1
-            iterator = nil
-        }
-    }
-
-    func shutdown() {
-        iterator = nil
-        loader.shutdown()
-    }
-}
-
 /// Feeds a checkpoint's blobs into a workspace by name, checking shapes; reports what the model
 /// has that the file lacks, and what the file has that the model does not use. Returns the
 /// checkpoint's metadata.
@@ -515,27 +537,6 @@ private func pixelTriple(_ cfg: Config, _ key: String) -> [Float]? {
 func formatETA(_ seconds: Double) -> String {
     let s = Int(max(0, seconds))
     return String(format: "%d:%02d:%02d", s / 3600, (s / 60) % 60, s % 60)
-}
-
-/// The loss curve as a small SVG plot.
-enum LossCurve {
-    static func svg(_ points: [(Int, Float)]) -> String {
-        let w = 640.0, h = 360.0, pad = 48.0
-        let maxX = Double(points.last!.0 + 1), maxY = Double(points.map(\.1).max() ?? 1) * 1.05
-        func px(_ x: Int) -> Double { pad + (w - 2 * pad) * Double(x) / max(maxX, 1) }
-        func py(_ y: Float) -> Double { h - pad - (h - 2 * pad) * Double(y) / max(maxY, 1e-9) }
-        let path = points.map { String(format: "%.1f,%.1f", px($0.0), py($0.1)) }.joined(separator: " ")
-        return """
-        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(w))" height="\(Int(h))" font-family="sans-serif" font-size="12">
-        <rect width="100%" height="100%" fill="white"/>
-        <line x1="\(pad)" y1="\(h - pad)" x2="\(w - pad)" y2="\(h - pad)" stroke="black"/>
-        <line x1="\(pad)" y1="\(pad)" x2="\(pad)" y2="\(h - pad)" stroke="black"/>
-        <text x="\(w / 2)" y="\(h - 12)" text-anchor="middle">iteration (0 – \(Int(maxX)))</text>
-        <text x="14" y="\(h / 2)" transform="rotate(-90 14 \(h / 2))" text-anchor="middle">total loss (0 – \(String(format: "%.2f", maxY)))</text>
-        <polyline fill="none" stroke="#1f77b4" stroke-width="2" points="\(path)"/>
-        </svg>
-        """
-    }
 }
 
 /// DATA_LOADER.WORKER_KIND: `threads` (the default) or `processes`.

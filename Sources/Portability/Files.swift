@@ -83,6 +83,21 @@ public enum Files {
     }
 
     /// The process's umask (read without changing it for longer than the call).
+    /// Removes the temporary files that killed writers of ``writeAtomically(_:to:permissions:)``
+    /// left in `dir` (`.<name>.tmp-<pid>-*` whose process is gone); a live writer's are kept.
+    /// Returns the names removed.
+    @discardableResult
+    public static func removeStaleTemporaries(in dir: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        return names.filter { name in
+            guard name.hasPrefix("."), let r = name.range(of: ".tmp-", options: .backwards),
+                  let pid = Int32(name[r.upperBound...].prefix { $0 != "-" }), pid > 0 else { return false }
+            // kill(pid, 0) fails with ESRCH once the process is gone.
+            guard kill(pid, 0) != 0 && errno == ESRCH else { return false }
+            return unlink("\(dir)/\(name)") == 0
+        }
+    }
+
     public static func currentUmask() -> CModeT {
         let m = umask(0o022)
         umask(m)

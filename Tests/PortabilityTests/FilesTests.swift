@@ -34,6 +34,12 @@ extension Spawning {
             child.send(.kill)
             #expect(child.wait(timeout: 5) == .signaled(.kill, coreDumped: false))
             #expect(try String(contentsOfFile: path, encoding: .utf8) == "good")
+            // The killed writer's temporary file is cleaned up; a live writer's is kept.
+            let live = ".other.tmp-\(getpid())-1"
+            _ = FileManager.default.createFile(atPath: dir + "/" + live, contents: Data())
+            let removed = Files.removeStaleTemporaries(in: dir)
+            #expect(removed.count == 1 && removed[0].hasPrefix(".model_final.pkl.tmp-"), "\(removed)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == [live, "model_final.pkl"])
         }
 
         @Test("the writability check names the path, the missing permission, and owner versus mode bits")
