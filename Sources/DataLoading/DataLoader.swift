@@ -151,7 +151,7 @@ func makeBatch<D: Dataset, Batch>(_ dataset: D, _ task: LoadTask, seed: UInt64, 
 /// Batches are identical for any worker count and kind (and for the main-thread fallback):
 /// the sampler runs here, every sample draws from its own seeded generator, and with `inOrder`
 /// batches come back in sampler order. If workers cannot start — spawning refused (`ulimit -u`,
-/// seccomp, a missing ``WorkerGuard``), shared memory unusable, a worker dying during start-up —
+/// seccomp, a missing `WorkerGuard`), shared memory unusable, a worker dying during start-up —
 /// the loader warns once, saying why, and loads in the calling thread; `fallbackToMainThread =
 /// false` makes that an error.
 public final class DataLoader<D: Dataset, Batch: Sendable>: @unchecked Sendable {

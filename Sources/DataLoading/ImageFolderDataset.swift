@@ -61,7 +61,7 @@ public struct LoadedImage: Sendable, ByteCodable, Equatable {
 }
 
 /// JPEG and PNG files run through Detectron's input pipeline: decode (BGR; 4:2:0 JPEGs to their planes
-/// where ``InputBlob/prefersPlanes``, which the collate converts exactly as libjpeg-turbo would,
+/// where `InputBlob.prefersPlanes`, which the collate converts exactly as libjpeg-turbo would,
 /// skipping its upsampling and colour passes), optional random horizontal flip, mean subtraction, resize so the shorter side is
 /// `scale` and the longer at most `maxSize`. With `dctDownscale`, libjpeg-turbo decodes at 1/2,
 /// 1/4 or 1/8 when the target is that much smaller — much faster, but the pixels then differ
@@ -83,7 +83,7 @@ public struct ImageFolderDataset: TransportableDataset {
         self.dctDownscale = dctDownscale
     }
 
-    /// Every image of `directory` (``ImageFile/list(directory:)``: JPEG and PNG by content), sorted by name.
+    /// Every image of `directory` (`ImageFile.list(directory:)`: JPEG and PNG by content), sorted by name.
     public init(directory: String, scale: Int = 500, maxSize: Int = 833, flipProbability: Double = 0, dctDownscale: Bool = false) throws {
         self.init(files: try ImageFile.list(directory: directory), scale: scale, maxSize: maxSize,
                   flipProbability: flipProbability, dctDownscale: dctDownscale)

@@ -89,6 +89,7 @@ public struct HostReport: Sendable, Codable {
     ///
     /// - Parameters:
     ///   - outputDirectory: checked for writability (created if missing).
+    ///   - environment: the variables read (TMPDIR, HOME, DETECTRON_NUM_THREADS, …).
     ///   - spawnCheck: starts a worker and reports how it went (nil: spawning is not checked).
     public static func collect(outputDirectory: String? = nil,
                                environment: [String: String] = ProcessInfo.processInfo.environment,
