@@ -10,9 +10,12 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "A Detectron YAML config file.") var cfg: String
     @Argument(parsing: .captureForPassthrough, help: "KEY VALUE overrides, e.g. OUTPUT_DIR out SOLVER.MAX_ITER 100.") var overrides: [String] = []
 
-    func load(print show: Bool = true) throws -> Config {
+    func load(print show: Bool = true) throws -> Config { try Self.load(file: cfg, overrides: overrides, print: show) }
+
+    /// The config every command starts from: the file, then the overrides; warnings printed.
+    static func load(file: String, overrides: [String], print show: Bool = true) throws -> Config {
         var c = Config()
-        try c.merge(file: cfg)
+        try c.merge(file: file)
         try c.merge(overrides: overrides)
         for w in c.warnings { log("warning: \(w)") }
         if show { log("Merged config:\n\(c)") }
@@ -113,11 +116,33 @@ struct Infer: ParsableCommand {
     var saveBlobs: String?
     @Flag(name: .customLong("fail-fast"), help: "Stop at the first image that cannot be read (default: report it, go on, exit non-zero at the end).")
     var failFast = false
-    @Argument(help: "Images (JPEG or PNG, by content), or directories of them.") var inputs: [String]
+    @Argument(parsing: .captureForPassthrough,
+              help: "Images (JPEG or PNG, by content) or directories of them, and KEY VALUE config overrides (e.g. TEST.SCALE 800).")
+    var arguments: [String] = []
+
+    /// The arguments split into inputs and `KEY VALUE` overrides: a config key is an upper-case
+    /// dotted name (`TEST.SCALE`, `NUM_GPUS`) that is not an existing file.
+    var inputsAndOverrides: (inputs: [String], overrides: [String]) {
+        var inputs: [String] = [], overrides: [String] = []
+        var i = 0
+        while i < arguments.count {
+            let a = arguments[i]
+            if i + 1 < arguments.count, a.range(of: "^[A-Z][A-Z0-9_]*(\\.[A-Z0-9_]+)*$", options: .regularExpression) != nil,
+               !FileManager.default.fileExists(atPath: a) {
+                overrides += [a, arguments[i + 1]]
+                i += 2
+            } else {
+                inputs.append(a)
+                i += 1
+            }
+        }
+        return (inputs, overrides)
+    }
 
     func run() throws {
-        var c = Config()
-        try c.merge(file: cfg)
+        let (inputs, overrides) = inputsAndOverrides
+        guard !inputs.isEmpty else { throw ValidationError("no images: pass image files or directories") }
+        var c = try ConfigOptions.load(file: cfg, overrides: overrides, print: false)
         // Fused ops skip intermediate blobs (the conv output before its AffineChannel): keep them all.
         if !(saveBlobs ?? "").isEmpty { try c.merge(overrides: ["TEST.FUSE_OPS", "False"]) }
         let detector = try Detector(config: c, weights: weights, log: log)
