@@ -56,6 +56,7 @@ struct Doctor: ParsableCommand {
             ? "1 at load (the engine splits GEMMs across its own pool; OPENBLAS_NUM_THREADS overrides)"
             : "\(BLAS.threadCount) (from the environment)", .ok))
         report.facts.append(HostFact("jpeg.version", "JPEG library", JPEG.libraryVersion, .ok))
+        report.facts.append(HostFact("png.version", "PNG library", PNG.libraryVersion, .ok))
         return report
     }
 }
