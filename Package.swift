@@ -67,6 +67,9 @@ let package = Package(
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // Open MPI through dlopen: only `mpirun … detectron train` needs it installed.
         .target(name: "CMPIShim"),
+        // Stand-ins for the few glibc symbols newer than 2.28 that the static runtimes need; compiled
+        // only into ci/release's binary (SD_GLIBC_COMPAT), empty otherwise.
+        .target(name: "CGlibcCompat"),
         .target(
             name: "CLinuxShim",
             cSettings: [.define("_GNU_SOURCE")]
@@ -115,7 +118,7 @@ let package = Package(
         .executableTarget(
             name: "DetectronCLI",
             dependencies: [
-                "Portability", "Storage", "BLAS", "Imaging", "Operators", "COCO", "DataLoading", "Engine", "Pickle",
+                "CGlibcCompat", "Portability", "Storage", "BLAS", "Imaging", "Operators", "COCO", "DataLoading", "Engine", "Pickle",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -85,7 +85,17 @@ int sd_cpu_supports(const char *feature) {
     return 0;
 }
 
-const char *sd_signal_abbrev(int sig) { return sigabbrev_np(sig); }
+// Linux x86-64's signal names (without "SIG"), as sigabbrev_np gives them; a table of our own
+// because sigabbrev_np needs glibc 2.32 and the release binary runs on glibc 2.28.
+const char *sd_signal_abbrev(int sig) {
+    static const char *const names[] = {
+        NULL, "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM",
+        "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF",
+        "WINCH", "POLL", "PWR", "SYS",
+    };
+    if (sig > 0 && sig < (int)(sizeof names / sizeof names[0])) return names[sig];
+    return NULL;
+}
 
 int sd_wifexited(int status) { return WIFEXITED(status); }
 int sd_wexitstatus(int status) { return WEXITSTATUS(status); }
