@@ -82,7 +82,9 @@ let package = Package(
                 "CLinuxShim",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict,
+            // shm_open and shm_unlink: in librt before glibc 2.34 (ci/release links against 2.31).
+            linkerSettings: [.linkedLibrary("rt")]
         ),
 
         // MARK: Storage — Context → Tensor → Blob → Workspace.

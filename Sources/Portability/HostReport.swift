@@ -100,7 +100,13 @@ public struct HostReport: Sendable, Codable {
         let kernel = "\(cString(&u.sysname)) \(cString(&u.release)) \(cString(&u.machine))"
         facts.append(HostFact("kernel", "kernel", kernel))
         facts.append(HostFact("distribution", "distribution", osRelease()["PRETTY_NAME"] ?? "unknown"))
-        facts.append(HostFact("glibc", "glibc", String(cString: sd_glibc_version())))
+        let hostGlibc = String(cString: sd_glibc_version())
+        facts.append(HostFact("glibc", "glibc", hostGlibc))
+        if let needs = ELFVersions.needs(), let need = ELFVersions.newestGlibc(needs) {
+            let fits = ELFVersions.glibc(hostGlibc, satisfies: need)
+            facts.append(HostFact("glibc.required", "glibc this binary needs", "\(need) (host \(hostGlibc))", fits ? .ok : .warning,
+                                  hint: fits ? nil : "this binary was linked against a newer glibc than the host's \(hostGlibc): build it with ci/release (glibc 2.28 and newer) or on the oldest host"))
+        }
         facts.append(HostFact("cpu.model", "CPU model", cpuModel()))
         let features: [String] = ["sse4.2", "avx", "avx2", "fma", "avx512f"]
         let isa = features.filter { sd_cpu_supports($0) != 0 }

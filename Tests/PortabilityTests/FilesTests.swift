@@ -184,7 +184,7 @@ struct HostReportTests {
     func keys() throws {
         let report = HostReport.collect(outputDirectory: makeTempDirectory("doctor"))
         let keys = Set(report.facts.map(\.key))
-        for k in ["kernel", "distribution", "glibc", "cpu.model", "cpu.isa", "cores.online", "cores.affinity",
+        for k in ["kernel", "distribution", "glibc", "glibc.required", "cpu.model", "cpu.isa", "cores.online", "cores.affinity",
                   "cores.cgroup_quota", "cores.usable", "memory.total_mb", "memory.cgroup_limit_mb", "shm.dev_shm",
                   "shm.transport", "paths.temp", "paths.output", "paths.home", "user.root", "limits.nofile", "limits.nproc"] {
             #expect(keys.contains(k), "missing \(k)")
@@ -192,6 +192,18 @@ struct HostReportTests {
         #expect(report.table().split(separator: "\n").last!.hasPrefix("verdict: "))
         let obj = try JSONSerialization.jsonObject(with: Data(report.json().utf8)) as? [String: Any]
         #expect(obj?["ready"] as? Bool == report.ready)
+    }
+
+    @Test("the glibc versions this executable needs are read from its ELF header, as objdump -T shows them")
+    func glibcNeeds() throws {
+        let needs = try #require(ELFVersions.needs())
+        #expect(needs.contains(ELFVersions.Need(library: "libc.so.6", version: "GLIBC_2.2.5")), "\(needs)")
+        let newest = try #require(ELFVersions.newestGlibc(needs))
+        #expect(ELFVersions.glibc(String(cString: gnu_get_libc_version()), satisfies: newest))
+        #expect(ELFVersions.newestGlibc([.init(library: "libc.so.6", version: "GLIBC_2.9"), .init(library: "libc.so.6", version: "GLIBC_2.28"),
+                                         .init(library: "libm.so.6", version: "GLIBC_2.27")]) == "2.28")
+        #expect(ELFVersions.glibc("2.31", satisfies: "2.28") && !ELFVersions.glibc("2.27", satisfies: "2.28") && ELFVersions.glibc("2.28", satisfies: "2.28"))
+        #expect(ELFVersions.needs(of: "/etc/hostname") == nil)
     }
 
     @Test("a TMPDIR that cannot be used is reported with the reason, and another directory is chosen")
