@@ -199,7 +199,9 @@ struct HostReportTests {
         let needs = try #require(ELFVersions.needs())
         #expect(needs.contains(ELFVersions.Need(library: "libc.so.6", version: "GLIBC_2.2.5")), "\(needs)")
         let newest = try #require(ELFVersions.newestGlibc(needs))
-        #expect(ELFVersions.glibc(String(cString: gnu_get_libc_version()), satisfies: newest))
+        let host = try #require(HostReport.collect().facts.first { $0.key == "glibc" }?.value)
+        #expect(ELFVersions.glibc(host, satisfies: newest))
+        #expect(HostReport.collect().facts.first { $0.key == "glibc.required" }?.value == "\(newest) (host \(host))")
         #expect(ELFVersions.newestGlibc([.init(library: "libc.so.6", version: "GLIBC_2.9"), .init(library: "libc.so.6", version: "GLIBC_2.28"),
                                          .init(library: "libm.so.6", version: "GLIBC_2.27")]) == "2.28")
         #expect(ELFVersions.glibc("2.31", satisfies: "2.28") && !ELFVersions.glibc("2.27", satisfies: "2.28") && ELFVersions.glibc("2.28", satisfies: "2.28"))
