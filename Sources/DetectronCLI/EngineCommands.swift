@@ -147,12 +147,12 @@ struct Infer: ParsableCommand {
         if !(saveBlobs ?? "").isEmpty { try c.merge(overrides: ["TEST.FUSE_OPS", "False"]) }
         let detector = try Detector(config: c, weights: weights, log: log)
         try Files.makeDirectory(outputDir)
-        var files: [String] = [], failures: [String] = []
+        var files: [String] = [], failures: [String] = [], badInputs = 0
         // One unreadable input is reported and skipped; the others are still processed.
         func skip(_ input: String, _ error: any Error) throws {
             log("\(input): skipped: \(error)")
             failures.append(input)
-            if failFast { throw InferFailures(failed: failures, total: max(files.count, inputs.count), stopped: true) }
+            if failFast { throw InferFailures(failed: failures, total: files.count + badInputs, stopped: true) }
         }
         for input in inputs {
             var isDir: ObjCBool = false
@@ -160,13 +160,14 @@ struct Infer: ParsableCommand {
                 guard FileManager.default.fileExists(atPath: input, isDirectory: &isDir) else { throw ValidationError("no such file or directory") }
                 files += isDir.boolValue ? try ImageFile.list(directory: input) : [input]
             } catch {
+                badInputs += 1
                 try skip(input, error)
             }
         }
         for file in files {
             do { try infer(file, detector: detector) } catch { try skip(file, error) }
         }
-        if !failures.isEmpty { throw InferFailures(failed: failures, total: files.count + failures.filter { !files.contains($0) }.count, stopped: false) }
+        if !failures.isEmpty { throw InferFailures(failed: failures, total: files.count + badInputs, stopped: false) }
     }
 
     /// Detects, writes `BASE.json` (and the drawing and blobs) for one image.
