@@ -17,7 +17,7 @@ struct ConfigOptions: ParsableArguments {
         var c = Config()
         try c.merge(file: file)
         try c.merge(overrides: overrides)
-        for w in c.warnings { log("warning: \(w)") }
+        for w in c.warnings + (try c.checkImplemented()) { log("warning: \(w)") }
         if show { log("Merged config:\n\(c)") }
         return c
     }

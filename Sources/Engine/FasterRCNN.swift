@@ -1,12 +1,6 @@
 import Foundation
 import Operators
 
-/// Why a model cannot be built from a config.
-public struct ModelError: Error, Sendable, CustomStringConvertible {
-    public let message: String
-    public var description: String { message }
-}
-
 /// A built detector: its net (train or test), parameters and the names the engine feeds and reads.
 public struct DetectionModel: Sendable {
     public var net: NetDef
@@ -29,10 +23,10 @@ public struct DetectionModel: Sendable {
 public enum ModelSemantics: String, Sendable {
     case detectron, torchvision
 
-    public static func of(_ cfg: Config) throws(ModelError) -> ModelSemantics {
+    public static func of(_ cfg: Config) throws(ConfigError) -> ModelSemantics {
         let v = cfg.string("MODEL.SEMANTICS")
         guard let s = ModelSemantics(rawValue: v) else {
-            throw ModelError(message: "config key MODEL.SEMANTICS is '\(v)'; supported: detectron, torchvision")
+            throw .invalid(key: "MODEL.SEMANTICS", reason: "is '\(v)'; use detectron or torchvision")
         }
         return s
     }
@@ -51,43 +45,39 @@ enum FasterRCNN {
         var blocks: [Int]
     }
 
-    static func body(_ cfg: Config) throws(ModelError) -> Body {
-        let name = cfg.string("MODEL.CONV_BODY")
-        let table: [String: Body] = [
-            "FPN.add_fpn_ResNet18_conv5_body": Body(depth: 18, bottleneck: false, blocks: [2, 2, 2, 2]),
-            "FPN.add_fpn_ResNet34_conv5_body": Body(depth: 34, bottleneck: false, blocks: [3, 4, 6, 3]),
-            "FPN.add_fpn_ResNet50_conv5_body": Body(depth: 50, bottleneck: true, blocks: [3, 4, 6, 3]),
-            "FPN.add_fpn_ResNet101_conv5_body": Body(depth: 101, bottleneck: true, blocks: [3, 4, 23, 3]),
-        ]
-        guard let b = table[name] else {
-            throw ModelError(message: "config key MODEL.CONV_BODY is '\(name)'; supported: \(table.keys.sorted().joined(separator: ", "))")
-        }
-        return b
-    }
+    /// The bodies by Detectron's builder names (`MODEL.CONV_BODY`); ResNeXt is a ResNet with
+    /// RESNETS.NUM_GROUPS > 1. ResNet-18 and -34 are ours (basic blocks, He et al.).
+    static let bodies: [String: Body] = [
+        "FPN.add_fpn_ResNet18_conv5_body": Body(depth: 18, bottleneck: false, blocks: [2, 2, 2, 2]),
+        "FPN.add_fpn_ResNet34_conv5_body": Body(depth: 34, bottleneck: false, blocks: [3, 4, 6, 3]),
+        "FPN.add_fpn_ResNet50_conv5_body": Body(depth: 50, bottleneck: true, blocks: [3, 4, 6, 3]),
+        "FPN.add_fpn_ResNet101_conv5_body": Body(depth: 101, bottleneck: true, blocks: [3, 4, 23, 3]),
+        "FPN.add_fpn_ResNet152_conv5_body": Body(depth: 152, bottleneck: true, blocks: [3, 8, 36, 3]),
+    ]
+
+    /// The box heads by Detectron's builder names (`FAST_RCNN.ROI_BOX_HEAD`).
+    static let boxHeads = ["fast_rcnn_heads.add_roi_2mlp_head", "fast_rcnn_heads.add_roi_Xconv1fc_gn_head"]
 
     static func groupsFor(_ cfg: Config, _ dim: Int) -> Int {
         let perGroup = cfg.int("GROUP_NORM.DIM_PER_GP")
         return perGroup > 0 ? max(1, dim / perGroup) : min(cfg.int("GROUP_NORM.NUM_GROUPS"), dim)
     }
 
-    static func build(_ cfg: Config, train: Bool) throws(ModelError) -> DetectionModel {
-        guard cfg.bool("FPN.FPN_ON") && cfg.bool("FPN.MULTILEVEL_RPN") && cfg.bool("FPN.MULTILEVEL_ROIS") else {
-            throw ModelError(message: "only the FPN detector is implemented: set FPN.FPN_ON, FPN.MULTILEVEL_RPN and FPN.MULTILEVEL_ROIS to True")
-        }
-        guard cfg.bool("MODEL.FASTER_RCNN") else { throw ModelError(message: "only end-to-end Faster R-CNN is implemented: set MODEL.FASTER_RCNN True") }
+    static func build(_ cfg: Config, train: Bool) throws(ConfigError) -> DetectionModel {
+        _ = try cfg.checkImplemented()
         let K = cfg.int("MODEL.NUM_CLASSES")
-        guard K >= 2 else { throw ModelError(message: "config key MODEL.NUM_CLASSES must count the background too (≥ 2), got \(K)") }
+        guard K >= 2 else { throw .invalid(key: "MODEL.NUM_CLASSES", reason: "must count the background too (≥ 2), got \(K)") }
         let semantics = try ModelSemantics.of(cfg)
         if train && semantics == .torchvision {
-            throw ModelError(message: "config key MODEL.SEMANTICS is 'torchvision', which is for inference with torchvision weights; "
-                             + "train with MODEL.SEMANTICS detectron")
+            throw .invalid(key: "MODEL.SEMANTICS", reason: "is 'torchvision', which is for inference with torchvision weights; "
+                           + "train with MODEL.SEMANTICS detectron")
         }
         let algo = cfg.string("TEST.CONV_ALGO")
         guard ["winograd", "winograd_f4", "winograd_f2", "im2col"].contains(algo) else {
-            throw ModelError(message: "config key TEST.CONV_ALGO is '\(algo)'; supported: winograd, winograd_f4, winograd_f2, im2col")
+            throw .invalid(key: "TEST.CONV_ALGO", reason: "is '\(algo)'; use winograd, winograd_f4, winograd_f2 or im2col")
         }
         let b = ModelBuilder(name: train ? "train" : "test", train: train, winograd: !train && algo != "im2col" ? algo : nil)
-        let stages = try resnet(b, cfg)
+        let stages = resnet(b, cfg)
         let fpn = fpnLevels(b, cfg, stages: stages)
         let rpnLevels = cfg.int("FPN.RPN_MIN_LEVEL")...cfg.int("FPN.RPN_MAX_LEVEL")
         let roiLevels = cfg.int("FPN.ROI_MIN_LEVEL")...cfg.int("FPN.ROI_MAX_LEVEL")
@@ -95,7 +85,7 @@ enum FasterRCNN {
         var losses: [String] = []
         if train { losses += rpnLosses(b, cfg, levels: rpnLevels) }
         proposals(b, cfg, levels: rpnLevels, roiLevels: roiLevels, train: train, semantics: semantics)
-        let headOut = try boxHead(b, cfg, fpn: fpn, roiLevels: roiLevels)
+        let headOut = boxHead(b, cfg, fpn: fpn, roiLevels: roiLevels)
         let dim = cfg.int("FAST_RCNN.MLP_HEAD_DIM")
         b.fc(headOut, "cls_score", dimIn: dim, dimOut: K, weightFill: ParamInfo.gauss(0.01))
         b.fc(headOut, "bbox_pred", dimIn: dim, dimOut: cfg.bool("MODEL.CLS_AGNOSTIC_BBOX_REG") ? 8 : 4 * K, weightFill: ParamInfo.gauss(0.001))
@@ -123,8 +113,8 @@ enum FasterRCNN {
     }
 
     /// The ResNet body; returns the output blob and channels of res2…res5.
-    static func resnet(_ b: ModelBuilder, _ cfg: Config) throws(ModelError) -> [(blob: String, dim: Int)] {
-        let body = try body(cfg)
+    static func resnet(_ b: ModelBuilder, _ cfg: Config) -> [(blob: String, dim: Int)] {
+        let body = bodies[cfg.builderName("MODEL.CONV_BODY")]!   // checked by checkImplemented
         let gn = cfg.string("RESNETS.STEM_FUNC").contains("gn")
         let gnTrans = cfg.string("RESNETS.TRANS_FUNC").contains("gn")
         let gnShortcut = cfg.string("RESNETS.SHORTCUT_FUNC").contains("gn")
@@ -186,7 +176,9 @@ enum FasterRCNN {
             let s1 = cfg.bool("RESNETS.STRIDE_1X1") ? stride : 1, s3 = cfg.bool("RESNETS.STRIDE_1X1") ? 1 : stride
             b.conv(input, prefix + "_branch2a", dimIn: dimIn, dimOut: inner, kernel: 1, stride: s1, weightFill: fill, noBias: true)
             t = b.relu(norm(b, cfg, prefix + "_branch2a", dim: inner, gn: gnTrans, eps: eps))
-            b.conv(t, prefix + "_branch2b", dimIn: inner, dimOut: inner, kernel: 3, stride: s3, pad: 1, weightFill: fill, noBias: true)
+            // ResNeXt: the 3×3 convolution in RESNETS.NUM_GROUPS groups.
+            b.conv(t, prefix + "_branch2b", dimIn: inner, dimOut: inner, kernel: 3, stride: s3, pad: 1, group: cfg.int("RESNETS.NUM_GROUPS"),
+                   weightFill: fill, noBias: true)
             t = b.relu(norm(b, cfg, prefix + "_branch2b", dim: inner, gn: gnTrans, eps: eps))
             b.conv(t, prefix + "_branch2c", dimIn: inner, dimOut: dimOut, kernel: 1, weightFill: fill, noBias: true)
             t = norm(b, cfg, prefix + "_branch2c", dim: dimOut, gn: gnTrans, eps: eps)
@@ -211,18 +203,21 @@ enum FasterRCNN {
         let dim = cfg.int("FPN.DIM")
         let gn = cfg.bool("FPN.USE_GN")
         let eps = cfg.double("GROUP_NORM.EPSILON")
-        func conv(_ input: String, _ output: String, _ dimIn: Int, kernel: Int, pad: Int) -> String {
+        let xavier = ("XavierFill", [String: ArgumentValue]())
+        func conv(_ input: String, _ output: String, _ dimIn: Int, kernel: Int, pad: Int,
+                  fill: (String, [String: ArgumentValue]) = xavier) -> String {
             if gn {
                 return b.convGN(input, output, dimIn: dimIn, dimOut: dim, kernel: kernel, pad: pad, groups: groupsFor(cfg, dim), epsilon: eps,
-                                weightFill: ("XavierFill", [:]))
+                                weightFill: fill)
             }
-            return b.conv(input, output, dimIn: dimIn, dimOut: dim, kernel: kernel, pad: pad, weightFill: ("XavierFill", [:]))
+            return b.conv(input, output, dimIn: dimIn, dimOut: dim, kernel: kernel, pad: pad, weightFill: fill)
         }
+        let lateralFill = cfg.bool("FPN.ZERO_INIT_LATERAL") ? ("ConstantFill", ["value": ArgumentValue.float(0)]) : xavier
         let c5 = stages[3]
         var inner = conv(c5.blob, "fpn_inner_" + c5.blob, c5.dim, kernel: 1, pad: 0)
         var inners: [Int: String] = [5: inner]
         for (level, stage) in [(4, stages[2]), (3, stages[1]), (2, stages[0])] {
-            let lateral = conv(stage.blob, "fpn_inner_" + stage.blob + "_lateral", stage.dim, kernel: 1, pad: 0)
+            let lateral = conv(stage.blob, "fpn_inner_" + stage.blob + "_lateral", stage.dim, kernel: 1, pad: 0, fill: lateralFill)
             let topdown = b.op("UpsampleNearest", [inner], ["fpn_inner_" + stage.blob + "_topdown"], ["scale": .int(2)])
             inner = b.op("Sum", [lateral, topdown], ["fpn_inner_" + stage.blob])
             inners[level] = inner
@@ -315,10 +310,7 @@ enum FasterRCNN {
     }
 
     /// Multi-level RoIAlign and the box head; returns the head's output blob.
-    static func boxHead(_ b: ModelBuilder, _ cfg: Config, fpn: [Int: String], roiLevels: ClosedRange<Int>) throws(ModelError) -> String {
-        guard cfg.string("FAST_RCNN.ROI_XFORM_METHOD") == "RoIAlign" else {
-            throw ModelError(message: "config key FAST_RCNN.ROI_XFORM_METHOD must be RoIAlign (RoIPoolF is not implemented)")
-        }
+    static func boxHead(_ b: ModelBuilder, _ cfg: Config, fpn: [Int: String], roiLevels: ClosedRange<Int>) -> String {
         let res = cfg.int("FAST_RCNN.ROI_XFORM_RESOLUTION")
         let dim = cfg.int("FPN.DIM")
         var feats: [String] = []
@@ -329,7 +321,7 @@ enum FasterRCNN {
         }
         b.op("Concat", feats, ["roi_feat_shuffled", "_concat_roi_feat"], ["axis": .int(0)])
         b.op("BatchPermutation", ["roi_feat_shuffled", "rois_idx_restore_int32"], ["roi_feat"])
-        let head = cfg.string("FAST_RCNN.ROI_BOX_HEAD")
+        let head = cfg.builderName("FAST_RCNN.ROI_BOX_HEAD")
         let hidden = cfg.int("FAST_RCNN.MLP_HEAD_DIM")
         switch head {
         case "fast_rcnn_heads.add_roi_2mlp_head":
@@ -349,7 +341,7 @@ enum FasterRCNN {
             b.fc(x, "fc6", dimIn: convDim * res * res, dimOut: hidden)
             return b.relu("fc6")
         default:
-            throw ModelError(message: "config key FAST_RCNN.ROI_BOX_HEAD is '\(head)'; supported: fast_rcnn_heads.add_roi_2mlp_head, fast_rcnn_heads.add_roi_Xconv1fc_gn_head")
+            preconditionFailure("box head \(head) passed checkImplemented but is not built")
         }
     }
 }

@@ -50,18 +50,19 @@ final class ModelBuilder {
 
     /// Caffe2 `Conv` with Detectron's naming: weight `<name>_w`, bias `<name>_b` unless `noBias`.
     @discardableResult
-    func conv(_ input: String, _ output: String, dimIn: Int, dimOut: Int, kernel: Int, stride: Int = 1, pad: Int = 0,
+    func conv(_ input: String, _ output: String, dimIn: Int, dimOut: Int, kernel: Int, stride: Int = 1, pad: Int = 0, group: Int = 1,
               weightFill: (String, [String: ArgumentValue]) = ("XavierFill", [:]), noBias: Bool = false,
               weightName: String? = nil, biasName: String? = nil) -> String {
         let w = weightName ?? output + "_w", b = biasName ?? output + "_b"
-        param(w, [dimOut, dimIn, kernel, kernel], .weight, fill: weightFill.0, args: weightFill.1)
+        param(w, [dimOut, dimIn / group, kernel, kernel], .weight, fill: weightFill.0, args: weightFill.1)
         var inputs = [input, w]
         if !noBias {
             param(b, [dimOut], .bias, fill: "ConstantFill", args: ["value": .float(0)])
             inputs.append(b)
         }
         var args: [String: ArgumentValue] = ["kernel": .int(kernel), "stride": .int(stride), "pad": .int(pad)]
-        if let winograd, kernel == 3 && stride == 1 { args["algo"] = .string(winograd) }
+        if group > 1 { args["group"] = .int(group) }
+        if let winograd, kernel == 3 && stride == 1 && group == 1 { args["algo"] = .string(winograd) }
         return op("Conv", inputs, [output], args)
     }
 

@@ -185,7 +185,7 @@ public final class Detector {
             let r = try ws.fetchBlob("rois").dim(0)
             return ([r], Boxes.descendingOrder(probs).prefix(r).map { probs[$0] })
         default:
-            guard ws.hasBlob(name) else { throw ModelError(message: "no blob '\(name)' in the test net; use a blob name, p2…p6, proposals or proposal_scores") }
+            guard ws.hasBlob(name) else { throw EngineError.data("no blob '\(name)' in the test net; use a blob name, p2…p6, proposals or proposal_scores") }
             let t = try ws.fetchBlob(name)
             return (t.shape, try t.toArray(as: Float.self))
         }

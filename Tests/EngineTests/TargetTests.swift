@@ -24,13 +24,15 @@ struct TargetTests {
         #expect(m.cellAnchors[6] == [-332, -152, 395, 215, -224, -224, 287, 287, -148, -328, 211, 391])
     }
 
-    @Test("bodies of depth 18, 34, 50 and 101 build with Detectron's names, AffineChannel or GN, FREEZE_AT")
+    @Test("bodies of depth 18, 34, 50, 101 and 152 build with Detectron's names, AffineChannel or GN, FREEZE_AT")
     func bodies() throws {
         for (depth, last, probe) in [(18, "res5_1_sum", "res4_1_branch2b_w"), (34, "res5_2_sum", "res4_5_branch2b_w"),
-                                      (50, "res5_2_sum", "res4_5_branch2c_w"), (101, "res5_2_sum", "res4_22_branch2c_w")] {
+                                      (50, "res5_2_sum", "res4_5_branch2c_w"), (101, "res5_2_sum", "res4_22_branch2c_w"),
+                                      (152, "res5_2_sum", "res3_7_branch2c_w")] {
             var c = Config()
             try c.merge(file: repoRoot + "/configs/getting_started/tutorial_1gpu_e2e_faster_rcnn_R-50-FPN.yaml")
-            try c.merge(overrides: ["MODEL.CONV_BODY", "FPN.add_fpn_ResNet\(depth)_conv5_body"])
+            try c.merge(overrides: ["MODEL.CONV_BODY", "FPN.add_fpn_ResNet\(depth)_conv5_body"]
+                        + (depth < 50 ? ["RESNETS.TRANS_FUNC", "basic_bn_transformation"] : []))
             let m = try FasterRCNN.build(c, train: true)
             let names = Set(m.params.map(\.name))
             #expect(names.contains(probe), "R-\(depth) lacks \(probe)")
@@ -47,7 +49,33 @@ struct TargetTests {
                 #expect(m.params.first { $0.name == "rpn_bbox_pred_fpn2_w" }?.shape == [12, 256, 1, 1])
             }
         }
-        #expect(throws: ModelError.self) { try FasterRCNN.build(try smallConfig(["MODEL.CONV_BODY", "FPN.add_fpn_ResNet42_conv5_body"]), train: false) }
+        #expect(throws: ConfigError.self) { try FasterRCNN.build(try smallConfig(["MODEL.CONV_BODY", "FPN.add_fpn_ResNet42_conv5_body"]), train: false) }
+        // A basic-block body with a bottleneck TRANS_FUNC is refused, not built as something else.
+        #expect(throws: ConfigError.self) {
+            try FasterRCNN.build(try smallConfig(["RESNETS.TRANS_FUNC", "bottleneck_gn_transformation"]), train: false)
+        }
+    }
+
+    @Test("ResNeXt (RESNETS.NUM_GROUPS > 1) groups the 3×3 convolutions with Detectron's parameter shapes")
+    func resnext() throws {
+        var c = Config()
+        try c.merge(file: repoRoot + "/configs/getting_started/tutorial_1gpu_e2e_faster_rcnn_R-50-FPN.yaml")
+        try c.merge(overrides: ["MODEL.CONV_BODY", "FPN.add_fpn_ResNet101_conv5_body", "RESNETS.NUM_GROUPS", "64",
+                                "RESNETS.WIDTH_PER_GROUP", "4", "RESNETS.STRIDE_1X1", "False"])
+        for train in [true, false] {
+            let m = try FasterRCNN.build(c, train: train)
+            let shapes = Dictionary(uniqueKeysWithValues: m.params.map { ($0.name, $0.shape) })
+            // X-101-64x4d: res2's inner width 64 · 4 = 256 in 64 groups of 4; doubling per stage.
+            #expect(shapes["res2_0_branch2a_w"] == [256, 64, 1, 1])
+            #expect(shapes["res2_0_branch2b_w"] == [256, 4, 3, 3])
+            #expect(shapes["res5_2_branch2b_w"] == [2048, 32, 3, 3])
+            #expect(shapes["res5_2_branch2c_w"] == [2048, 2048, 1, 1])
+            let conv = m.net.ops.first { $0.inputs.contains("res3_1_branch2b_w") }
+            #expect(conv?.arguments["group"] == .int(64))
+            #expect(conv?.arguments["algo"] == nil, "Winograd is for one group only")
+            // STRIDE_1X1 False: the stride on the 3×3 of the first block of a stage.
+            #expect(m.net.ops.first { $0.inputs.contains("res3_0_branch2b_w") }?.arguments["stride"] == .int(2))
+        }
     }
 
     @Test("RPN labels: straddling anchors ignored, best matches positive, 256 sampled, targets and weights")

@@ -131,7 +131,7 @@ struct TorchvisionTests {
         #expect(model.cellAnchors[2] == [-23, -11, 23, 11, -16, -16, 16, 16, -11, -23, 11, 23])
         // The 3×3 conv carries the stride (v1.5).
         #expect(model.net.ops.first { $0.outputs == ["res3_0_branch2b"] }?.arguments["stride"] == .int(2))
-        #expect(throws: ModelError.self) { try FasterRCNN.build(cfg, train: true) }
+        #expect(throws: ConfigError.self) { try FasterRCNN.build(cfg, train: true) }
         try cfg.merge(overrides: ["MODEL.SEMANTICS", "pytorch"])
         do {
             _ = try FasterRCNN.build(cfg, train: false)

@@ -72,7 +72,8 @@ extension Config {
             ("SOLVER.BASE_LR", .float(0.001)), ("SOLVER.LR_POLICY", .string("step")), ("SOLVER.GAMMA", .float(0.1)),
             ("SOLVER.STEP_SIZE", .int(30000)), ("SOLVER.STEPS", l([])), ("SOLVER.LRS", l([])), ("SOLVER.MAX_ITER", .int(40000)),
             ("SOLVER.MOMENTUM", .float(0.9)), ("SOLVER.WEIGHT_DECAY", .float(0.0005)), ("SOLVER.WEIGHT_DECAY_GN", .float(0.0)),
-            ("SOLVER.BIAS_LR", .float(2.0)), ("SOLVER.WARM_UP_ITERS", .int(500)), ("SOLVER.WARM_UP_FACTOR", .float(1.0 / 3.0)),
+            ("SOLVER.BIAS_LR", .float(2.0)),   // ours: Detectron fixes the bias learning rate at 2× BASE_LR
+            ("SOLVER.WARM_UP_ITERS", .int(500)), ("SOLVER.WARM_UP_FACTOR", .float(1.0 / 3.0)),
             ("SOLVER.WARM_UP_METHOD", .string("linear")), ("SOLVER.SCALE_MOMENTUM", .bool(true)),
             ("SOLVER.SCALE_SCHEDULE_FROM_GPUS", .int(0)),   // ours: apply the linear scaling rule from this many replicas
             ("SOLVER.SCALE_MOMENTUM_THRESHOLD", .float(1.1)), ("SOLVER.LOG_LR_CHANGE_THRESHOLD", .float(1.1)),
@@ -88,7 +89,7 @@ extension Config {
             ("FPN.MULTILEVEL_ROIS", .bool(false)), ("FPN.ROI_CANONICAL_SCALE", .int(224)), ("FPN.ROI_CANONICAL_LEVEL", .int(4)),
             ("FPN.ROI_MAX_LEVEL", .int(5)), ("FPN.ROI_MIN_LEVEL", .int(2)), ("FPN.MULTILEVEL_RPN", .bool(false)),
             ("FPN.RPN_MAX_LEVEL", .int(6)), ("FPN.RPN_MIN_LEVEL", .int(2)), ("FPN.RPN_ASPECT_RATIOS", t([.float(0.5), .int(1), .int(2)])),
-            ("FPN.RPN_ANCHOR_START_SIZE", .int(32)), ("FPN.RPN_COLLECT_SCALE", .int(1)), ("FPN.EXTRA_CONV_LEVELS", .bool(false)),
+            ("FPN.RPN_ANCHOR_START_SIZE", .int(32)), ("FPN.EXTRA_CONV_LEVELS", .bool(false)),
             ("FPN.USE_GN", .bool(false)),
             // RESNETS
             ("RESNETS.NUM_GROUPS", .int(1)), ("RESNETS.WIDTH_PER_GROUP", .int(64)), ("RESNETS.STRIDE_1X1", .bool(true)),
@@ -115,7 +116,7 @@ extension Config {
             ("LINEAR_SCALING.REFERENCE_GPUS", .int(1)),  // ours: the GPU count the schedule was written for
         ]
         var tree: [String: ConfigValue] = [:]
-        for (key, v) in pairs {
+        for (key, v) in pairs + detectronOnlyKeys {
             var parts = key.split(separator: ".").map(String.init)
             let leaf = parts.removeLast()
             func insert(_ node: inout [String: ConfigValue], _ path: ArraySlice<String>) {

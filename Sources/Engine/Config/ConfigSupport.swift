@@ -1,0 +1,179 @@
+/// What this engine implements of Detectron's config tree. Every key of the tree is one of:
+/// read by the engine (``Config/defaultTree``), inert (it does not change what Detectron computes
+/// in the models this engine builds: ``inertKeys``), part of a feature this engine does not
+/// implement (``missingFeatures``: refused by name when turned on), or limited to the values this
+/// engine implements (``checkImplemented()``). `ConfigSupportTests` checks that every key of the
+/// tree has its place.
+extension Config {
+    /// A Detectron feature this engine does not implement: the key that turns it on, and the
+    /// subtrees Detectron reads only when it is on.
+    struct MissingFeature: Sendable {
+        var name: String
+        var switchKey: String
+        var subtrees: [String]
+    }
+
+    static let missingFeatures: [MissingFeature] = [
+        MissingFeature(name: "Mask R-CNN", switchKey: "MODEL.MASK_ON", subtrees: ["MRCNN.", "TEST.MASK_AUG."]),
+        MissingFeature(name: "Keypoint R-CNN", switchKey: "MODEL.KEYPOINTS_ON", subtrees: ["KRCNN.", "TEST.KPS_AUG."]),
+        MissingFeature(name: "RetinaNet", switchKey: "RETINANET.RETINANET_ON", subtrees: ["RETINANET."]),
+        MissingFeature(name: "An RPN-only model (proposals without a detection head)", switchKey: "MODEL.RPN_ONLY", subtrees: []),
+        MissingFeature(name: "Test-time augmentation of boxes", switchKey: "TEST.BBOX_AUG.ENABLED", subtrees: ["TEST.BBOX_AUG."]),
+        MissingFeature(name: "Soft-NMS", switchKey: "TEST.SOFT_NMS.ENABLED", subtrees: ["TEST.SOFT_NMS."]),
+        MissingFeature(name: "Box voting", switchKey: "TEST.BBOX_VOTE.ENABLED", subtrees: ["TEST.BBOX_VOTE."]),
+        MissingFeature(name: "Test-time augmentation of masks", switchKey: "TEST.MASK_AUG.ENABLED", subtrees: ["TEST.MASK_AUG."]),
+        MissingFeature(name: "Test-time augmentation of keypoints", switchKey: "TEST.KPS_AUG.ENABLED", subtrees: ["TEST.KPS_AUG."]),
+    ]
+
+    /// Detectron keys that do not change what Detectron computes for the models this engine
+    /// builds (end-to-end Faster R-CNN with FPN on CPU), with the reason.
+    static let inertKeys: [String: String] = [
+        "TRAIN.GENERATE_PROPOSALS_ON_GPU": "chooses Detectron's CUDA op; the results are the same",
+        "TEST.GENERATE_PROPOSALS_ON_GPU": "chooses Detectron's CUDA op; the results are the same",
+        "TEST.FORCE_JSON_DATASET_EVAL": "Cityscapes and VOC evaluation; every dataset here is evaluated as COCO JSON",
+        "TEST.CLASS_SPECIFIC_AR": "proposal recall of RPN-only models",
+        "TEST.COMPETITION_MODE": "only names and cleans up Detectron's results files",
+        "TEST.PRECOMPUTED_PROPOSALS": "Detectron sets it False whenever the RPN is on",
+        "TEST.PROPOSAL_LIMIT": "precomputed proposals only",
+        "TRAIN.CROWD_FILTER_THRESH": "filters precomputed proposals only",
+        "DEDUP_BOXES": "applies to Fast R-CNN on precomputed proposals only",
+        "RPN.RPN_ON": "Detectron derives it from MODEL.FASTER_RCNN and MODEL.RPN_ONLY",
+        "RPN.SIZES": "single-scale RPN only; FPN uses FPN.RPN_ANCHOR_START_SIZE",
+        "RPN.STRIDE": "single-scale RPN only",
+        "RPN.ASPECT_RATIOS": "single-scale RPN only; FPN uses FPN.RPN_ASPECT_RATIOS",
+        "RFCN.PS_GRID_SIZE": "R-FCN only (MODEL.TYPE rfcn)",
+        "SOLVER.LOG_LR_CHANGE_THRESHOLD": "only when Detectron logs a learning-rate change",
+        "DATA_LOADER.MINIBATCH_QUEUE_SIZE": "a queue size; batches are the same",
+        "DATA_LOADER.BLOBS_QUEUE_CAPACITY": "a queue size; batches are the same",
+        "USE_NCCL": "how GPUs all-reduce; the sums are the same",
+        "MEMONGER": "GPU memory sharing; the results are the same",
+        "MEMONGER_SHARE_ACTIVATIONS": "GPU memory sharing; the results are the same",
+        "EPS": "not read by Detectron",
+        "ROOT_DIR": "Detectron's checkout",
+        "MATLAB": "VOC evaluation with MATLAB",
+        "DOWNLOAD_CACHE": "this engine does not download weights",
+        "VIS_TH": "VIS only",
+        "EXPECTED_RESULTS_RTOL": "EXPECTED_RESULTS only",
+        "EXPECTED_RESULTS_ATOL": "EXPECTED_RESULTS only",
+        "EXPECTED_RESULTS_SIGMA_TOL": "EXPECTED_RESULTS only",
+        "EXPECTED_RESULTS_EMAIL": "EXPECTED_RESULTS only",
+        "CLUSTER.ON_CLUSTER": "Facebook's cluster",
+    ]
+
+    /// Keys whose every value except Detectron's default belongs to a feature this engine does not
+    /// implement yet: key → the feature.
+    static let defaultOnlyKeys: [String: String] = [
+        "TRAIN.PROPOSAL_FILES": "Training on precomputed proposals",
+        "TEST.PROPOSAL_FILES": "Testing on precomputed proposals",
+        "TRAIN.FREEZE_CONV_BODY": "Freezing the whole conv body",
+        "TRAIN.COPY_WEIGHTS": "Copying TRAIN.WEIGHTS into OUTPUT_DIR as a candidate checkpoint",
+        "TRAIN.GT_MIN_AREA": "Dropping small ground truth by area",
+        "RESNETS.RES5_DILATION": "A dilated res5",
+        "FPN.EXTRA_CONV_LEVELS": "FPN levels above P5 by convolutions (RetinaNet's P6/P7)",
+        "VIS": "Drawing detections during `test` (use `detectron infer`)",
+        "EXPECTED_RESULTS": "Checking results against EXPECTED_RESULTS",
+    ]
+
+    static let implementedModelTypes = ["generalized_rcnn"]
+    static let modelTypeFeatures = [
+        "retinanet": "RetinaNet", "rfcn": "R-FCN", "mask_rcnn": "Mask R-CNN", "keypoint_rcnn": "Keypoint R-CNN",
+        "mask_and_keypoint_rcnn": "Mask and keypoint R-CNN", "rpn": "An RPN-only model", "fpn_rpn": "An RPN-only model",
+        "fast_rcnn": "Fast R-CNN on precomputed proposals",
+    ]
+    /// Detectron's `modeling/name_compat.py`: old builder names → current ones.
+    static let renamedBuilders = [
+        "head_builder.add_roi_2mlp_head": "fast_rcnn_heads.add_roi_2mlp_head",
+        "mask_rcnn_heads.ResNet_mask_rcnn_fcn_head_v1up4convs": "mask_rcnn_heads.mask_rcnn_fcn_head_v1up4convs",
+        "mask_rcnn_heads.ResNet_mask_rcnn_fcn_head_v1up": "mask_rcnn_heads.mask_rcnn_fcn_head_v1up",
+        "mask_rcnn_heads.ResNet_mask_rcnn_fcn_head_v0upshare": "mask_rcnn_heads.mask_rcnn_fcn_head_v0upshare",
+        "mask_rcnn_heads.ResNet_mask_rcnn_fcn_head_v0up": "mask_rcnn_heads.mask_rcnn_fcn_head_v0up",
+    ]
+
+    /// The builder function a config names, after Detectron's renames.
+    public func builderName(_ key: String) -> String {
+        let name = string(key)
+        return Self.renamedBuilders[name] ?? name
+    }
+
+    /// Refuses, naming the key and its value, any setting this engine does not implement —
+    /// model types and switches (Mask R-CNN, RetinaNet, …), test-time options (soft-NMS, box
+    /// voting, augmentation), bodies and heads it does not have — and returns warnings for keys
+    /// of a feature that is off (inert, as in Detectron). Call once the config is complete (after
+    /// the file and the overrides).
+    public func checkImplemented() throws(ConfigError) -> [String] {
+        func notImplemented(_ key: String, _ feature: String, hint: String = "") -> ConfigError {
+            .notImplemented(key: key, value: value(key)?.description ?? "None", feature: feature, hint: hint)
+        }
+        let type = string("MODEL.TYPE")
+        guard Self.implementedModelTypes.contains(type) else {
+            if type.isEmpty { throw .invalid(key: "MODEL.TYPE", reason: "is not set; Detectron's configs say generalized_rcnn") }
+            throw notImplemented("MODEL.TYPE", Self.modelTypeFeatures[type] ?? "The model type '\(type)'",
+                                 hint: "implemented: \(Self.implementedModelTypes.joined(separator: ", "))")
+        }
+        let defaults = Config()
+        var warnings: [String] = []
+        for feature in Self.missingFeatures {
+            if value(feature.switchKey) != defaults.value(feature.switchKey) { throw notImplemented(feature.switchKey, feature.name) }
+            for key in changedKeys(from: defaults) where feature.subtrees.contains(where: key.hasPrefix) {
+                warnings.append("config key \(key) is \(value(key)!) but \(feature.switchKey) is \(value(feature.switchKey)!): "
+                                + "it has no effect (as in Detectron)")
+            }
+        }
+        guard bool("MODEL.FASTER_RCNN") else {
+            throw notImplemented("MODEL.FASTER_RCNN", "Fast R-CNN on precomputed proposals", hint: "set MODEL.FASTER_RCNN True for Faster R-CNN")
+        }
+        for key in ["FPN.FPN_ON", "FPN.MULTILEVEL_RPN", "FPN.MULTILEVEL_ROIS"] where !bool(key) {
+            throw notImplemented(key, "A single-scale (C4) model", hint: "this version builds FPN models (FPN.FPN_ON, FPN.MULTILEVEL_RPN and FPN.MULTILEVEL_ROIS True)")
+        }
+        for key in Self.defaultOnlyKeys.keys.sorted() where value(key) != defaults.value(key) {
+            throw notImplemented(key, Self.defaultOnlyKeys[key]!)
+        }
+        try checkChoice("MODEL.CONV_BODY", builderName("MODEL.CONV_BODY"), among: FasterRCNN.bodies.keys.sorted(), feature: "The body")
+        try checkChoice("FAST_RCNN.ROI_BOX_HEAD", builderName("FAST_RCNN.ROI_BOX_HEAD"), among: FasterRCNN.boxHeads, feature: "The box head")
+        try checkChoice("FAST_RCNN.ROI_XFORM_METHOD", string("FAST_RCNN.ROI_XFORM_METHOD"), among: ["RoIAlign"], feature: "The RoI transform")
+        let body = FasterRCNN.bodies[builderName("MODEL.CONV_BODY")]!
+        try checkChoice("RESNETS.STEM_FUNC", string("RESNETS.STEM_FUNC"), among: ["basic_bn_stem", "basic_gn_stem"], feature: "The stem")
+        try checkChoice("RESNETS.TRANS_FUNC", string("RESNETS.TRANS_FUNC"),
+                        among: body.bottleneck ? ["bottleneck_transformation", "bottleneck_gn_transformation"]
+                                               : ["basic_bn_transformation", "basic_gn_transformation"],
+                        feature: "With \(builderName("MODEL.CONV_BODY")), the block")
+        try checkChoice("RESNETS.SHORTCUT_FUNC", string("RESNETS.SHORTCUT_FUNC"), among: ["basic_bn_shortcut", "basic_gn_shortcut"], feature: "The shortcut")
+        try checkChoice("SOLVER.LR_POLICY", string("SOLVER.LR_POLICY"), among: LearningRateSchedule.policies, feature: "The learning-rate policy")
+        try checkChoice("SOLVER.WARM_UP_METHOD", string("SOLVER.WARM_UP_METHOD"), among: ["constant", "linear"], feature: "The warm-up method")
+        try checkChoice("MODEL.EXECUTION_TYPE", string("MODEL.EXECUTION_TYPE"), among: ["simple", "dag"], feature: "The execution type")
+        if int("FPN.RPN_MIN_LEVEL") != 2 || int("FPN.RPN_MAX_LEVEL") != 6 {
+            throw .notImplemented(key: "FPN.RPN_MIN_LEVEL", value: "\(int("FPN.RPN_MIN_LEVEL"))…\(int("FPN.RPN_MAX_LEVEL"))",
+                                  feature: "RPN levels other than P2–P6", hint: "set FPN.RPN_MIN_LEVEL 2 and FPN.RPN_MAX_LEVEL 6")
+        }
+        if int("FPN.ROI_MIN_LEVEL") != 2 || int("FPN.ROI_MAX_LEVEL") != 5 {
+            throw .notImplemented(key: "FPN.ROI_MIN_LEVEL", value: "\(int("FPN.ROI_MIN_LEVEL"))…\(int("FPN.ROI_MAX_LEVEL"))",
+                                  feature: "RoI levels other than P2–P5", hint: "set FPN.ROI_MIN_LEVEL 2 and FPN.ROI_MAX_LEVEL 5")
+        }
+        if string("SOLVER.LR_POLICY").hasPrefix("steps_") && ints("SOLVER.STEPS").first != 0 {
+            throw .invalid(key: "SOLVER.STEPS", reason: "is \(value("SOLVER.STEPS")!); with SOLVER.LR_POLICY \(string("SOLVER.LR_POLICY")) the first step must be 0 (as Detectron asserts)")
+        }
+        if string("SOLVER.LR_POLICY").hasSuffix("_lrs") && doubles("SOLVER.LRS").count != ints("SOLVER.STEPS").count {
+            throw .invalid(key: "SOLVER.LRS", reason: "is \(value("SOLVER.LRS")!); it needs one rate per step of SOLVER.STEPS \(value("SOLVER.STEPS")!)")
+        }
+        return warnings
+    }
+
+    private func checkChoice(_ key: String, _ name: String, among implemented: [String], feature: String) throws(ConfigError) {
+        guard !implemented.contains(name) else { return }
+        throw .notImplemented(key: key, value: "'\(string(key))'", feature: "\(feature) '\(name)'",
+                              hint: "implemented: \(implemented.joined(separator: ", "))")
+    }
+
+    /// The leaf keys whose values differ from `defaults`.
+    func changedKeys(from defaults: Config) -> [String] {
+        var keys: [String] = []
+        func walk(_ d: [String: ConfigValue], _ prefix: String) {
+            for k in d.keys.sorted() {
+                let full = prefix + k
+                if case let .node(c) = d[k]! { walk(c, full + ".") } else if defaults.value(full) != d[k] { keys.append(full) }
+            }
+        }
+        walk(root, "")
+        return keys
+    }
+}
