@@ -90,11 +90,15 @@ public struct COCOFile: Sendable, Equatable {
     public var images: [Image]
     public var annotations: [Annotation]
     public var categories: [Category]
+    /// Whether the file has an `annotations` list (possibly empty): a labelled split that can be
+    /// evaluated. COCO's test splits (`image_info_test*.json`) have none.
+    public var hasAnnotations: Bool
 
-    public init(images: [Image], annotations: [Annotation], categories: [Category]) {
+    public init(images: [Image], annotations: [Annotation], categories: [Category], hasAnnotations: Bool = true) {
         self.images = images
         self.annotations = annotations
         self.categories = categories
+        self.hasAnnotations = hasAnnotations
     }
 
     private struct Wire: Codable {
@@ -118,7 +122,8 @@ public struct COCOFile: Sendable, Equatable {
         } catch {
             throw .malformed(file: source, reason: "\(error)")
         }
-        let file = COCOFile(images: wire.images, annotations: wire.annotations ?? [], categories: wire.categories)
+        let file = COCOFile(images: wire.images, annotations: wire.annotations ?? [], categories: wire.categories,
+                            hasAnnotations: wire.annotations != nil)
         try file.validate(source: source)
         return file
     }
@@ -146,7 +151,7 @@ public struct COCOFile: Sendable, Equatable {
     public func encoded() -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        return (try? encoder.encode(Wire(images: images, annotations: annotations, categories: categories))) ?? Data()
+        return (try? encoder.encode(Wire(images: images, annotations: hasAnnotations ? annotations : nil, categories: categories))) ?? Data()
     }
 
     func validate(source: String) throws(COCOError) {

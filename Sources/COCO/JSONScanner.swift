@@ -154,7 +154,7 @@ extension COCOFile {
     static func scan(_ data: Data) -> COCOFile? {
         data.withUnsafeBytes { raw -> COCOFile? in
             var s = JSONScanner(raw.bindMemory(to: UInt8.self))
-            var images: [Image]?, annotations: [Annotation] = [], categories: [Category]?
+            var images: [Image]?, annotations: [Annotation] = [], categories: [Category]?, labelled = false
             do throws(JSONScanner.Malformed) {
                 try s.object { (s: inout JSONScanner, key: String) throws(JSONScanner.Malformed) in
                     switch key {
@@ -176,6 +176,7 @@ extension COCOFile {
                         }
                         images = list
                     case "annotations":
+                        labelled = true
                         try s.array { (s: inout JSONScanner) throws(JSONScanner.Malformed) in
                             var id: Int?, img: Int?, cat: Int?, bbox: [Double]?, area: Double?, crowd = 0, ignore = 0
                             try s.object { (s: inout JSONScanner, k: String) throws(JSONScanner.Malformed) in
@@ -219,7 +220,7 @@ extension COCOFile {
                 return nil
             }
             guard let images, let categories else { return nil }
-            return COCOFile(images: images, annotations: annotations, categories: categories)
+            return COCOFile(images: images, annotations: annotations, categories: categories, hasAnnotations: labelled)
         }
     }
 }

@@ -120,18 +120,22 @@ public final class Workspace: Sendable {
     }
 }
 
-/// The candidate closest to `name` by edit distance, if it is close enough to be a likely typo.
+/// The candidate closest to `name` by edit distance, if it is close enough to be a likely typo
+/// (at most max(2, a third of the name's length)). Case-blind by ASCII folding, so the answer
+/// does not depend on the locale (`train.scale` → `TRAIN.SCALES` under a Turkish locale too).
+/// Used for blob, operator and config key names.
 public func closestName(to name: String, in candidates: [String]) -> String? {
-    let target = Array(name.lowercased())
+    func fold(_ s: String) -> [UInt8] { s.utf8.map { ($0 >= 97 && $0 <= 122) ? $0 - 32 : $0 } }
+    let target = fold(name)
     var best: (String, Int)?
     for c in candidates {
-        let d = editDistance(target, Array(c.lowercased()))
+        let d = editDistance(target, fold(c))
         if d <= max(2, target.count / 3), best == nil || d < best!.1 { best = (c, d) }
     }
     return best?.0
 }
 
-private func editDistance(_ a: [Character], _ b: [Character]) -> Int {
+private func editDistance(_ a: [UInt8], _ b: [UInt8]) -> Int {
     if a.isEmpty { return b.count }
     if b.isEmpty { return a.count }
     var prev = Array(0...b.count)

@@ -104,6 +104,20 @@ struct DatasetTests {
         #expect(throws: COCOError.badDetection(file: badBox, index: 0, reason: "bbox must be [x, y, width, height], has 3 values")) { try Detection.load(badBox) }
     }
 
+    @Test("a file without an annotations list (COCO's test splits) is unlabelled; an empty list is labelled; both round-trip")
+    func labelled() throws {
+        let images = #"[{"id": 1, "file_name": "a.jpg", "width": 4, "height": 4}]"#
+        let categories = #"[{"id": 1, "name": "x"}]"#
+        for (text, labelled) in [(#"{"images": \#(images), "categories": \#(categories)}"#, false),
+                                 (#"{"images": \#(images), "annotations": [], "categories": \#(categories)}"#, true),
+                                 // The careful parser (the fast scanner gives up on the unknown nesting) says the same.
+                                 (#"{"info": {"a": [1, {"b": null}]}, "images": \#(images), "categories": \#(categories)}"#, false)] {
+            let file = try COCOFile.parse(Data(text.utf8), source: "t.json")
+            #expect(file.hasAnnotations == labelled, "\(text)")
+            #expect(try COCOFile.parse(file.encoded(), source: "again.json").hasAnnotations == labelled)
+        }
+    }
+
     @Test("results round trip: write, read back equal; Detectron's corner boxes get +1 widths")
     func resultsRoundTrip() throws {
         let dir = tempDir("results")

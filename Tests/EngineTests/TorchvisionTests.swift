@@ -103,6 +103,19 @@ struct TorchvisionTests {
         #expect(contents.blobs["res_conv1_bn_b"]?.values == [0.5])
     }
 
+    @Test("a checkpoint whose categories metadata is not a list of {id, name} is an error naming the file")
+    func malformedCategories() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("cats-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Checkpoint.write([], metadata: ["categories": "[{\"id\": \"one\"}]"], to: path)
+        do {
+            _ = try Detector(config: try smallConfig(), weights: path)
+            Issue.record("a malformed categories entry was accepted")
+        } catch let error as WeightsError {
+            #expect(error.description.hasPrefix("\(path): not a valid weights file: its metadata 'categories'"), "\(error)")
+        }
+    }
+
     @Test("a checkpoint whose header length starts with byte 0x80 (a pickle's first byte) still reads as safetensors")
     func headerLengthLike0x80() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("h80-\(UUID().uuidString).safetensors").path

@@ -1,4 +1,5 @@
 import Foundation
+import Storage
 import Yams
 
 /// Why a config could not be read or merged; each message names the full key.
@@ -225,7 +226,7 @@ public struct Config: Sendable, CustomStringConvertible {
             }
         }
         walk(root, "")
-        return closestKey(to: key, in: all)
+        return closestName(to: key, in: all)
     }
 
     /// The merged config as YAML-like text, keys sorted (printed at start, saved with weights).
@@ -244,26 +245,4 @@ public struct Config: Sendable, CustomStringConvertible {
         walk(root, "")
         return lines.joined(separator: "\n")
     }
-}
-
-/// The candidate with the smallest edit distance when close enough to be a typo (case-blind,
-/// without locale rules: `TRAIN.SCALE` → `TRAIN.SCALES` under any LANG, Turkish included).
-func closestKey(to key: String, in candidates: [String]) -> String? {
-    func fold(_ s: String) -> [UInt8] { Array(s.utf8).map { ($0 >= 97 && $0 <= 122) ? $0 - 32 : $0 } }
-    let target = fold(key)
-    var best: (String, Int)?
-    for c in candidates {
-        let b = fold(c)
-        var prev = Array(0...b.count), cur = [Int](repeating: 0, count: b.count + 1)
-        for i in 1...max(1, target.count) where !target.isEmpty {
-            cur[0] = i
-            for j in 1...max(1, b.count) where !b.isEmpty {
-                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (target[i - 1] == b[j - 1] ? 0 : 1))
-            }
-            swap(&prev, &cur)
-        }
-        let d = prev[b.count]
-        if d <= max(2, target.count / 4), best == nil || d < best!.1 { best = (c, d) }
-    }
-    return best?.0
 }

@@ -43,8 +43,14 @@ public final class Detector {
         var metadata: [String: String] = [:]
         if let weights { metadata = try loadCheckpoint(weights, into: ws, model: model, momentum: false, log: log) }
         var cats: [Int: (Int, String)] = [:]
-        if let text = metadata["categories"],
-           let list = try? JSONDecoder().decode([COCOFile.Category].self, from: Data(text.utf8)) {
+        if let text = metadata["categories"], let weights {
+            let list: [COCOFile.Category]
+            do {
+                list = try JSONDecoder().decode([COCOFile.Category].self, from: Data(text.utf8))
+            } catch {
+                throw WeightsError.malformed(file: weights, reason: "its metadata 'categories' is not a JSON list of {id, name} (\(error)); "
+                                             + "rewrite it or remove the key to detect without class names")
+            }
             for (i, c) in list.enumerated() { cats[i + 1] = (c.id, c.name) }
         }
         categories = cats
@@ -306,14 +312,15 @@ public struct Tester {
         return (resultsDirectory(ds) as NSString).appendingPathComponent("bbox_\(ds.name)_results\(suffix).json")
     }
 
-    /// Writes the results file and, for a whole labelled dataset, evaluates and writes the summary.
+    /// Writes the results file and, for a whole dataset whose annotation file has an `annotations`
+    /// list, evaluates and writes the summary (an unlabelled split such as COCO's test-dev is not evaluated).
     func finish(_ ds: JSONDataset, detections: [Detection], range: Range<Int>?, secondsPerImage: Double) throws -> Outcome {
         try Files.makeDirectory(resultsDirectory(ds))
         let file = resultsFile(ds, range: range)
         try Detection.write(detections, to: file)
         log("wrote \(detections.count) detections to \(file)")
         var evaluation: COCOEvaluator.Result?
-        if range == nil && !ds.name.contains("test") {
+        if range == nil && ds.coco.hasAnnotations {
             let result = COCOEvaluator(groundTruth: ds.coco, detections: detections).evaluate()
             evaluation = result
             log("Evaluating bounding boxes of \(ds.name):\n" + result.summary)

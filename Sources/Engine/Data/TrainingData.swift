@@ -187,3 +187,13 @@ public enum EngineError: Error, Sendable, CustomStringConvertible {
         }
     }
 }
+
+func pixelMeans(_ cfg: Config) -> [Float] { pixelTriple(cfg, "PIXEL_MEANS") ?? [102.9801, 115.9465, 122.7717] }
+
+func pixelStds(_ cfg: Config) -> [Float] { pixelTriple(cfg, "PIXEL_STDS") ?? [1, 1, 1] }
+
+/// The three numbers of a `[[[a, b, c]]]` config key (Detectron's PIXEL_MEANS shape).
+private func pixelTriple(_ cfg: Config, _ key: String) -> [Float]? {
+    guard case let .list(a, _)? = cfg.value(key), case let .list(b, _)? = a.first, case let .list(c, _)? = b.first else { return nil }
+    return c.map { if case let .float(v) = $0 { return Float(v) } else if case let .int(v) = $0 { return Float(v) } else { return 0 } }
+}

@@ -150,3 +150,28 @@ public enum Checkpoint {
         return out
     }
 }
+
+/// Feeds a checkpoint's blobs into a workspace by name, checking shapes; reports what the model
+/// has that the file lacks, and what the file has that the model does not use. Returns the
+/// checkpoint's metadata.
+@discardableResult
+func loadCheckpoint(_ path: String, into ws: Workspace, model: DetectionModel, momentum: Bool,
+                    log: ((String) -> Void)? = nil) throws -> [String: String] {
+    let contents = try Checkpoint.read(path)
+    var missing: [String] = []
+    for p in model.params {
+        guard let b = contents.blobs[p.name] else { missing.append(p.name); continue }
+        guard b.shape == p.shape else { throw WeightsError.shapeMismatch(file: path, blob: p.name, file_: b.shape, model: p.shape) }
+        ws.feedBlob(p.name, try Tensor(b.values, shape: b.shape, context: ws.context))
+        if momentum, let m = contents.blobs[p.name + "_momentum"], m.shape == p.shape {
+            ws.feedBlob(p.name + "_momentum", try Tensor(m.values, shape: m.shape, context: ws.context))
+        }
+    }
+    let known = Set(model.params.map(\.name)).union(model.params.map { $0.name + "_momentum" })
+    let unused = contents.blobs.keys.filter { !known.contains($0) }.sorted()
+    if !missing.isEmpty {
+        log?("\(path): \(missing.count) model blobs not in the file keep their initial values: \(missing.prefix(8).joined(separator: ", "))\(missing.count > 8 ? ", …" : "")")
+    }
+    if !unused.isEmpty { log?("\(path): \(unused.count) blobs in the file are not used by the model: \(unused.prefix(8).joined(separator: ", "))") }
+    return contents.metadata
+}
