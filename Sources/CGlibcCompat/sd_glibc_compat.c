@@ -11,7 +11,7 @@
 //   never through Foundation's Process).
 // - exp, exp2, log, log2 and pow got new symbol versions in glibc 2.29 (same results, no SVID
 //   error handling); the link wraps every reference (--wrap) into calls of their GLIBC_2.2.5
-//   versions, which every glibc still has.
+//   versions, which every glibc still has (found with dlvsym before main).
 #ifdef SD_GLIBC_COMPAT
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -19,6 +19,7 @@
 #include <spawn.h>
 #include <stdint.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 char __libc_single_threaded = 0;
 
@@ -34,16 +35,28 @@ int posix_spawn_file_actions_addchdir_np(posix_spawn_file_actions_t *actions, co
     return real ? real(actions, path) : ENOSYS;
 }
 
-#define SD_OLD_MATH1(name)                                         \
-    double sd_old_##name(double);                                  \
-    __asm__(".symver sd_old_" #name "," #name "@GLIBC_2.2.5");     \
-    double __wrap_##name(double x) { return sd_old_##name(x); }
-SD_OLD_MATH1(exp)
-SD_OLD_MATH1(exp2)
-SD_OLD_MATH1(log)
-SD_OLD_MATH1(log2)
+// The GLIBC_2.2.5 versions are looked up once, before main, with dlvsym (itself GLIBC_2.2.5). A
+// `.symver` alias cannot name them here: --wrap redirects that reference too, and each wrapper
+// became a jump to itself (a hang at the first log()).
+static double (*sd_old_exp)(double), (*sd_old_exp2)(double), (*sd_old_log)(double), (*sd_old_log2)(double);
+static double (*sd_old_pow)(double, double);
 
-double sd_old_pow(double, double);
-__asm__(".symver sd_old_pow,pow@GLIBC_2.2.5");
+__attribute__((constructor)) static void sd_resolve_old_math(void) {
+    sd_old_exp = (double (*)(double))dlvsym(RTLD_DEFAULT, "exp", "GLIBC_2.2.5");
+    sd_old_exp2 = (double (*)(double))dlvsym(RTLD_DEFAULT, "exp2", "GLIBC_2.2.5");
+    sd_old_log = (double (*)(double))dlvsym(RTLD_DEFAULT, "log", "GLIBC_2.2.5");
+    sd_old_log2 = (double (*)(double))dlvsym(RTLD_DEFAULT, "log2", "GLIBC_2.2.5");
+    sd_old_pow = (double (*)(double, double))dlvsym(RTLD_DEFAULT, "pow", "GLIBC_2.2.5");
+    if (!sd_old_exp || !sd_old_exp2 || !sd_old_log || !sd_old_log2 || !sd_old_pow) {
+        static const char message[] = "detectron: this glibc lacks exp/exp2/log/log2/pow@GLIBC_2.2.5\n";
+        (void)!write(2, message, sizeof message - 1);
+        _exit(127);
+    }
+}
+
+double __wrap_exp(double x) { return sd_old_exp(x); }
+double __wrap_exp2(double x) { return sd_old_exp2(x); }
+double __wrap_log(double x) { return sd_old_log(x); }
+double __wrap_log2(double x) { return sd_old_log2(x); }
 double __wrap_pow(double x, double y) { return sd_old_pow(x, y); }
 #endif

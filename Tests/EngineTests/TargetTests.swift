@@ -108,7 +108,11 @@ struct TargetTests {
 
     @Test("Fast R-CNN sampling: gt among the candidates, fg ≥ 0.5, bg below, class-specific targets, rois in input space")
     func fastRcnnSampling() throws {
-        let c = try smallConfig(["TRAIN.BATCH_SIZE_PER_IM", "4", "MODEL.NUM_CLASSES", "3"])
+        // The builder writes the sampling settings of the config into the op's arguments.
+        let built = try FasterRCNN.build(try smallConfig(["TRAIN.BATCH_SIZE_PER_IM", "4", "MODEL.NUM_CLASSES", "3"]), train: true)
+        let sampler = try #require(built.net.ops.first { $0.type == "CollectAndSampleFastRcnnRois" })
+        #expect(sampler.arguments["num_classes"] == .int(3) && sampler.arguments["batch_size_per_im"] == .int(4))
+        #expect(sampler.arguments["fg_fraction"] == .float(0.25) && sampler.arguments["bbox_reg_weights"] == .floats([10, 10, 5, 5]))
         let ctx = CPUContext()
         let ws = Workspace(context: ctx)
         // One gt of class 2 at (10, 10, 29, 29); proposals (input space, scale 2): a near match and a far box.
@@ -117,8 +121,11 @@ struct TargetTests {
         ws.feedBlob("p2", try Tensor([0.9, 0.8] as [Float], shape: [2, 1], context: ctx))
         let outs = ["rois", "labels", "targets", "inw", "outw", "f2", "f3", "f4", "f5", "restore"]
         let op = OperatorDef("CollectAndSampleFastRcnnRois", inputs: ["r2", "p2", "roidb"], outputs: outs,
-                             arguments: ["rpn_post_nms_topN": .int(10), "roi_min_level": .int(2), "roi_max_level": .int(5)])
-        try Net(NetDef(name: "s", ops: [op]), workspace: ws, registry: .engine(c)).run()
+                             arguments: ["rpn_post_nms_topN": .int(10), "roi_min_level": .int(2), "roi_max_level": .int(5),
+                                         "num_classes": .int(3), "batch_size_per_im": .int(4), "fg_fraction": .float(0.25),
+                                         "fg_thresh": .float(0.5), "bg_thresh_hi": .float(0.5), "bg_thresh_lo": .float(0),
+                                         "bbox_thresh": .float(0.5), "bbox_reg_weights": .floats([10, 10, 5, 5])])
+        try Net(NetDef(name: "s", ops: [op]), workspace: ws, registry: .engine).run()
         let labels = try ws.fetchBlob("labels").toArray(as: Int32.self)
         let rois = try ws.fetchBlob("rois").toArray(as: Float.self)
         // fg quota round(0.25·4) = 1: one of {gt, near proposal} (both overlap ≥ 0.5), then 3 bg at most (only the far box).

@@ -67,7 +67,7 @@ public enum ModelBenchmark {
         let pool = ThreadPool(threadCount: max(0, budget.threads - 1), name: "sd-bench")
         let ctx = CPUContext()
         let ws = Workspace(context: ctx)
-        let registry = OperatorRegistry.engine(cfg)
+        let registry = OperatorRegistry.engine
         try Net(model.initNet, workspace: ws, registry: registry, seed: 3).run()
         for (level, cell) in model.cellAnchors { ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx)) }
         let netDef = try makeTrainingNet(cfg, model: model, ws: ws, registry: registry).combined

@@ -197,19 +197,20 @@ final class CollectAndSampleOp: Operator, @unchecked Sendable {
     let bboxThresh: Float
     let weights: (Float, Float, Float, Float)
 
-    init(_ io: OpIO, cfg: Config) throws(OperatorError) {
+    init(_ io: OpIO) throws(OperatorError) {
         self.io = io
         topN = try io.int("rpn_post_nms_topN")
         minLevel = try io.int("roi_min_level")
         maxLevel = try io.int("roi_max_level")
-        numClasses = cfg.int("MODEL.NUM_CLASSES")
-        batchPerImage = cfg.int("TRAIN.BATCH_SIZE_PER_IM")
-        fgFraction = cfg.double("TRAIN.FG_FRACTION")
-        fgThresh = Float(cfg.double("TRAIN.FG_THRESH"))
-        bgHi = Float(cfg.double("TRAIN.BG_THRESH_HI"))
-        bgLo = Float(cfg.double("TRAIN.BG_THRESH_LO"))
-        bboxThresh = Float(cfg.double("TRAIN.BBOX_THRESH"))
-        let w = cfg.doubles("MODEL.BBOX_REG_WEIGHTS")
+        numClasses = try io.int("num_classes")
+        batchPerImage = try io.int("batch_size_per_im")
+        fgFraction = try io.float("fg_fraction")
+        fgThresh = Float(try io.float("fg_thresh"))
+        bgHi = Float(try io.float("bg_thresh_hi"))
+        bgLo = Float(try io.float("bg_thresh_lo"))
+        bboxThresh = Float(try io.float("bbox_thresh"))
+        let w = try io.floats("bbox_reg_weights")
+        try io.argument("bbox_reg_weights", w.count == 4, "must hold 4 values, got \(w.count)")
         weights = (Float(w[0]), Float(w[1]), Float(w[2]), Float(w[3]))
     }
 
@@ -322,11 +323,12 @@ final class CollectAndSampleOp: Operator, @unchecked Sendable {
 }
 
 extension OperatorRegistry {
-    /// The standard ops plus the engine's training op, bound to `cfg`.
-    static func engine(_ cfg: Config) -> OperatorRegistry {
+    /// The standard ops plus the engine's training op (its settings are arguments of the op,
+    /// written by the model builder from the config: they show in `print(net)`).
+    static var engine: OperatorRegistry {
         var r = OperatorRegistry.standard
         r.register("CollectAndSampleFastRcnnRois", OperatorSchema(inputs: 3...Int.max, outputs: 7...Int.max) { io throws(OperatorError) in
-            try CollectAndSampleOp(io, cfg: cfg)
+            try CollectAndSampleOp(io)
         })
         return r
     }

@@ -301,6 +301,14 @@ enum FasterRCNN {
                                              "roi_canonical_scale": .float(Double(cfg.int("FPN.ROI_CANONICAL_SCALE"))),
                                              "roi_canonical_level": .int(cfg.int("FPN.ROI_CANONICAL_LEVEL"))]
         if train {
+            let w = cfg.doubles("MODEL.BBOX_REG_WEIGHTS")
+            for (name, key) in [("fg_fraction", "TRAIN.FG_FRACTION"), ("fg_thresh", "TRAIN.FG_THRESH"), ("bg_thresh_hi", "TRAIN.BG_THRESH_HI"),
+                                ("bg_thresh_lo", "TRAIN.BG_THRESH_LO"), ("bbox_thresh", "TRAIN.BBOX_THRESH")] {
+                args[name] = .float(cfg.double(key))
+            }
+            args["num_classes"] = .int(cfg.int("MODEL.NUM_CLASSES"))
+            args["batch_size_per_im"] = .int(cfg.int("TRAIN.BATCH_SIZE_PER_IM"))
+            args["bbox_reg_weights"] = .floats(w)
             b.op("CollectAndSampleFastRcnnRois", inputs + ["roidb"],
                  ["rois", "labels_int32", "bbox_targets", "bbox_inside_weights", "bbox_outside_weights"] + distributed, args)
         } else {

@@ -38,7 +38,7 @@ public final class Detector {
         pool = ThreadPool(threadCount: max(0, budget.threads - 1), name: "sd-test")
         let ctx = CPUContext()
         ws = Workspace(context: ctx)
-        let registry = OperatorRegistry.engine(config)
+        let registry = OperatorRegistry.engine
         try Net(model.initNet, workspace: ws, registry: registry, seed: UInt64(config.int("RNG_SEED"))).run()
         var metadata: [String: String] = [:]
         if let weights { metadata = try loadCheckpoint(weights, into: ws, model: model, momentum: false, log: log) }

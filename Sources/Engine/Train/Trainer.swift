@@ -75,7 +75,7 @@ public final class Trainer {
         BLAS.threadCount = 1
         let threadsPerReplica = max(1, budget.threads / replicaCount)
         let ctx = CPUContext()
-        let registry = OperatorRegistry.engine(cfg)
+        let registry = OperatorRegistry.engine
         let seed = UInt64(cfg.int("RNG_SEED"))
         var workspaces: [Workspace] = []
         for _ in 0..<replicaCount {
