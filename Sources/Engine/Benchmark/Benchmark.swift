@@ -61,15 +61,10 @@ public enum ModelBenchmark {
     /// of class 1), forward, backward and update, after warm-up.
     public static func training(_ cfg: Config, images: [Image], runs: Int, warmup: Int = 1, threads: Int? = nil,
                                 profile: OpProfile? = nil) throws -> BenchmarkResult {
-        let model = try FasterRCNN.build(cfg, train: true)
-        let budget = CPUBudget.detect(override: threads)
-        BLAS.threadCount = 1
-        let pool = ThreadPool(threadCount: max(0, budget.threads - 1), name: "sd-bench")
-        let ctx = CPUContext()
-        let ws = Workspace(context: ctx)
-        let registry = OperatorRegistry.engine
-        try Net(model.initNet, workspace: ws, registry: registry, seed: 3).run()
-        for (level, cell) in model.cellAnchors { ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx)) }
+        let session = try ModelSession(cfg, train: true, threads: threads)
+        let model = session.model, budget = session.budget, ctx = session.context, registry = session.registry
+        let pool = session.makePool(threads: budget.threads, name: "sd-bench")
+        let ws = try session.makeWorkspace()
         let netDef = try makeTrainingNet(cfg, model: model, ws: ws, registry: registry).combined
         try ws.fetchBlob("lr").mutableData(as: Float.self)[0] = 0.001
         let targets = RPNTargetMaker(cfg: cfg, cellAnchors: model.cellAnchors, levels: model.rpnLevels)

@@ -156,10 +156,11 @@ enum MinibatchCollate {
         for level in targets.levels {
             let f = targets.field[level]!
             let n = samples.count
-            blobs.append(("rpn_labels_int32_wide_fpn\(level)", try Tensor(samples.flatMap { $0.rpn.labels[level]! }, shape: [n, a, f, f], context: context)))
-            blobs.append(("rpn_bbox_targets_wide_fpn\(level)", try Tensor(samples.flatMap { $0.rpn.targets[level]! }, shape: [n, 4 * a, f, f], context: context)))
-            blobs.append(("rpn_bbox_inside_weights_wide_fpn\(level)", try Tensor(samples.flatMap { $0.rpn.inside[level]! }, shape: [n, 4 * a, f, f], context: context)))
-            blobs.append(("rpn_bbox_outside_weights_wide_fpn\(level)", try Tensor(samples.flatMap { $0.rpn.outside[level]! }, shape: [n, 4 * a, f, f], context: context)))
+            let names = DerivedBlobs.rpnTargets(level)
+            blobs.append((names[0], try Tensor(samples.flatMap { $0.rpn.labels[level]! }, shape: [n, a, f, f], context: context)))
+            blobs.append((names[1], try Tensor(samples.flatMap { $0.rpn.targets[level]! }, shape: [n, 4 * a, f, f], context: context)))
+            blobs.append((names[2], try Tensor(samples.flatMap { $0.rpn.inside[level]! }, shape: [n, 4 * a, f, f], context: context)))
+            blobs.append((names[3], try Tensor(samples.flatMap { $0.rpn.outside[level]! }, shape: [n, 4 * a, f, f], context: context)))
         }
         return Minibatch(blobs: blobs, roidb: MinibatchRoidb(entries: samples.map(\.entry), seed: samples.first?.seed ?? 0))
     }

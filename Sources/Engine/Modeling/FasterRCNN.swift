@@ -101,11 +101,9 @@ enum FasterRCNN {
         b.net.executor = cfg.string("MODEL.EXECUTION_TYPE") == "simple" ? .simple : .dag
         if !train && cfg.bool("TEST.FUSE_OPS") { b.net = b.net.fusedForInference() }
         // The blobs the engine feeds: the minibatch (or image), and the cell anchors.
-        b.net.externalInputs = ["data", "im_info"] + rpnLevels.map { "anchors_fpn\($0)" }
+        b.net.externalInputs = ["data", "im_info"] + rpnLevels.map(DerivedBlobs.anchors)
         if train {
-            b.net.externalInputs += ["roidb"] + rpnLevels.flatMap { l in
-                ["rpn_labels_int32_wide_fpn\(l)", "rpn_bbox_targets_wide_fpn\(l)", "rpn_bbox_inside_weights_wide_fpn\(l)", "rpn_bbox_outside_weights_wide_fpn\(l)"]
-            }
+            b.net.externalInputs += ["roidb"] + rpnLevels.flatMap(DerivedBlobs.rpnTargets)
         }
         b.net.externalInputs += b.params.map(\.name)
         return DetectionModel(net: b.net, initNet: b.initNet(), params: b.params, losses: losses,
@@ -263,9 +261,9 @@ enum FasterRCNN {
         let g = Double(cfg.int("NUM_GPUS"))
         for level in levels {
             let s = "\(level)"
-            b.op("SpatialNarrowAs", ["rpn_labels_int32_wide_fpn" + s, "rpn_cls_logits_fpn" + s], ["rpn_labels_int32_fpn" + s])
-            for key in ["targets", "inside_weights", "outside_weights"] {
-                b.op("SpatialNarrowAs", ["rpn_bbox_\(key)_wide_fpn" + s, "rpn_bbox_pred_fpn" + s], ["rpn_bbox_\(key)_fpn" + s])
+            for kind in DerivedBlobs.rpnTargetKinds {
+                let like = kind == "labels_int32" ? "rpn_cls_logits_fpn" + s : "rpn_bbox_pred_fpn" + s
+                b.op("SpatialNarrowAs", [DerivedBlobs.rpnTarget(kind, level: level), like], [DerivedBlobs.rpnTarget(kind, level: level, wide: false)])
             }
             b.op("SigmoidCrossEntropyLoss", ["rpn_cls_logits_fpn" + s, "rpn_labels_int32_fpn" + s], ["loss_rpn_cls_fpn" + s],
                  ["normalize": .int(0), "scale": .float(1 / g / Double(cfg.int("TRAIN.RPN_BATCH_SIZE_PER_IM")) / Double(cfg.int("TRAIN.IMS_PER_BATCH")))])
@@ -286,16 +284,16 @@ enum FasterRCNN {
         let plusOne: ArgumentValue = .int(torchvision ? 0 : 1)
         for level in levels {
             let s = "\(level)"
-            b.op("GenerateProposals", ["rpn_cls_probs_fpn" + s, "rpn_bbox_pred_fpn" + s, "im_info", "anchors_fpn" + s],
-                 ["rpn_rois_fpn" + s, "rpn_roi_probs_fpn" + s],
+            b.op("GenerateProposals", ["rpn_cls_probs_fpn" + s, "rpn_bbox_pred_fpn" + s, "im_info", DerivedBlobs.anchors(level)],
+                 [DerivedBlobs.rpnRois(level), DerivedBlobs.rpnRoiProbs(level)],
                  ["spatial_scale": .float(1.0 / Double(1 << level)), "pre_nms_topN": .int(cfg.int("\(mode).RPN_PRE_NMS_TOP_N")),
                   "post_nms_topN": .int(torchvision ? 0 : cfg.int("\(mode).RPN_POST_NMS_TOP_N")),
                   "nms_thresh": .float(cfg.double("\(mode).RPN_NMS_THRESH")),
                   "min_size": .float(torchvision ? ModelSemantics.torchvisionRPNMinSize : Double(cfg.int("\(mode).RPN_MIN_SIZE"))),
                   "legacy_plus_one": plusOne])
         }
-        let inputs = levels.map { "rpn_rois_fpn\($0)" } + levels.map { "rpn_roi_probs_fpn\($0)" }
-        let distributed = roiLevels.map { "rois_fpn\($0)" } + ["rois_idx_restore_int32"]
+        let inputs = levels.map(DerivedBlobs.rpnRois) + levels.map(DerivedBlobs.rpnRoiProbs)
+        let distributed = roiLevels.map(DerivedBlobs.rois) + ["rois_idx_restore_int32"]
         var args: [String: ArgumentValue] = ["rpn_post_nms_topN": .int(cfg.int("\(mode).RPN_POST_NMS_TOP_N")),
                                              "roi_min_level": .int(roiLevels.lowerBound), "roi_max_level": .int(roiLevels.upperBound),
                                              "roi_canonical_scale": .float(Double(cfg.int("FPN.ROI_CANONICAL_SCALE"))),
@@ -323,7 +321,7 @@ enum FasterRCNN {
         let dim = cfg.int("FPN.DIM")
         var feats: [String] = []
         for level in roiLevels {
-            feats.append(b.op("RoIAlign", [fpn[level]!, "rois_fpn\(level)"], ["roi_feat_fpn\(level)"],
+            feats.append(b.op("RoIAlign", [fpn[level]!, DerivedBlobs.rois(level)], ["roi_feat_fpn\(level)"],
                               ["spatial_scale": .float(1.0 / Double(1 << level)), "pooled_h": .int(res), "pooled_w": .int(res),
                                "sampling_ratio": .int(cfg.int("FAST_RCNN.ROI_XFORM_SAMPLING_RATIO"))]))
         }

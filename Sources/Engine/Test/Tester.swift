@@ -29,17 +29,12 @@ public final class Detector {
     /// (benchmarks).
     public init(config: Config, weights: String?, threads: Int? = nil, log: ((String) -> Void)? = nil) throws {
         cfg = config
-        semantics = try ModelSemantics.of(config)
-        model = try FasterRCNN.build(config, train: false)
-        let budget = CPUBudget.detect(override: threads)
-        // One BLAS thread: the ops split their GEMMs across the pool instead, so BLAS threads and
-        // pool threads never compete for the cores.
-        BLAS.threadCount = 1
-        pool = ThreadPool(threadCount: max(0, budget.threads - 1), name: "sd-test")
-        let ctx = CPUContext()
-        ws = Workspace(context: ctx)
-        let registry = OperatorRegistry.engine
-        try Net(model.initNet, workspace: ws, registry: registry, seed: UInt64(config.int("RNG_SEED"))).run()
+        let session = try ModelSession(config, train: false, threads: threads)
+        semantics = session.semantics
+        model = session.model
+        pool = session.makePool(threads: session.budget.threads, name: "sd-test")
+        let ctx = session.context
+        ws = try session.makeWorkspace()
         var metadata: [String: String] = [:]
         if let weights { metadata = try loadCheckpoint(weights, into: ws, model: model, momentum: false, log: log) }
         var cats: [Int: (Int, String)] = [:]
@@ -54,17 +49,11 @@ public final class Detector {
             for (i, c) in list.enumerated() { cats[i + 1] = (c.id, c.name) }
         }
         categories = cats
-        if semantics == .detectron {
-            for (level, cell) in model.cellAnchors {
-                ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx))
-            }
-        } else {
-            try Self.feedAnchorGrids(model.cellAnchors, into: ws, paddedHeight: 32, paddedWidth: 32)
-        }
+        if semantics == .torchvision { try Self.feedAnchorGrids(model.cellAnchors, into: ws, paddedHeight: 32, paddedWidth: 32) }
         // Shapes are known only once an image is fed: make the net on the first image.
         ws.feedBlob("data", try Tensor(.float32, shape: [1, 3, 32, 32], context: ctx))
         ws.feedBlob("im_info", try Tensor([32, 32, 1] as [Float], shape: [1, 3], context: ctx))
-        net = try Net(model.net, workspace: ws, registry: registry, pool: pool)
+        net = try Net(model.net, workspace: ws, registry: session.registry, pool: pool)
     }
 
     /// torchvision's anchors for a padded input: each level's feature map is the input halved
@@ -76,7 +65,7 @@ public final class Detector {
             var fh = paddedHeight, fw = paddedWidth
             for _ in 0..<level { (fh, fw) = ((fh + 1) / 2, (fw + 1) / 2) }
             let grid = Boxes.anchorGrid(cell: cell, height: fh, width: fw, strideH: paddedHeight / fh, strideW: paddedWidth / fw)
-            ws.feedBlob("anchors_fpn\(level)", try Tensor(grid, shape: [grid.count / 4, 4], context: ws.context))
+            ws.feedBlob(DerivedBlobs.anchors(level), try Tensor(grid, shape: [grid.count / 4, 4], context: ws.context))
         }
     }
 
@@ -187,7 +176,7 @@ public final class Detector {
         case "proposal_scores":
             // The collect op's order: every level's probabilities, by descending score, ties by index.
             var probs: [Float] = []
-            for level in model.rpnLevels { probs += try ws.fetchBlob("rpn_roi_probs_fpn\(level)").toArray(as: Float.self) }
+            for level in model.rpnLevels { probs += try ws.fetchBlob(DerivedBlobs.rpnRoiProbs(level)).toArray(as: Float.self) }
             let r = try ws.fetchBlob("rois").dim(0)
             return ([r], Boxes.descendingOrder(probs).prefix(r).map { probs[$0] })
         default:

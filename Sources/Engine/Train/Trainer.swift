@@ -58,7 +58,8 @@ public final class Trainer {
         encoder.outputFormatting = .sortedKeys
         categoriesJSON = String(decoding: (try? encoder.encode(datasets[0].coco.categories)) ?? Data("[]".utf8), as: UTF8.self)
 
-        let model = try FasterRCNN.build(cfg, train: true)
+        let session = try ModelSession(cfg, train: true)
+        let model = session.model
         let communicator = try makeCommunicator(cfg)
         let replicaCount = communicator.localReplicas
         let isFirstProcess = communicator.firstReplica == 0
@@ -69,23 +70,12 @@ public final class Trainer {
             log("data-parallel training: \(communicator.worldSize) replicas (NUM_GPUS), \(replicaCount) in this process, "
                 + "each with TRAIN.IMS_PER_BATCH \(cfg.int("TRAIN.IMS_PER_BATCH")) images")
         }
-        let budget = CPUBudget.detect()
-        // One BLAS thread: the ops split their GEMMs across the pool instead, so BLAS threads and
-        // pool threads never compete for the cores. Replicas in one process share the cores.
-        BLAS.threadCount = 1
-        let threadsPerReplica = max(1, budget.threads / replicaCount)
-        let ctx = CPUContext()
-        let registry = OperatorRegistry.engine
-        let seed = UInt64(cfg.int("RNG_SEED"))
-        var workspaces: [Workspace] = []
-        for _ in 0..<replicaCount {
-            let ws = Workspace(context: ctx)
-            try Net(model.initNet, workspace: ws, registry: registry, seed: seed).run()
-            for (level, cell) in model.cellAnchors {
-                ws.feedBlob("anchors_fpn\(level)", try Tensor(cell, shape: [cell.count / 4, 4], context: ctx))
-            }
-            workspaces.append(ws)
-        }
+        // Replicas in one process share the cores.
+        let threadsPerReplica = max(1, session.budget.threads / replicaCount)
+        let ctx = session.context
+        let registry = session.registry
+        let seed = session.seed
+        let workspaces = try (0..<replicaCount).map { _ in try session.makeWorkspace() }
         // Weights are read into the first replica; the broadcast below gives them to the others.
         let ws = workspaces[0]
         var start = 0
@@ -108,7 +98,7 @@ public final class Trainer {
             let nets = try makeTrainingNet(cfg, model: model, ws: rws, registry: registry)
             trainable = nets.trainable
             gradients = nets.gradients
-            let pool = ThreadPool(threadCount: threadsPerReplica - 1, name: "sd-train\(r)")
+            let pool = session.makePool(threads: threadsPerReplica, name: "sd-train\(r)")
             let global = UInt64(communicator.firstReplica + r)
             replicas.append(Replica(index: r, workspace: rws,
                                     forwardBackward: try Net(nets.forwardBackward, workspace: rws, registry: registry, pool: pool, seed: seed &+ global),
