@@ -23,6 +23,11 @@ struct ConfigOptions: ParsableArguments {
     }
 }
 
+/// The live status line on a terminal's standard error: rewritten in place, cleared by nil.
+@Sendable func terminalStatus(_ line: String?) {
+    FileHandle.standardError.write(Data(("\r\u{1B}[K" + (line ?? "")).utf8))
+}
+
 @Sendable func log(_ s: String) {
     let stamp = ISO8601DateFormatter().string(from: Date())
     FileHandle.standardOutput.write(Data("[\(stamp)] \(s)\n".utf8))
@@ -37,6 +42,7 @@ struct Train: ParsableCommand {
         let cfg = try options.load()
         do {
             let trainer = Trainer(config: cfg, log: log)
+            if isatty(2) != 0 { trainer.status = terminalStatus }
             let final = try trainer.run()
             // In an MPI run, the process of replica 0 tests; the other ranks are done.
             if !skipTest && (MPICommunicator.runningRank ?? 0) == 0 {

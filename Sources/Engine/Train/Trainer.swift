@@ -21,6 +21,10 @@ public final class Trainer {
     public private(set) var cfg: Config
     public let outputDirectory: String
     let log: @Sendable (String) -> Void
+    /// Where the live status line goes (`[t/N] loss … eta …`, every iteration), nil to clear it
+    /// before a log line; nil: no live line. The engine never writes to the terminal itself: the
+    /// CLI sets this when its standard error is a terminal.
+    public var status: (@Sendable (String?) -> Void)?
     /// The training categories, saved with the weights so inference can name classes.
     var categoriesJSON = "[]"
 
@@ -159,10 +163,10 @@ public final class Trainer {
         let stats = isFirstProcess ? FileHandle(forWritingAtPath: statsPath) : nil
         stats?.seekToEndOfFile()
         defer { try? stats?.close() }
-        let interactive = isatty(2) != 0
+        let status = isFirstProcess ? self.status : nil
         func record(_ json: [String: Any]) throws {
             let line = String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
-            if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+            status?(nil)
             log("json_stats: \(line)")
             stats?.write(Data((line + "\n").utf8))
         }
@@ -214,7 +218,7 @@ public final class Trainer {
             // resumed one is shown on the terminal only.
             let logged = (t + 1) % 20 == 0 || t == 0 || t == maxIter - 1
             let logNow = isFirstProcess && (logged || t == start)
-            if logNow || (interactive && isFirstProcess) {
+            if logNow || status != nil {
                 let med = medians(window)
                 let secs = times.sorted()[times.count / 2]
                 let eta = secs * Double(maxIter - t - 1)
@@ -227,12 +231,12 @@ public final class Trainer {
                         try record(json)
                     } else {
                         let line = String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
+                        status?(nil)
                         log("json_stats: \(line)")
                     }
                     onLog?(TrainingEvent(iteration: t, lr: lr, losses: med, total: med["loss"] ?? total, secondsPerIteration: secs))
                 } else {
-                    FileHandle.standardError.write(Data(String(format: "\r\u{1B}[K[%d/%d] loss %.3f  lr %.5f  %.2f s/it  eta %@", t + 1, maxIter,
-                                                                med["loss"] ?? total, lr, secs, formatETA(eta)).utf8))
+                    status?(String(format: "[%d/%d] loss %.3f  lr %.5f  %.2f s/it  eta %@", t + 1, maxIter, med["loss"] ?? total, lr, secs, formatETA(eta)))
                 }
             }
             if isFirstProcess && evalPeriod > 0 && (t + 1) % evalPeriod == 0 && t + 1 < maxIter {
@@ -242,12 +246,13 @@ public final class Trainer {
                 let path = snapshots.path(t)
                 try saveCheckpoint(path, ws: ws, model: model, trainable: trainable, progress: TrainingProgress(iteration: t, window: window))
                 lastSnapshot = path
+                status?(nil)
                 log("wrote snapshot \(path)")
                 for old in snapshots.prune(keep: cfg.int("TRAIN.SNAPSHOT_KEEP")) { log("deleted snapshot \(old) (TRAIN.SNAPSHOT_KEEP \(cfg.int("TRAIN.SNAPSHOT_KEEP")))") }
                 writePlot()
             }
         }
-        if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        status?(nil)
         if isFirstProcess {
             try saveCheckpoint(finalPath, ws: ws, model: model, trainable: trainable, progress: TrainingProgress(iteration: maxIter - 1, window: window))
         }
