@@ -75,12 +75,13 @@ public func addGradientOperators(to net: inout NetDef, losses: [String],
             throw .unknownOperator(type: op.type, at: at, suggestion: closestName(to: op.type, in: registry.types))
         }
         guard let maker = schema.gradient else { throw .noGradient(type: op.type, at: at) }
-        if let fused = ["fused_affine", "fused_residual", "fused_relu"].first(where: { op.arguments[$0] != nil }) {
-            throw .badArgument(name: fused, at: at, reason: "marks an op fused for inference (NetDef.fusedForInference), which has no "
-                               + "gradient: build the training net unfused")
-        }
         let names = op.inputs.map(temp)
-        let result = maker(GradientRequest(def: op, outputGradients: outGrads, inputGradientNames: names))
+        let result: GradientResult
+        do {
+            result = try maker(GradientRequest(def: op, outputGradients: outGrads, inputGradientNames: names))
+        } catch {
+            throw .badArgument(name: error.argument, at: at, reason: error.reason)
+        }
         let start = backward.count
         backward += result.ops.map { var d = $0; d.isGradientOp = true; return d }
         for i in result.inputsWithGradient.sorted() {

@@ -233,8 +233,28 @@ public struct GradientResult: Sendable {
     public static let none = GradientResult(ops: [], inputsWithGradient: [])
 }
 
-/// How an op type's gradient is made. `nil` on a schema means the op is not differentiable.
-public typealias GradientMaker = @Sendable (GradientRequest) -> GradientResult
+/// Why a gradient maker cannot differentiate one op: the argument that prevents it, and why.
+public struct GradientRefusal: Error, Sendable {
+    public var argument: String
+    public var reason: String
+
+    public init(argument: String, reason: String) {
+        self.argument = argument
+        self.reason = reason
+    }
+
+    /// The op carries one of `arguments`, which mark an op fused for inference
+    /// (``NetDef/fusedForInference(keeping:)``): such an op has no gradient.
+    static func ifFused(_ def: OperatorDef, _ arguments: [String]) throws(GradientRefusal) {
+        guard let fused = arguments.first(where: { def.arguments[$0] != nil }) else { return }
+        throw GradientRefusal(argument: fused, reason: "marks an op fused for inference (NetDef.fusedForInference), which has no "
+                              + "gradient: build the training net unfused")
+    }
+}
+
+/// How an op type's gradient is made (or why it cannot be, for this op's arguments). `nil` on a
+/// schema means the op type is not differentiable.
+public typealias GradientMaker = @Sendable (GradientRequest) throws(GradientRefusal) -> GradientResult
 
 /// One op type: how many blobs it takes, how to make it, and its gradient.
 public struct OperatorSchema: Sendable {

@@ -56,7 +56,7 @@ func checkGradient(_ def: OperatorDef, inputs: [CheckInput], output: Int = 0, ep
     var outGrads = [String?](repeating: nil, count: def.outputs.count)
     outGrads[output] = def.outputs[output] + "_grad"
     let names = def.inputs.map { $0 + "_grad" }
-    let result = maker(GradientRequest(def: def, outputGradients: outGrads, inputGradientNames: names))
+    let result = try maker(GradientRequest(def: def, outputGradients: outGrads, inputGradientNames: names))
     ws.feedBlob(outGrads[output]!, try Tensor(r.map(Float.init), shape: y.shape, context: ctx))
     try Net(NetDef(name: "backward", ops: result.ops), workspace: ws).run()
 

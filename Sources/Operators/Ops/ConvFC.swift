@@ -526,7 +526,8 @@ final class FCGradientOp: Operator, @unchecked Sendable {
 }
 
 func registerConvAndFC(_ r: inout OperatorRegistry) {
-    r.register("Conv", OperatorSchema(inputs: 2...6, outputs: 1...1, gradient: { g in
+    r.register("Conv", OperatorSchema(inputs: 2...6, outputs: 1...1, gradient: { g throws(GradientRefusal) in
+        try GradientRefusal.ifFused(g.def, ["fused_affine", "fused_residual", "fused_relu"])
         var args = g.def.arguments
         let hasBias = g.def.inputs.count > 2
         if !hasBias { args["no_bias"] = .int(1) }

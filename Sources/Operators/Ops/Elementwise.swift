@@ -252,8 +252,9 @@ func registerElementwise(_ r: inout OperatorRegistry) {
         let s = Float(try io.float("scale", 1))
         return UnaryOp(io) { x, y, r in for i in r { y[i] = x[i] * s } }
     })
-    r.register("Sum", OperatorSchema(inputs: 1...Int.max, outputs: 1...1, allowsInPlace: true, gradient: { g in
-        GradientResult(ops: g.def.inputs.indices.map { OperatorDef("Copy", inputs: [g.outputGradient(0)!], outputs: [g.inputGradient($0)]) },
+    r.register("Sum", OperatorSchema(inputs: 1...Int.max, outputs: 1...1, allowsInPlace: true, gradient: { g throws(GradientRefusal) in
+        try GradientRefusal.ifFused(g.def, ["fused_relu"])
+        return GradientResult(ops: g.def.inputs.indices.map { OperatorDef("Copy", inputs: [g.outputGradient(0)!], outputs: [g.inputGradient($0)]) },
                        inputsWithGradient: Set(g.def.inputs.indices))
     }) { io throws(OperatorError) in try SumOp(io) })
     for (name, mul) in [("Add", false), ("Mul", true)] {
