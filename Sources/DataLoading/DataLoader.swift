@@ -154,7 +154,7 @@ func makeBatch<D: Dataset, Batch>(_ dataset: D, _ task: LoadTask, seed: UInt64, 
 /// seccomp, a missing `WorkerGuard`), shared memory unusable, a worker dying during start-up —
 /// the loader warns once, saying why, and loads in the calling thread; `fallbackToMainThread =
 /// false` makes that an error.
-public final class DataLoader<D: Dataset, Batch: Sendable>: @unchecked Sendable {
+public final class DataLoader<D: Dataset, Batch: Sendable>: Sendable {
     public let dataset: D
     public let options: DataLoaderOptions
     let sampler: any BatchSampler

@@ -26,7 +26,7 @@ public struct ExecutionContext: Sendable {
 /// runs: an op checks a buffer out for the duration of a call and returns it, so ops running one
 /// after another reuse one buffer and ops running at the same time get different ones. Buffers
 /// are tensors of the net's context, so its accounting sees them.
-public final class ScratchBuffers: @unchecked Sendable {
+public final class ScratchBuffers: Sendable {
     private let context: any Context
     private let free = Locked<[Tensor]>([])
 
@@ -58,7 +58,7 @@ public struct OpRunError: Error, Sendable {
 }
 
 /// An op's view of its blobs and arguments, resolved once when the net is made.
-public struct OpIO: @unchecked Sendable {
+public struct OpIO: Sendable {
     public let def: OperatorDef
     public let location: OpLocation
     public let workspace: Workspace

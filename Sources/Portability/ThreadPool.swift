@@ -63,7 +63,7 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    private final class WorkerStart: @unchecked Sendable {
+    private final class WorkerStart: Sendable {
         let shared: Shared
         init(shared: Shared) { self.shared = shared }
     }
@@ -161,7 +161,7 @@ public final class ThreadPool: @unchecked Sendable {
 }
 
 /// An error from inside a loop body, carried across threads.
-struct LoopFailure: Error, @unchecked Sendable {
+struct LoopFailure: Error, Sendable {
     let error: any Error
 }
 

@@ -183,7 +183,7 @@ public struct MinibatchRoidb: Sendable {
 /// `CollectAndSampleFastRcnnRois`: Detectron's training-time collect (top RPN_POST_NMS_TOP_N over
 /// the whole minibatch) and Fast R-CNN sampling (`roi_data/fast_rcnn.py`), then distribution of
 /// the sampled RoIs to FPN levels.
-final class CollectAndSampleOp: Operator, @unchecked Sendable {
+final class CollectAndSampleOp: Operator, Sendable {
     let io: OpIO
     let topN: Int
     let minLevel: Int

@@ -122,7 +122,7 @@ public struct MPICommunicator: ReplicaCommunicator {
 }
 
 /// One replica: its workspace, its forward-and-backward net, its update net and its threads.
-final class Replica: @unchecked Sendable {
+final class Replica: Sendable {
     let index: Int
     let workspace: Workspace
     let forwardBackward: Net
@@ -142,7 +142,7 @@ final class Replica: @unchecked Sendable {
 /// minibatch (its losses already scaled by 1/NUM_GPUS), the gradients of the trainable
 /// parameters are summed over all replicas, and each replica applies the same update — so
 /// parameters and momentum buffers stay identical. With one replica this is the plain step.
-final class ReplicaGroup: @unchecked Sendable {
+final class ReplicaGroup: Sendable {
     let replicas: [Replica]
     let communicator: any ReplicaCommunicator
     /// The gradient blob of each trainable parameter, in parameter order.

@@ -396,7 +396,7 @@ struct ConvEpilogue: @unchecked Sendable {
 
 /// `ConvGradient(X, W, dY) -> (dW[, db][, dX])`: the `no_bias` and `compute_dX` arguments say
 /// which outputs there are.
-final class ConvGradientOp: Operator, @unchecked Sendable {
+final class ConvGradientOp: Operator, Sendable {
     let io: OpIO
     let geo: ConvGeometry
     let hasBias: Bool
@@ -471,7 +471,7 @@ final class ConvGradientOp: Operator, @unchecked Sendable {
 }
 
 /// `FC(X, W, b; axis=1) -> Y = X·Wᵀ + b`, W stored (out, in) as in Caffe2.
-final class FCOp: Operator, @unchecked Sendable {
+final class FCOp: Operator, Sendable {
     let io: OpIO
     let axis: Int
     init(_ io: OpIO) throws(OperatorError) {
@@ -499,7 +499,7 @@ final class FCOp: Operator, @unchecked Sendable {
 }
 
 /// `FCGradient(X, W, dY) -> (dW, db[, dX])`.
-final class FCGradientOp: Operator, @unchecked Sendable {
+final class FCGradientOp: Operator, Sendable {
     let io: OpIO
     let axis: Int
     init(_ io: OpIO) throws(OperatorError) {

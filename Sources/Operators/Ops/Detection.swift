@@ -16,7 +16,7 @@ import Storage
 /// boxes are decoded and clipped to im_info's height and width without +1, kept if both sides
 /// are ≥ min_size in the resized image, NMS drops IoU > nms_thresh, and post_nms_topN ≤ 0 keeps
 /// every survivor (torchvision limits the total after collecting the levels).
-final class GenerateProposalsOp: Operator, @unchecked Sendable {
+final class GenerateProposalsOp: Operator, Sendable {
     let io: OpIO
     let stride: Float
     let preTopN: Int
@@ -117,7 +117,7 @@ final class GenerateProposalsOp: Operator, @unchecked Sendable {
 /// the relative order; `rois_idx_restore_int32` is the permutation that restores the collected
 /// order from the per-level concatenation. With `legacy_plus_one` 0, levels follow torchvision's
 /// `LevelMapper` (``Boxes/fpnLevels(_:minLevel:maxLevel:canonicalScale:canonicalLevel:convention:)``).
-final class CollectAndDistributeOp: Operator, @unchecked Sendable {
+final class CollectAndDistributeOp: Operator, Sendable {
     let io: OpIO
     let topN: Int
     let minLevel: Int
@@ -172,7 +172,7 @@ final class CollectAndDistributeOp: Operator, @unchecked Sendable {
 /// (strict), NMS at `nms` (kept in ascending row order); then if more than detections_per_im
 /// remain, each class keeps the rows scoring ≥ the detections_per_im-th largest score (ties may
 /// exceed the cap). Output is grouped by class in class order.
-final class BoxWithNMSLimitOp: Operator, @unchecked Sendable {
+final class BoxWithNMSLimitOp: Operator, Sendable {
     let io: OpIO
     let scoreThresh: Float
     let nmsThresh: Float

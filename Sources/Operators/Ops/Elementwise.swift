@@ -15,7 +15,7 @@ extension ExecutionContext {
 }
 
 /// `Y = f(X)` elementwise; may run in place.
-final class UnaryOp: Operator, @unchecked Sendable {
+final class UnaryOp: Operator, Sendable {
     let io: OpIO
     let f: @Sendable (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Range<Int>) -> Void
     init(_ io: OpIO, _ f: @escaping @Sendable (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Range<Int>) -> Void) {
@@ -32,7 +32,7 @@ final class UnaryOp: Operator, @unchecked Sendable {
 }
 
 /// `dX = g(Y, dY)` elementwise; may run in place on dY.
-final class UnaryGradientOp: Operator, @unchecked Sendable {
+final class UnaryGradientOp: Operator, Sendable {
     let io: OpIO
     let g: @Sendable (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Range<Int>) -> Void
     init(_ io: OpIO, _ g: @escaping @Sendable (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Range<Int>) -> Void) {
@@ -51,7 +51,7 @@ final class UnaryGradientOp: Operator, @unchecked Sendable {
 }
 
 /// Sum of any number of same-shaped inputs (`Sum`), optionally in place on the first.
-final class SumOp: Operator, @unchecked Sendable {
+final class SumOp: Operator, Sendable {
     let io: OpIO
     /// A fused Relu (``NetDef/fusedForInference(keeping:)``), with Relu's arithmetic.
     let relu: Bool
@@ -106,7 +106,7 @@ struct BinaryArguments {
 }
 
 /// Caffe2's `Add`/`Mul` with legacy broadcasting (``BinaryArguments``).
-final class BinaryOp: Operator, @unchecked Sendable {
+final class BinaryOp: Operator, Sendable {
     let io: OpIO
     let args: BinaryArguments
 
@@ -134,7 +134,7 @@ final class BinaryOp: Operator, @unchecked Sendable {
 
 /// Gradients of `Add`/`Mul`: inputs (dY, A, B), outputs (dA, dB); dB is reduced over the
 /// broadcast dimensions.
-final class BinaryGradientOp: Operator, @unchecked Sendable {
+final class BinaryGradientOp: Operator, Sendable {
     let io: OpIO
     let args: BinaryArguments
 
@@ -173,7 +173,7 @@ final class BinaryGradientOp: Operator, @unchecked Sendable {
 }
 
 /// `WeightedSum(X0, w0, X1, w1, …)`: `Y = Σ w_i · X_i`, with each `w_i` a one-element tensor.
-final class WeightedSumOp: Operator, @unchecked Sendable {
+final class WeightedSumOp: Operator, Sendable {
     let io: OpIO
     init(_ io: OpIO) { self.io = io }
 
@@ -201,7 +201,7 @@ final class WeightedSumOp: Operator, @unchecked Sendable {
 }
 
 /// `Copy`, `StopGradient` (identity, in place allowed) and `ResizeLike`-style reshaping copies.
-final class CopyOp: Operator, @unchecked Sendable {
+final class CopyOp: Operator, Sendable {
     let io: OpIO
     /// When set, the output takes the shape of this input instead of input 0's.
     let shapeFrom: Int?

@@ -25,7 +25,7 @@ func stableHash(_ s: String) -> UInt64 {
 /// Xavier is U(±√(3/fan_in)), fan_in = numel/dim0; MSRA is N(0, √(2/fan_out)),
 /// fan_out = numel/dim1 — Caffe2's definitions. Random fills are seeded by the `seed` argument,
 /// else by the net's seed mixed with the output's name, so they are reproducible.
-final class FillOp: Operator, @unchecked Sendable {
+final class FillOp: Operator, Sendable {
     enum Kind { case constant, gaussian, xavier, msra, uniform }
     let io: OpIO
     let kind: Kind
@@ -107,7 +107,7 @@ final class FillOp: Operator, @unchecked Sendable {
 /// `MomentumSGDUpdate(grad, moment, lr, param; momentum=0.9, nesterov=0) -> (grad, moment, param)`,
 /// in place, as Caffe2: `m' = lr·g + μ·m; param −= m'; grad = m'` (Nesterov:
 /// `m' = μ·m + lr·g; g' = (1 + μ)·m' − μ·m; param −= g'`).
-final class MomentumSGDUpdateOp: Operator, @unchecked Sendable {
+final class MomentumSGDUpdateOp: Operator, Sendable {
     let io: OpIO
     let momentum: Float
     let nesterov: Bool

@@ -17,7 +17,7 @@ func lossGradient(_ io: OpIO, _ i: Int) throws(OpRunError) -> Float {
 }
 
 /// `Softmax(X; axis=1) -> Y` over the dimensions from `axis` on; `SoftmaxGradient(Y, dY) -> dX`.
-final class SoftmaxOp: Operator, @unchecked Sendable {
+final class SoftmaxOp: Operator, Sendable {
     let io: OpIO
     let axis: Int
     let gradient: Bool
@@ -64,7 +64,7 @@ final class SoftmaxOp: Operator, @unchecked Sendable {
 /// `SoftmaxWithLoss(X, labels[, weights]; scale=1) -> (P, loss)`:
 /// `loss = scale · Σ_i w_i · −ln P[i, label_i] / Σ_i w_i` (weights 1 when absent, so the mean).
 /// `SoftmaxWithLossGradient(X, labels[, weights], P, dLoss) -> dX`.
-final class SoftmaxWithLossOp: Operator, @unchecked Sendable {
+final class SoftmaxWithLossOp: Operator, Sendable {
     let io: OpIO
     let scale: Float
     let gradient: Bool
@@ -117,7 +117,7 @@ final class SoftmaxWithLossOp: Operator, @unchecked Sendable {
 /// the stable BCE with logits, elements with target −1 ignored; the sum is divided by the number
 /// of valid elements when `normalize`, then multiplied by `scale`.
 /// `SigmoidCrossEntropyLossGradient(X, targets, dLoss) -> dX = (σ(x) − t)·scale/normalizer·dLoss`.
-final class SigmoidCrossEntropyLossOp: Operator, @unchecked Sendable {
+final class SigmoidCrossEntropyLossOp: Operator, Sendable {
     let io: OpIO
     let scale: Double
     let normalize: Bool
@@ -160,7 +160,7 @@ final class SigmoidCrossEntropyLossOp: Operator, @unchecked Sendable {
 /// `scale/N · Σ alpha_out · SmoothL1(alpha_in · (Y_hat − Y))`, N = Y_hat's first dimension,
 /// `SmoothL1(z) = 0.5z²/β if |z| < β else |z| − 0.5β`.
 /// `SmoothL1LossGradient(Y_hat, Y, alpha_in, alpha_out, dLoss) -> dY_hat`.
-final class SmoothL1LossOp: Operator, @unchecked Sendable {
+final class SmoothL1LossOp: Operator, Sendable {
     let io: OpIO
     let beta: Double
     let scale: Double
@@ -206,7 +206,7 @@ final class SmoothL1LossOp: Operator, @unchecked Sendable {
 
 /// `Accuracy(P, labels; top_k=1) -> accuracy`: the fraction of rows whose label is among the
 /// top-k scores (ties count against).
-final class AccuracyOp: Operator, @unchecked Sendable {
+final class AccuracyOp: Operator, Sendable {
     let io: OpIO
     let topK: Int
     init(_ io: OpIO) throws(OperatorError) {

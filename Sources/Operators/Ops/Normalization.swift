@@ -12,7 +12,7 @@ func channelLayout(_ io: OpIO, _ x: Tensor, param i: Int) throws(OpRunError) -> 
 
 /// `AffineChannel(X, scale, bias) -> Y`, `Y[n, c, …] = X[n, c, …]·scale[c] + bias[c]`; may run in place.
 /// Detectron's stand-in for frozen BatchNorm: its gradient gives only dX unless `is_learnable`.
-final class AffineChannelOp: Operator, @unchecked Sendable {
+final class AffineChannelOp: Operator, Sendable {
     let io: OpIO
     init(_ io: OpIO) { self.io = io }
 
@@ -32,7 +32,7 @@ final class AffineChannelOp: Operator, @unchecked Sendable {
 
 /// `AffineChannelGradient(dY, scale[, X]) -> (dX[, dscale, dbias])`; with `is_learnable` the
 /// third input X is required for dscale.
-final class AffineChannelGradientOp: Operator, @unchecked Sendable {
+final class AffineChannelGradientOp: Operator, Sendable {
     let io: OpIO
     let learnable: Bool
     init(_ io: OpIO) throws(OperatorError) {
@@ -78,7 +78,7 @@ final class AffineChannelGradientOp: Operator, @unchecked Sendable {
 
 /// `GroupNorm(X, gamma, beta; group=32, epsilon=1e-5) -> (Y, mean, rstd)`, NCHW; mean and rstd
 /// (1/σ) are (N, G), kept for the gradient.
-final class GroupNormOp: Operator, @unchecked Sendable {
+final class GroupNormOp: Operator, Sendable {
     let io: OpIO
     let groups: Int
     let epsilon: Double
@@ -124,7 +124,7 @@ final class GroupNormOp: Operator, @unchecked Sendable {
 }
 
 /// `GroupNormGradient(dY, X, gamma, beta, mean, rstd) -> (dX, dgamma, dbeta)`.
-final class GroupNormGradientOp: Operator, @unchecked Sendable {
+final class GroupNormGradientOp: Operator, Sendable {
     let io: OpIO
     let groups: Int
     init(_ io: OpIO) throws(OperatorError) {
@@ -191,7 +191,7 @@ final class GroupNormGradientOp: Operator, @unchecked Sendable {
 /// - Train: `(X, scale, bias, running_mean, running_var) -> (Y, running_mean, running_var,
 ///   saved_mean, saved_inv_std)`; running statistics are updated in place,
 ///   `running = momentum·running + (1 − momentum)·batch` (biased batch variance, as Caffe2).
-final class SpatialBNOp: Operator, @unchecked Sendable {
+final class SpatialBNOp: Operator, Sendable {
     let io: OpIO
     let isTest: Bool
     let epsilon: Double
@@ -261,7 +261,7 @@ final class SpatialBNOp: Operator, @unchecked Sendable {
 /// `SpatialBNGradient(X, scale, dY, mean, inv_std_or_var) -> (dX, dscale, dbias)`. In training the
 /// last two inputs are the saved batch statistics; with `is_test=1` they are the fixed mean and
 /// variance, and the statistics are constants.
-final class SpatialBNGradientOp: Operator, @unchecked Sendable {
+final class SpatialBNGradientOp: Operator, Sendable {
     let io: OpIO
     let isTest: Bool
     let epsilon: Double

@@ -3,7 +3,7 @@ import Storage
 /// `MaxPool`/`AveragePool(X; kernel, stride, pad, global_pooling) -> Y`, NCHW, floor output size.
 /// Max pooling ignores padding; average pooling divides by the window's cells inside the image
 /// (Caffe2's default `count_include_pad = 0`).
-final class PoolOp: Operator, @unchecked Sendable {
+final class PoolOp: Operator, Sendable {
     let io: OpIO
     let isMax: Bool
     let global: Bool
@@ -88,7 +88,7 @@ final class PoolOp: Operator, @unchecked Sendable {
 
 /// `UpsampleNearest(X; scale) -> Y`: `Y[y, x] = X[⌊y/scale⌋, ⌊x/scale⌋]`; its gradient
 /// `UpsampleNearestGradient(X, dY) -> dX` sums each scale×scale block.
-final class UpsampleNearestOp: Operator, @unchecked Sendable {
+final class UpsampleNearestOp: Operator, Sendable {
     let io: OpIO
     let scale: Int
     let gradient: Bool

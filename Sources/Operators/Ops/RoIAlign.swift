@@ -7,7 +7,7 @@ import Storage
 /// counts. `sampling_ratio ≤ 0` picks ⌈roi_h/pooled_h⌉ samples (Caffe2's adaptive rule).
 /// `RoIAlign(X, rois) -> Y (R, C, pooled_h, pooled_w)`; rois are (R, 5) = [batch, x1, y1, x2, y2].
 /// `RoIAlignGradient(X, rois, dY) -> dX` scatters with the same weights.
-final class RoIAlignOp: Operator, @unchecked Sendable {
+final class RoIAlignOp: Operator, Sendable {
     let io: OpIO
     let scale: Float
     let ph: Int

@@ -9,7 +9,7 @@ func resolveAxis(_ axis: Int, rank: Int, io: OpIO, input: Int = 0) throws(OpRunE
 
 /// `Concat(X0, X1, …; axis) -> (Y, split_info)`: joins along `axis`; `split_info` (int32) holds each
 /// input's size on that axis.
-final class ConcatOp: Operator, @unchecked Sendable {
+final class ConcatOp: Operator, Sendable {
     let io: OpIO
     let axisArg: Int
     init(_ io: OpIO) throws(OperatorError) {
@@ -53,7 +53,7 @@ final class ConcatOp: Operator, @unchecked Sendable {
 
 /// `Split(X[, split]; axis, split) -> (Y0, Y1, …)`: sizes from the `split` argument, a second
 /// int32 input, or equal parts.
-final class SplitOp: Operator, @unchecked Sendable {
+final class SplitOp: Operator, Sendable {
     let io: OpIO
     let axisArg: Int
     let sizes: [Int]?
@@ -106,7 +106,7 @@ final class SplitOp: Operator, @unchecked Sendable {
 
 /// `Reshape(X[, shape]; shape) -> (Y, old_shape)`: Caffe2 rules — 0 copies the input's dimension,
 /// -1 is inferred.
-final class ReshapeOp: Operator, @unchecked Sendable {
+final class ReshapeOp: Operator, Sendable {
     let io: OpIO
     let target: [Int]?
     init(_ io: OpIO) throws(OperatorError) {
@@ -147,7 +147,7 @@ final class ReshapeOp: Operator, @unchecked Sendable {
 }
 
 /// `Flatten(X; axis=1) -> Y` of shape (prod dims before axis, prod from axis).
-final class FlattenOp: Operator, @unchecked Sendable {
+final class FlattenOp: Operator, Sendable {
     let io: OpIO
     let axis: Int
     init(_ io: OpIO) throws(OperatorError) {
@@ -168,7 +168,7 @@ final class FlattenOp: Operator, @unchecked Sendable {
 }
 
 /// `Transpose(X; axes) -> Y`; default axes reverse the dimensions.
-final class TransposeOp: Operator, @unchecked Sendable {
+final class TransposeOp: Operator, Sendable {
     let io: OpIO
     let axesArg: [Int]?
     init(_ io: OpIO) throws(OperatorError) {
@@ -203,7 +203,7 @@ final class TransposeOp: Operator, @unchecked Sendable {
 
 /// `SpatialNarrowAs(A, B) -> C`: A cropped top-left to B's height and width (NCHW).
 /// Its gradient, `SpatialNarrowAsGradient(A, B, dC) -> dA`, pads dC with zeros to A's size.
-final class SpatialNarrowAsOp: Operator, @unchecked Sendable {
+final class SpatialNarrowAsOp: Operator, Sendable {
     let io: OpIO
     let gradient: Bool
     init(_ io: OpIO, gradient: Bool) {
@@ -246,7 +246,7 @@ final class SpatialNarrowAsOp: Operator, @unchecked Sendable {
 
 /// `BatchPermutation(X, indices) -> Y` with `Y[i] = X[indices[i]]` along dimension 0; its gradient
 /// `BatchPermutationGradient(indices, dY) -> dX` scatters back.
-final class BatchPermutationOp: Operator, @unchecked Sendable {
+final class BatchPermutationOp: Operator, Sendable {
     let io: OpIO
     let gradient: Bool
     init(_ io: OpIO, gradient: Bool) {
