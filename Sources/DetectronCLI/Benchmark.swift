@@ -20,9 +20,7 @@ struct BenchmarkModel: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: "KEY VALUE overrides.") var overrides: [String] = []
 
     func run() throws {
-        var c = Config()
-        try c.merge(file: cfg)
-        try c.merge(overrides: overrides)
+        let c = try ConfigOptions.load(file: cfg, overrides: overrides, print: false)
         let imgs = try images.isEmpty ? [ModelBenchmark.syntheticImage()] : images.map { try ImageFile.decode(contentsOf: $0, order: .bgr) }
         let ops = profile ? OpProfile() : nil
         let r = train ? try ModelBenchmark.training(c, images: imgs, runs: runs, threads: threads, profile: ops)
