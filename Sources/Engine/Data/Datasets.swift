@@ -4,7 +4,7 @@ import Foundation
 /// Loads the named datasets of a config (`TRAIN.DATASETS` / `TEST.DATASETS`) from the catalog.
 func loadDatasets(_ cfg: Config, key: String) throws(EngineError) -> [JSONDataset] {
     let names = cfg.strings(key)
-    guard !names.isEmpty else { throw .config("config key \(key) is empty: name at least one dataset, e.g. ('shapes_train',)") }
+    guard !names.isEmpty else { throw .config(.invalid(key: key, reason: "is empty: name at least one dataset, e.g. ('shapes_train',)")) }
     let root = cfg.string("DATA_ROOT")
     let catalog = DatasetCatalog(root: root.isEmpty ? nil : root)
     var out: [JSONDataset] = []
@@ -26,7 +26,7 @@ func loadDatasets(_ cfg: Config, key: String) throws(EngineError) -> [JSONDatase
     }
     let k = cfg.int("MODEL.NUM_CLASSES")
     if out[0].classes.count != k {
-        throw .config("config key MODEL.NUM_CLASSES is \(k) but \(out[0].name) has \(out[0].classes.count - 1) categories plus background: set MODEL.NUM_CLASSES \(out[0].classes.count)")
+        throw .config(.invalid(key: "MODEL.NUM_CLASSES", reason: "is \(k) but \(out[0].name) has \(out[0].classes.count - 1) categories plus background: set MODEL.NUM_CLASSES \(out[0].classes.count)"))
     }
     return out
 }

@@ -169,7 +169,10 @@ enum MinibatchCollate {
 /// Errors of the engine: data, configuration, numerical failure.
 public enum EngineError: Error, Sendable, CustomStringConvertible {
     case data(String)
-    case config(String)
+    /// A bad config value (the one error type for those, carried where the engine's typed throws need it).
+    case config(ConfigError)
+    /// A bad command-line value or call (not a config key).
+    case usage(String)
     case diverged(iteration: Int, losses: String, lastSnapshot: String?)
     case io(String)
     /// A replica of a data-parallel run failed; the others stopped.
@@ -178,7 +181,8 @@ public enum EngineError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .data(m): return m
-        case let .config(m): return m
+        case let .config(e): return e.description
+        case let .usage(m): return m
         case let .diverged(it, losses, snap):
             return "training diverged at iteration \(it): the total loss is NaN or infinite (\(losses)); "
                 + (snap.map { "the last good snapshot \($0) is intact; " } ?? "")

@@ -16,7 +16,7 @@ public struct ScheduleScaling: Sendable, Equatable {
 
     /// The schedule of `cfg`, written for `from` replicas, rescaled for `to`.
     public init(_ cfg: Config, from: Int, to: Int) throws(EngineError) {
-        guard from > 0, to > 0 else { throw .config("replica counts must be positive, got --from-gpus \(from) --to-gpus \(to)") }
+        guard from > 0, to > 0 else { throw .usage("replica counts must be positive, got --from-gpus \(from) --to-gpus \(to)") }
         let ratio = Double(to) / Double(from)
         var rounded: [String] = []
         func iterations(_ value: Int, _ key: String) -> Int {

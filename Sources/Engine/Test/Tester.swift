@@ -239,7 +239,7 @@ public struct Tester {
     @discardableResult
     public func runMultiWorker(executable: String, workers: Int, threads: Int,
                                childArguments: (Range<Int>, String) -> [String]) throws -> [Outcome] {
-        guard workers >= 1 else { throw EngineError.config("multi-worker testing needs at least one worker, got \(workers)") }
+        guard workers >= 1 else { throw EngineError.usage("multi-worker testing needs at least one worker, got \(workers)") }
         var outcomes: [Outcome] = []
         // Each child gets one dataset as it was named in TEST.DATASETS (a catalog name or a spec).
         for (spec, ds) in zip(cfg.strings("TEST.DATASETS"), try loadDatasets(cfg, key: "TEST.DATASETS")) {

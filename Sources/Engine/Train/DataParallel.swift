@@ -58,7 +58,7 @@ public struct InProcessCommunicator: ReplicaCommunicator {
     private func check(_ groups: [[UnsafeMutableBufferPointer<Float>]]) throws(EngineError) {
         for (g, group) in groups.enumerated() {
             guard group.count == localReplicas, group.allSatisfy({ $0.count == group[0].count }) else {
-                throw .config("all-reduce group \(g): \(group.count) buffers of sizes \(group.map(\.count)) for \(localReplicas) replicas")
+                throw .usage("all-reduce group \(g): \(group.count) buffers of sizes \(group.map(\.count)) for \(localReplicas) replicas")
             }
         }
     }
@@ -82,7 +82,7 @@ public struct MPICommunicator: ReplicaCommunicator {
         guard let raw = environment[sizeKey], let size = Int(raw), size > 1 else { return nil }
         var message = [CChar](repeating: 0, count: 512)
         guard sd_mpi_start(&message, message.count) == 0 else {
-            throw .config("started by mpirun (\(sizeKey)=\(raw)) but MPI is unusable: \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+            throw .io("started by mpirun (\(sizeKey)=\(raw)) but MPI is unusable: \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
         }
         return MPICommunicator(rank: Int(sd_mpi_rank()), worldSize: Int(sd_mpi_size()))
     }
@@ -103,7 +103,7 @@ public struct MPICommunicator: ReplicaCommunicator {
             }
             return rc
         }
-        guard rc == 0 else { throw .config("MPI \(what) failed on rank \(rank)") }
+        guard rc == 0 else { throw .replica(rank, "MPI \(what) failed") }
     }
 
     public func allReduceSum(_ groups: [[UnsafeMutableBufferPointer<Float>]]) throws(EngineError) {

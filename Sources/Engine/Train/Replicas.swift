@@ -6,10 +6,10 @@ import Storage
 /// NUM_GPUS replicas in this process.
 func makeCommunicator(_ cfg: Config) throws -> any ReplicaCommunicator {
     let gpus = cfg.int("NUM_GPUS")
-    guard gpus >= 1 else { throw EngineError.config("config key NUM_GPUS is \(gpus); it must be at least 1 (replicas)") }
+    guard gpus >= 1 else { throw EngineError.config(.invalid(key: "NUM_GPUS", reason: "is \(gpus); it must be at least 1 (replicas)")) }
     if let mpi = try MPICommunicator.fromEnvironment() {
         guard mpi.worldSize == gpus else {
-            throw EngineError.config("mpirun started \(mpi.worldSize) ranks but NUM_GPUS is \(gpus): one replica per rank, so pass NUM_GPUS \(mpi.worldSize) (or mpirun -np \(gpus))")
+            throw EngineError.config(.invalid(key: "NUM_GPUS", reason: "is \(gpus) but mpirun started \(mpi.worldSize) ranks: one replica per rank, so pass NUM_GPUS \(mpi.worldSize) (or mpirun -np \(gpus))"))
         }
         return mpi
     }

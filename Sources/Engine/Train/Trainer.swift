@@ -92,7 +92,7 @@ public final class Trainer {
         } else if !cfg.string("TRAIN.WEIGHTS").isEmpty {
             let w = cfg.string("TRAIN.WEIGHTS")
             if w.hasPrefix("http://") || w.hasPrefix("https://") {
-                throw EngineError.config("config key TRAIN.WEIGHTS is a URL (\(w)); weights are not downloaded: fetch the file elsewhere and pass its local path, or set TRAIN.WEIGHTS '' to train from scratch")
+                throw EngineError.config(.invalid(key: "TRAIN.WEIGHTS", reason: "is a URL (\(w)); weights are not downloaded: fetch the file elsewhere and pass its local path, or set TRAIN.WEIGHTS '' to train from scratch"))
             }
             try loadCheckpoint(w, into: ws, model: model, momentum: false, log: log)
         }
@@ -333,7 +333,7 @@ func formatETA(_ seconds: Double) -> String {
 func workerKind(_ cfg: Config) throws(EngineError) -> WorkerKind {
     let raw = cfg.string("DATA_LOADER.WORKER_KIND")
     guard let kind = WorkerKind(rawValue: raw.lowercased()) else {
-        throw .config("config key DATA_LOADER.WORKER_KIND is '\(raw)'; use threads or processes")
+        throw .config(.invalid(key: "DATA_LOADER.WORKER_KIND", reason: "is '\(raw)'; use threads or processes"))
     }
     return kind
 }
