@@ -1,4 +1,3 @@
-import BLAS
 import DataLoading
 import Foundation
 import Imaging

@@ -11,8 +11,9 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     case unreadable(file: String, reason: String)
     case invalidYAML(file: String, reason: String)
     case invalid(key: String, reason: String)
-    /// A Detectron setting this engine does not implement (yet).
-    case notImplemented(key: String, value: String, feature: String, hint: String)
+    /// A Detectron setting this engine refuses: the feature it selects is not in this version (the
+    /// refusal Detectron configs get instead of a silently different model).
+    case unsupported(key: String, value: String, feature: String, hint: String)
 
     public var description: String {
         switch self {
@@ -24,7 +25,7 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .unreadable(f, r): return "\(f): cannot read: \(r)"
         case let .invalidYAML(f, r): return "\(f): invalid YAML: \(r)"
         case let .invalid(k, r): return "config key \(k): \(r)"
-        case let .notImplemented(k, v, f, h): return "config key \(k) is \(v): \(f) is not implemented in this version" + (h.isEmpty ? "" : " (\(h))")
+        case let .unsupported(k, v, f, h): return "config key \(k) is \(v): \(f) is not implemented in this version" + (h.isEmpty ? "" : " (\(h))")
         }
     }
 }

@@ -101,32 +101,32 @@ extension Config {
     /// of a feature that is off (inert, as in Detectron). Call once the config is complete (after
     /// the file and the overrides).
     public func checkImplemented() throws(ConfigError) -> [String] {
-        func notImplemented(_ key: String, _ feature: String, hint: String = "") -> ConfigError {
-            .notImplemented(key: key, value: value(key)?.description ?? "None", feature: feature, hint: hint)
+        func unsupported(_ key: String, _ feature: String, hint: String = "") -> ConfigError {
+            .unsupported(key: key, value: value(key)?.description ?? "None", feature: feature, hint: hint)
         }
         let type = string("MODEL.TYPE")
         guard Self.implementedModelTypes.contains(type) else {
             if type.isEmpty { throw .invalid(key: "MODEL.TYPE", reason: "is not set; Detectron's configs say generalized_rcnn") }
-            throw notImplemented("MODEL.TYPE", Self.modelTypeFeatures[type] ?? "The model type '\(type)'",
+            throw unsupported("MODEL.TYPE", Self.modelTypeFeatures[type] ?? "The model type '\(type)'",
                                  hint: "implemented: \(Self.implementedModelTypes.joined(separator: ", "))")
         }
         let defaults = Config()
         var warnings: [String] = []
         for feature in Self.missingFeatures {
-            if value(feature.switchKey) != defaults.value(feature.switchKey) { throw notImplemented(feature.switchKey, feature.name) }
+            if value(feature.switchKey) != defaults.value(feature.switchKey) { throw unsupported(feature.switchKey, feature.name) }
             for key in changedKeys(from: defaults) where feature.subtrees.contains(where: key.hasPrefix) {
                 warnings.append("config key \(key) is \(value(key)!) but \(feature.switchKey) is \(value(feature.switchKey)!): "
                                 + "it has no effect (as in Detectron)")
             }
         }
         guard bool("MODEL.FASTER_RCNN") else {
-            throw notImplemented("MODEL.FASTER_RCNN", "Fast R-CNN on precomputed proposals", hint: "set MODEL.FASTER_RCNN True for Faster R-CNN")
+            throw unsupported("MODEL.FASTER_RCNN", "Fast R-CNN on precomputed proposals", hint: "set MODEL.FASTER_RCNN True for Faster R-CNN")
         }
         for key in ["FPN.FPN_ON", "FPN.MULTILEVEL_RPN", "FPN.MULTILEVEL_ROIS"] where !bool(key) {
-            throw notImplemented(key, "A single-scale (C4) model", hint: "this version builds FPN models (FPN.FPN_ON, FPN.MULTILEVEL_RPN and FPN.MULTILEVEL_ROIS True)")
+            throw unsupported(key, "A single-scale (C4) model", hint: "this version builds FPN models (FPN.FPN_ON, FPN.MULTILEVEL_RPN and FPN.MULTILEVEL_ROIS True)")
         }
         for key in Self.defaultOnlyKeys.keys.sorted() where value(key) != defaults.value(key) {
-            throw notImplemented(key, Self.defaultOnlyKeys[key]!)
+            throw unsupported(key, Self.defaultOnlyKeys[key]!)
         }
         try checkChoice("MODEL.CONV_BODY", builderName("MODEL.CONV_BODY"), among: FasterRCNN.bodies.keys.sorted(), feature: "The body")
         try checkChoice("FAST_RCNN.ROI_BOX_HEAD", builderName("FAST_RCNN.ROI_BOX_HEAD"), among: FasterRCNN.boxHeads, feature: "The box head")
@@ -142,11 +142,11 @@ extension Config {
         try checkChoice("SOLVER.WARM_UP_METHOD", string("SOLVER.WARM_UP_METHOD"), among: ["constant", "linear"], feature: "The warm-up method")
         try checkChoice("MODEL.EXECUTION_TYPE", string("MODEL.EXECUTION_TYPE"), among: ["simple", "dag"], feature: "The execution type")
         if int("FPN.RPN_MIN_LEVEL") != 2 || int("FPN.RPN_MAX_LEVEL") != 6 {
-            throw .notImplemented(key: "FPN.RPN_MIN_LEVEL", value: "\(int("FPN.RPN_MIN_LEVEL"))…\(int("FPN.RPN_MAX_LEVEL"))",
+            throw .unsupported(key: "FPN.RPN_MIN_LEVEL", value: "\(int("FPN.RPN_MIN_LEVEL"))…\(int("FPN.RPN_MAX_LEVEL"))",
                                   feature: "RPN levels other than P2–P6", hint: "set FPN.RPN_MIN_LEVEL 2 and FPN.RPN_MAX_LEVEL 6")
         }
         if int("FPN.ROI_MIN_LEVEL") != 2 || int("FPN.ROI_MAX_LEVEL") != 5 {
-            throw .notImplemented(key: "FPN.ROI_MIN_LEVEL", value: "\(int("FPN.ROI_MIN_LEVEL"))…\(int("FPN.ROI_MAX_LEVEL"))",
+            throw .unsupported(key: "FPN.ROI_MIN_LEVEL", value: "\(int("FPN.ROI_MIN_LEVEL"))…\(int("FPN.ROI_MAX_LEVEL"))",
                                   feature: "RoI levels other than P2–P5", hint: "set FPN.ROI_MIN_LEVEL 2 and FPN.ROI_MAX_LEVEL 5")
         }
         if string("SOLVER.LR_POLICY").hasPrefix("steps_") && ints("SOLVER.STEPS").first != 0 {
@@ -160,7 +160,7 @@ extension Config {
 
     private func checkChoice(_ key: String, _ name: String, among implemented: [String], feature: String) throws(ConfigError) {
         guard !implemented.contains(name) else { return }
-        throw .notImplemented(key: key, value: "'\(string(key))'", feature: "\(feature) '\(name)'",
+        throw .unsupported(key: key, value: "'\(string(key))'", feature: "\(feature) '\(name)'",
                               hint: "implemented: \(implemented.joined(separator: ", "))")
     }
 

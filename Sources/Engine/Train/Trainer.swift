@@ -1,4 +1,3 @@
-import BLAS
 import COCO
 import DataLoading
 import Foundation
