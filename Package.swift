@@ -32,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // The engine logs through swift-log's Logger; the CLI provides the handler that prints.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         // `swift package generate-documentation` (ci/docs): the DocC catalogs of the library products.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
@@ -112,7 +114,7 @@ let package = Package(
         .target(
             name: "Engine",
             dependencies: ["Portability", "Storage", "BLAS", "Operators", "Imaging", "DataLoading", "COCO", "CMPIShim", "Pickle",
-                           .product(name: "Yams", package: "Yams")],
+                           .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
 
@@ -122,6 +124,7 @@ let package = Package(
             dependencies: [
                 "CGlibcCompat", "Portability", "Storage", "BLAS", "Imaging", "Operators", "COCO", "DataLoading", "Engine", "Pickle",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -154,7 +157,7 @@ let package = Package(
         .testTarget(name: "BLASTests", dependencies: ["BLAS", "CKernels", "Portability"], swiftSettings: strict),
         .testTarget(name: "OperatorsTests", dependencies: ["Operators", "CKernels", "Portability"], swiftSettings: strict),
         .testTarget(name: "DataLoadingTests", dependencies: ["DataLoading", "DataLoaderProbe"], swiftSettings: strict),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Operators", "DetectronCLI"], resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Operators", "DetectronCLI", .product(name: "Logging", package: "swift-log")], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "PickleTests", dependencies: ["Pickle"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "COCOTests", dependencies: ["COCO"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(

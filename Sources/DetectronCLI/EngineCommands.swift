@@ -3,6 +3,7 @@ import COCO
 import Engine
 import Foundation
 import Imaging
+import Logging
 import Portability
 
 /// `--cfg FILE` plus Detectron's trailing `KEY VALUE` overrides.
@@ -17,8 +18,8 @@ struct ConfigOptions: ParsableArguments {
         var c = Config()
         try c.merge(file: file)
         try c.merge(overrides: overrides)
-        for w in c.warnings + (try c.checkImplemented()) { log("warning: \(w)") }
-        if show { log("Merged config:\n\(c)") }
+        for w in c.warnings + (try c.checkImplemented()) { logger.warning("\(w)") }
+        if show { logger.info("Merged config:\n\(c)") }
         return c
     }
 }
@@ -28,10 +29,26 @@ struct ConfigOptions: ParsableArguments {
     FileHandle.standardError.write(Data(("\r\u{1B}[K" + (line ?? "")).utf8))
 }
 
-@Sendable func log(_ s: String) {
-    let stamp = ISO8601DateFormatter().string(from: Date())
-    FileHandle.standardOutput.write(Data("[\(stamp)] \(s)\n".utf8))
+/// The CLI's log handler: each message on standard output as `[time] message`, warnings and
+/// errors with their level before the message.
+struct LineLogHandler: LogHandler {
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let stamp = ISO8601DateFormatter().string(from: Date())
+        let prefix = event.level >= .warning ? "\(event.level): " : ""
+        FileHandle.standardOutput.write(Data("[\(stamp)] \(prefix)\(event.message)\n".utf8))
+    }
 }
+
+/// Where every command's log lines go.
+let logger = Logger(label: "detectron") { _ in LineLogHandler() }
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train a detector (Detectron's train_net.py): snapshots and auto-resume in OUTPUT_DIR/train.")
@@ -41,12 +58,12 @@ struct Train: ParsableCommand {
     func run() throws {
         let cfg = try options.load()
         do {
-            let trainer = Trainer(config: cfg, log: log)
+            let trainer = Trainer(config: cfg, logger: logger)
             if isatty(2) != 0 { trainer.status = terminalStatus }
             let final = try trainer.run()
             // In an MPI run, the process of replica 0 tests; the other ranks are done.
             if !skipTest && (MPICommunicator.runningRank ?? 0) == 0 {
-                try trainer.recordFinalTest(try Tester(config: cfg, log: log).run(weights: final))
+                try trainer.recordFinalTest(try Tester(config: cfg, logger: logger).run(weights: final))
             }
         } catch {
             // A failing rank stops the whole MPI job, naming itself; the others never wait for it.
@@ -77,7 +94,7 @@ struct Test: ParsableCommand {
             let workers = cfg.int("NUM_GPUS")
             let threads = max(1, CPUBudget.detect().threads / max(1, workers))
             let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-            try Tester(config: cfg, log: log).runMultiWorker(executable: exe, workers: workers, threads: threads) { r, dataset in
+            try Tester(config: cfg, logger: logger).runMultiWorker(executable: exe, workers: workers, threads: threads) { r, dataset in
                 ["test", "--weights", w, "--range", "\(r.lowerBound):\(r.upperBound)", "--cfg", options.cfg]
                     + options.overrides + ["TEST.DATASETS", "('\(dataset)',)"]
             }
@@ -89,7 +106,7 @@ struct Test: ParsableCommand {
             guard parts.count == 2, parts[0] <= parts[1] else { throw ValidationError("--range takes START:END, got \(range)") }
             r = parts[0]..<parts[1]
         }
-        try Tester(config: cfg, log: log).run(weights: w, range: r)
+        try Tester(config: cfg, logger: logger).run(weights: w, range: r)
     }
 }
 
@@ -151,12 +168,12 @@ struct Infer: ParsableCommand {
         var c = try ConfigOptions.load(file: cfg, overrides: overrides, print: false)
         // Fused ops skip intermediate blobs (the conv output before its AffineChannel): keep them all.
         if !(saveBlobs ?? "").isEmpty { try c.merge(overrides: ["TEST.FUSE_OPS", "False"]) }
-        let detector = try Detector(config: c, weights: weights, log: log)
+        let detector = try Detector(config: c, weights: weights, logger: logger)
         try Files.makeDirectory(outputDir)
         var files: [String] = [], failures: [String] = [], badInputs = 0
         // One unreadable input is reported and skipped; the others are still processed.
         func skip(_ input: String, _ error: any Error) throws {
-            log("\(input): skipped: \(error)")
+            logger.info("\(input): skipped: \(error)")
             failures.append(input)
             if failFast { throw InferFailures(failed: failures, total: files.count + badInputs, stopped: true) }
         }
@@ -204,7 +221,7 @@ struct Infer: ParsableCommand {
             }
             try canvas.write(to: (outputDir as NSString).appendingPathComponent(base + ".jpg"))
         }
-        log(String(format: "%@: %d detections (%d ≥ %.2f) in %.3f s", file, dets.count, dets.filter { $0.score >= thresh }.count, thresh, elapsed))
+        logger.info("\(String(format: "%@: %d detections (%d ≥ %.2f) in %.3f s", file, dets.count, dets.filter { $0.score >= thresh }.count, thresh, elapsed))")
     }
 }
 

@@ -54,7 +54,7 @@ struct ConfigZooTests {
             case let .success(c):
                 // The full-size nets build: parameter shapes are consistent.
                 for train in [true, false] where !(train && c.string("MODEL.SEMANTICS") == "torchvision") {
-                    #expect(throws: Never.self, "\(f)") { _ = try FasterRCNN.build(c, train: train) }
+                    #expect(throws: Never.self, "\(f)") { _ = try ModelComponents.standard.build(c, train: train) }
                 }
                 built.append(f)
                 // One run per distinct architecture (body, groups, width, head, norms).
@@ -83,7 +83,7 @@ struct ConfigZooTests {
                                     "TRAIN.RPN_PRE_NMS_TOP_N", "100", "TRAIN.RPN_POST_NMS_TOP_N", "50", "TEST.RPN_PRE_NMS_TOP_N", "100",
                                     "TEST.RPN_POST_NMS_TOP_N", "20", "SOLVER.MAX_ITER", "1", "DATA_LOADER.NUM_THREADS", "0",
                                     "TRAIN.AUTO_RESUME", "False", "OUTPUT_DIR", out, "TRAIN.DATASETS", "('\(spec)',)"])
-            let final = try Trainer(config: c, log: { _ in }).run()
+            let final = try Trainer(config: c, logger: .silent).run()
             let detections = try Detector(config: c, weights: final).detect(try JPEG.decode(contentsOf: dir + "/a.jpg"))
             #expect(detections.allSatisfy { $0.score.isFinite && $0.bbox.allSatisfy(\.isFinite) }, "\(f)")
         }

@@ -68,7 +68,7 @@ struct WeightFormatTests {
     func shapeChecksAndRefusals() throws {
         var cfg = Config()
         try cfg.merge(file: shapesConfig)
-        let model = try FasterRCNN.build(cfg, train: false)
+        let model = try ModelComponents.standard.build(cfg, train: false)
         let ws = Workspace(context: CPUContext())
         #expect(throws: WeightsError.self) { try loadCheckpoint(pickles + "/detectron_p2.pkl", into: ws, model: model, momentum: false) }
         do {

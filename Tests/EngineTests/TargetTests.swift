@@ -19,7 +19,7 @@ struct TargetTests {
     func anchors() throws {
         var c = try smallConfig()
         try c.merge(overrides: ["FPN.RPN_ANCHOR_START_SIZE", "32"])
-        let m = try FasterRCNN.build(c, train: true)
+        let m = try ModelComponents.standard.build(c, train: true)
         #expect(m.cellAnchors[2] == [-22, -10, 25, 13, -14, -14, 17, 17, -10, -22, 13, 25])
         #expect(m.cellAnchors[6] == [-332, -152, 395, 215, -224, -224, 287, 287, -148, -328, 211, 391])
     }
@@ -33,7 +33,7 @@ struct TargetTests {
             try c.merge(file: repoRoot + "/configs/getting_started/tutorial_1gpu_e2e_faster_rcnn_R-50-FPN.yaml")
             try c.merge(overrides: ["MODEL.CONV_BODY", "FPN.add_fpn_ResNet\(depth)_conv5_body"]
                         + (depth < 50 ? ["RESNETS.TRANS_FUNC", "basic_bn_transformation"] : []))
-            let m = try FasterRCNN.build(c, train: true)
+            let m = try ModelComponents.standard.build(c, train: true)
             let names = Set(m.params.map(\.name))
             #expect(names.contains(probe), "R-\(depth) lacks \(probe)")
             #expect(names.contains("fpn_inner_\(last)_w") && names.contains("conv_rpn_fpn2_w") && names.contains("bbox_pred_w"))
@@ -49,10 +49,10 @@ struct TargetTests {
                 #expect(m.params.first { $0.name == "rpn_bbox_pred_fpn2_w" }?.shape == [12, 256, 1, 1])
             }
         }
-        #expect(throws: ConfigError.self) { try FasterRCNN.build(try smallConfig(["MODEL.CONV_BODY", "FPN.add_fpn_ResNet42_conv5_body"]), train: false) }
+        #expect(throws: ConfigError.self) { try ModelComponents.standard.build(try smallConfig(["MODEL.CONV_BODY", "FPN.add_fpn_ResNet42_conv5_body"]), train: false) }
         // A basic-block body with a bottleneck TRANS_FUNC is refused, not built as something else.
         #expect(throws: ConfigError.self) {
-            try FasterRCNN.build(try smallConfig(["RESNETS.TRANS_FUNC", "bottleneck_gn_transformation"]), train: false)
+            try ModelComponents.standard.build(try smallConfig(["RESNETS.TRANS_FUNC", "bottleneck_gn_transformation"]), train: false)
         }
     }
 
@@ -63,7 +63,7 @@ struct TargetTests {
         try c.merge(overrides: ["MODEL.CONV_BODY", "FPN.add_fpn_ResNet101_conv5_body", "RESNETS.NUM_GROUPS", "64",
                                 "RESNETS.WIDTH_PER_GROUP", "4", "RESNETS.STRIDE_1X1", "False"])
         for train in [true, false] {
-            let m = try FasterRCNN.build(c, train: train)
+            let m = try ModelComponents.standard.build(c, train: train)
             let shapes = Dictionary(uniqueKeysWithValues: m.params.map { ($0.name, $0.shape) })
             // X-101-64x4d: res2's inner width 64 · 4 = 256 in 64 groups of 4; doubling per stage.
             #expect(shapes["res2_0_branch2a_w"] == [256, 64, 1, 1])
@@ -81,7 +81,7 @@ struct TargetTests {
     @Test("RPN labels: straddling anchors ignored, best matches positive, 256 sampled, targets and weights")
     func rpnLabels() throws {
         let c = try smallConfig(["TRAIN.MAX_SIZE", "64", "FPN.RPN_ANCHOR_START_SIZE", "16"])
-        let m = try FasterRCNN.build(c, train: true)
+        let m = try ModelComponents.standard.build(c, train: true)
         let maker = RPNTargetMaker(cfg: c, cellAnchors: m.cellAnchors, levels: m.rpnLevels)
         #expect(maker.field == [2: 16, 3: 8, 4: 4, 5: 2, 6: 1])
         // The gt equals a P2 anchor exactly: cell (y 5, x 6), ratio 1 → (-6, -6, 9, 9) + (24, 20).
@@ -109,7 +109,7 @@ struct TargetTests {
     @Test("Fast R-CNN sampling: gt among the candidates, fg ≥ 0.5, bg below, class-specific targets, rois in input space")
     func fastRcnnSampling() throws {
         // The builder writes the sampling settings of the config into the op's arguments.
-        let built = try FasterRCNN.build(try smallConfig(["TRAIN.BATCH_SIZE_PER_IM", "4", "MODEL.NUM_CLASSES", "3"]), train: true)
+        let built = try ModelComponents.standard.build(try smallConfig(["TRAIN.BATCH_SIZE_PER_IM", "4", "MODEL.NUM_CLASSES", "3"]), train: true)
         let sampler = try #require(built.net.ops.first { $0.type == "CollectAndSampleFastRcnnRois" })
         #expect(sampler.arguments["num_classes"] == .int(3) && sampler.arguments["batch_size_per_im"] == .int(4))
         #expect(sampler.arguments["fg_fraction"] == .float(0.25) && sampler.arguments["bbox_reg_weights"] == .floats([10, 10, 5, 5]))

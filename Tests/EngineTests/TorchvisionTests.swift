@@ -35,13 +35,11 @@ struct TorchvisionTests {
             cells[i + 2] = Boxes.torchvisionCellAnchors(sizes: [size], aspectRatios: [0.5, 1, 2])
             #expect(cells[i + 2] == f.cell_anchors[i])
         }
-        let ws = Workspace(context: CPUContext())
-        try Detector.feedAnchorGrids(cells, into: ws, paddedHeight: f.grid_image[0], paddedWidth: f.grid_image[1])
         for level in 2...6 {
-            let t = try ws.fetchBlob("anchors_fpn\(level)")
+            let grid = TorchvisionSemantics().anchorInput(cell: cells[level]!, level: level, paddedHeight: f.grid_image[0], paddedWidth: f.grid_image[1])
             let map = f.grid_maps[level - 2]
-            #expect(t.shape == [map[0] * map[1] * 3, 4])
-            #expect(try t.toArray(as: Float.self) == f.grid_anchors[level - 2], "level \(level)")
+            #expect(grid.count == map[0] * map[1] * 3 * 4)
+            #expect(grid == f.grid_anchors[level - 2], "level \(level)")
         }
     }
 
@@ -136,7 +134,7 @@ struct TorchvisionTests {
     func config() throws {
         var cfg = Config()
         try cfg.merge(file: Self.configPath)
-        let model = try FasterRCNN.build(cfg, train: false)
+        let model = try ModelComponents.standard.build(cfg, train: false)
         let proposals = model.net.ops.filter { $0.type == "GenerateProposals" }
         #expect(proposals.count == 5)
         #expect(proposals.allSatisfy { $0.arguments["legacy_plus_one"] == .int(0) && $0.arguments["post_nms_topN"] == .int(0) })
@@ -144,10 +142,10 @@ struct TorchvisionTests {
         #expect(model.cellAnchors[2] == [-23, -11, 23, 11, -16, -16, 16, 16, -11, -23, 11, 23])
         // The 3×3 conv carries the stride (v1.5).
         #expect(model.net.ops.first { $0.outputs == ["res3_0_branch2b"] }?.arguments["stride"] == .int(2))
-        #expect(throws: ConfigError.self) { try FasterRCNN.build(cfg, train: true) }
+        #expect(throws: ConfigError.self) { try ModelComponents.standard.build(cfg, train: true) }
         try cfg.merge(overrides: ["MODEL.SEMANTICS", "pytorch"])
         do {
-            _ = try FasterRCNN.build(cfg, train: false)
+            _ = try ModelComponents.standard.build(cfg, train: false)
             Issue.record("accepted MODEL.SEMANTICS pytorch")
         } catch {
             #expect(error.description.contains("MODEL.SEMANTICS") && error.description.contains("torchvision"))

@@ -50,7 +50,7 @@ struct TrainingTests {
         var c = try smallConfig(tinyConfig(dataset: spec, output: dir + "/out", maxIter: 200))
         try c.merge(overrides: ["TRAIN.AUTO_RESUME", "False"])
         let first = Locked<Float?>(nil), last = Locked<Float?>(nil)
-        let final = try Trainer(config: c, log: { _ in }).run { e in
+        let final = try Trainer(config: c, logger: .silent).run { e in
             first.withLock { if $0 == nil { $0 = e.total } }
             last.withLock { $0 = e.total }
         }
@@ -74,7 +74,7 @@ struct TrainingTests {
         var c = try smallConfig(tinyConfig(dataset: spec, output: dir + "/out", maxIter: 60, snapshot: 5))
         try c.merge(overrides: ["SOLVER.BASE_LR", "1000000.0", "SOLVER.WARM_UP_ITERS", "0", "TRAIN.AUTO_RESUME", "False"])
         do {
-            try Trainer(config: c, log: { _ in }).run()
+            try Trainer(config: c, logger: .silent).run()
             Issue.record("training with a huge learning rate did not diverge")
         } catch let error as EngineError {
             guard case let .diverged(_, _, snapshot) = error else { Issue.record("\(error)"); return }
@@ -123,7 +123,7 @@ struct TrainingTests {
         var cfg = Config()
         try cfg.merge(file: shapesConfig)
         try cfg.merge(overrides: tinyConfig(dataset: spec, output: "/tmp/unused", maxIter: 1) + ["TRAIN.USE_FLIPPED", "True"])
-        let model = try FasterRCNN.build(cfg, train: true)
+        let model = try ModelComponents.standard.build(cfg, train: true)
         var roidb: [RoidbEntry] = []
         for d in try loadDatasets(cfg, key: "TRAIN.DATASETS") { roidb += try d.trainingRoidb(flipped: true).entries }
         let dataset = TrainingDataset(roidb: roidb, scales: cfg.ints("TRAIN.SCALES"), maxSize: cfg.int("TRAIN.MAX_SIZE"),

@@ -60,7 +60,7 @@ public enum ModelBenchmark {
     /// of class 1), forward, backward and update, after warm-up.
     public static func training(_ cfg: Config, images: [Image], runs: Int, warmup: Int = 1, threads: Int? = nil,
                                 profile: OpProfile? = nil) throws -> BenchmarkResult {
-        let session = try ModelSession(cfg, train: true, threads: threads)
+        let session = try ModelSession(cfg, train: true, components: .standard, threads: threads)
         let model = session.model, budget = session.budget, ctx = session.context, registry = session.registry
         let pool = session.makePool(threads: budget.threads, name: "sd-bench")
         let ws = try session.makeWorkspace()

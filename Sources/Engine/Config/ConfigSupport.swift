@@ -74,7 +74,7 @@ extension Config {
         "EXPECTED_RESULTS": "Checking results against EXPECTED_RESULTS",
     ]
 
-    static let implementedModelTypes = ["generalized_rcnn"]
+    /// What Detectron's other model types are, for the refusal.
     static let modelTypeFeatures = [
         "retinanet": "RetinaNet", "rfcn": "R-FCN", "mask_rcnn": "Mask R-CNN", "keypoint_rcnn": "Keypoint R-CNN",
         "mask_and_keypoint_rcnn": "Mask and keypoint R-CNN", "rpn": "An RPN-only model", "fpn_rpn": "An RPN-only model",
@@ -97,19 +97,14 @@ extension Config {
 
     /// Refuses, naming the key and its value, any setting this engine does not implement —
     /// model types and switches (Mask R-CNN, RetinaNet, …), test-time options (soft-NMS, box
-    /// voting, augmentation), bodies and heads it does not have — and returns warnings for keys
-    /// of a feature that is off (inert, as in Detectron). Call once the config is complete (after
-    /// the file and the overrides).
-    public func checkImplemented() throws(ConfigError) -> [String] {
+    /// voting, augmentation), bodies and heads `components` does not have — and returns warnings
+    /// for keys of a feature that is off (inert, as in Detectron). Call once the config is
+    /// complete (after the file and the overrides).
+    public func checkImplemented(_ components: ModelComponents = .standard) throws(ConfigError) -> [String] {
         func unsupported(_ key: String, _ feature: String, hint: String = "") -> ConfigError {
             .unsupported(key: key, value: value(key)?.description ?? "None", feature: feature, hint: hint)
         }
-        let type = string("MODEL.TYPE")
-        guard Self.implementedModelTypes.contains(type) else {
-            if type.isEmpty { throw .invalid(key: "MODEL.TYPE", reason: "is not set; Detectron's configs say generalized_rcnn") }
-            throw unsupported("MODEL.TYPE", Self.modelTypeFeatures[type] ?? "The model type '\(type)'",
-                                 hint: "implemented: \(Self.implementedModelTypes.joined(separator: ", "))")
-        }
+        let modelType = try components.modelType(self)
         let defaults = Config()
         var warnings: [String] = []
         for feature in Self.missingFeatures {
@@ -128,27 +123,10 @@ extension Config {
         for key in Self.defaultOnlyKeys.keys.sorted() where value(key) != defaults.value(key) {
             throw unsupported(key, Self.defaultOnlyKeys[key]!)
         }
-        try checkChoice("MODEL.CONV_BODY", builderName("MODEL.CONV_BODY"), among: FasterRCNN.bodies.keys.sorted(), feature: "The body")
-        try checkChoice("FAST_RCNN.ROI_BOX_HEAD", builderName("FAST_RCNN.ROI_BOX_HEAD"), among: FasterRCNN.boxHeads, feature: "The box head")
-        try checkChoice("FAST_RCNN.ROI_XFORM_METHOD", string("FAST_RCNN.ROI_XFORM_METHOD"), among: ["RoIAlign"], feature: "The RoI transform")
-        let body = FasterRCNN.bodies[builderName("MODEL.CONV_BODY")]!
-        try checkChoice("RESNETS.STEM_FUNC", string("RESNETS.STEM_FUNC"), among: ["basic_bn_stem", "basic_gn_stem"], feature: "The stem")
-        try checkChoice("RESNETS.TRANS_FUNC", string("RESNETS.TRANS_FUNC"),
-                        among: body.bottleneck ? ["bottleneck_transformation", "bottleneck_gn_transformation"]
-                                               : ["basic_bn_transformation", "basic_gn_transformation"],
-                        feature: "With \(builderName("MODEL.CONV_BODY")), the block")
-        try checkChoice("RESNETS.SHORTCUT_FUNC", string("RESNETS.SHORTCUT_FUNC"), among: ["basic_bn_shortcut", "basic_gn_shortcut"], feature: "The shortcut")
-        try checkChoice("SOLVER.LR_POLICY", string("SOLVER.LR_POLICY"), among: LearningRateSchedule.policies, feature: "The learning-rate policy")
-        try checkChoice("SOLVER.WARM_UP_METHOD", string("SOLVER.WARM_UP_METHOD"), among: ["constant", "linear"], feature: "The warm-up method")
-        try checkChoice("MODEL.EXECUTION_TYPE", string("MODEL.EXECUTION_TYPE"), among: ["simple", "dag"], feature: "The execution type")
-        if int("FPN.RPN_MIN_LEVEL") != 2 || int("FPN.RPN_MAX_LEVEL") != 6 {
-            throw .unsupported(key: "FPN.RPN_MIN_LEVEL", value: "\(int("FPN.RPN_MIN_LEVEL"))…\(int("FPN.RPN_MAX_LEVEL"))",
-                                  feature: "RPN levels other than P2–P6", hint: "set FPN.RPN_MIN_LEVEL 2 and FPN.RPN_MAX_LEVEL 6")
-        }
-        if int("FPN.ROI_MIN_LEVEL") != 2 || int("FPN.ROI_MAX_LEVEL") != 5 {
-            throw .unsupported(key: "FPN.ROI_MIN_LEVEL", value: "\(int("FPN.ROI_MIN_LEVEL"))…\(int("FPN.ROI_MAX_LEVEL"))",
-                                  feature: "RoI levels other than P2–P5", hint: "set FPN.ROI_MIN_LEVEL 2 and FPN.ROI_MAX_LEVEL 5")
-        }
+        try modelType.check(components, self)
+        try checkChoice("SOLVER.LR_POLICY", among: LearningRateSchedule.policies, feature: "The learning-rate policy")
+        try checkChoice("SOLVER.WARM_UP_METHOD", among: ["constant", "linear"], feature: "The warm-up method")
+        try checkChoice("MODEL.EXECUTION_TYPE", among: ["simple", "dag"], feature: "The execution type")
         if string("SOLVER.LR_POLICY").hasPrefix("steps_") && ints("SOLVER.STEPS").first != 0 {
             throw .invalid(key: "SOLVER.STEPS", reason: "is \(value("SOLVER.STEPS")!); with SOLVER.LR_POLICY \(string("SOLVER.LR_POLICY")) the first step must be 0 (as Detectron asserts)")
         }
@@ -158,10 +136,19 @@ extension Config {
         return warnings
     }
 
-    private func checkChoice(_ key: String, _ name: String, among implemented: [String], feature: String) throws(ConfigError) {
+    /// Refuses a string key whose value is not among `implemented`.
+    public func checkChoice(_ key: String, among implemented: [String], feature: String) throws(ConfigError) {
+        let name = string(key)
         guard !implemented.contains(name) else { return }
-        throw .unsupported(key: key, value: "'\(string(key))'", feature: "\(feature) '\(name)'",
-                              hint: "implemented: \(implemented.joined(separator: ", "))")
+        throw .unsupported(key: key, value: "'\(name)'", feature: "\(feature) '\(name)'",
+                           hint: "implemented: \(implemented.joined(separator: ", "))")
+    }
+
+    /// Detectron's GroupNorm group count for `dim` channels: `dim / GROUP_NORM.DIM_PER_GP`, or
+    /// GROUP_NORM.NUM_GROUPS when DIM_PER_GP is -1.
+    public func groupNormGroups(_ dim: Int) -> Int {
+        let perGroup = int("GROUP_NORM.DIM_PER_GP")
+        return perGroup > 0 ? max(1, dim / perGroup) : min(int("GROUP_NORM.NUM_GROUPS"), dim)
     }
 
     /// The leaf keys whose values differ from `defaults`.

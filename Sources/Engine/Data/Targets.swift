@@ -325,7 +325,7 @@ final class CollectAndSampleOp: Operator, Sendable {
 extension OperatorRegistry {
     /// The standard ops plus the engine's training op (its settings are arguments of the op,
     /// written by the model builder from the config: they show in `print(net)`).
-    static var engine: OperatorRegistry {
+    public static var engine: OperatorRegistry {
         var r = OperatorRegistry.standard
         r.register("CollectAndSampleFastRcnnRois", OperatorSchema(inputs: 3...Int.max, outputs: 7...Int.max) { io throws(OperatorError) in
             try CollectAndSampleOp(io)

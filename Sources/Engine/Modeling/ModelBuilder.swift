@@ -15,28 +15,29 @@ public struct ParamInfo: Sendable, Equatable {
 
 /// Builds Detectron nets the way its `ModelHelper` does: ops appended to a `NetDef`, parameters
 /// recorded with their initialisers, Detectron's blob and parameter names.
-final class ModelBuilder {
-    var net: NetDef
-    private(set) var params: [ParamInfo] = []
+public final class ModelBuilder {
+    public var net: NetDef
+    public private(set) var params: [ParamInfo] = []
     private var paramIndex: [String: Int] = [:]
-    let train: Bool
+    /// Whether the net is the training net (heads add their losses).
+    public let train: Bool
     /// The `Conv` argument `algo` of 3×3 stride-1 convolutions ("winograd", "winograd_f4",
     /// "winograd_f2"), nil for im2col.
-    let winograd: String?
+    public let winograd: String?
 
-    init(name: String, train: Bool, winograd: String? = nil) {
+    public init(name: String, train: Bool, winograd: String? = nil) {
         self.net = NetDef(name: name)
         self.train = train
         self.winograd = winograd
     }
 
     @discardableResult
-    func op(_ type: String, _ inputs: [String], _ outputs: [String], _ args: [String: ArgumentValue] = [:]) -> String {
+    public func op(_ type: String, _ inputs: [String], _ outputs: [String], _ args: [String: ArgumentValue] = [:]) -> String {
         net.ops.append(OperatorDef(type, inputs: inputs, outputs: outputs, arguments: args))
         return outputs[0]
     }
 
-    func param(_ name: String, _ shape: [Int], _ kind: ParamInfo.Kind, fill: String, args: [String: ArgumentValue] = [:], trainable: Bool = true) {
+    public func param(_ name: String, _ shape: [Int], _ kind: ParamInfo.Kind, fill: String, args: [String: ArgumentValue] = [:], trainable: Bool = true) {
         if let i = paramIndex[name] {
             precondition(params[i].shape == shape, "parameter \(name) reused with shape \(shape), made with \(params[i].shape)")
             return
@@ -46,11 +47,11 @@ final class ModelBuilder {
     }
 
     /// Marks every parameter made so far as frozen (used for FREEZE_AT).
-    func freezeAll() { for i in params.indices { params[i].trainable = false } }
+    public func freezeAll() { for i in params.indices { params[i].trainable = false } }
 
     /// Caffe2 `Conv` with Detectron's naming: weight `<name>_w`, bias `<name>_b` unless `noBias`.
     @discardableResult
-    func conv(_ input: String, _ output: String, dimIn: Int, dimOut: Int, kernel: Int, stride: Int = 1, pad: Int = 0, group: Int = 1,
+    public func conv(_ input: String, _ output: String, dimIn: Int, dimOut: Int, kernel: Int, stride: Int = 1, pad: Int = 0, group: Int = 1,
               weightFill: (String, [String: ArgumentValue]) = ("XavierFill", [:]), noBias: Bool = false,
               weightName: String? = nil, biasName: String? = nil) -> String {
         let w = weightName ?? output + "_w", b = biasName ?? output + "_b"
@@ -69,14 +70,14 @@ final class ModelBuilder {
     /// Conv then GroupNorm (`ConvGN`): the conv blob `<prefix>`, the normalised one `<prefix>_gn`
     /// with `<prefix>_gn_s` / `_gn_b`.
     @discardableResult
-    func convGN(_ input: String, _ prefix: String, dimIn: Int, dimOut: Int, kernel: Int, stride: Int = 1, pad: Int = 0,
+    public func convGN(_ input: String, _ prefix: String, dimIn: Int, dimOut: Int, kernel: Int, stride: Int = 1, pad: Int = 0,
                 groups: Int, epsilon: Double, weightFill: (String, [String: ArgumentValue])) -> String {
         conv(input, prefix, dimIn: dimIn, dimOut: dimOut, kernel: kernel, stride: stride, pad: pad, weightFill: weightFill, noBias: true)
         return groupNorm(prefix, prefix + "_gn", dim: dimOut, groups: groups, epsilon: epsilon)
     }
 
     @discardableResult
-    func groupNorm(_ input: String, _ output: String, dim: Int, groups: Int, epsilon: Double) -> String {
+    public func groupNorm(_ input: String, _ output: String, dim: Int, groups: Int, epsilon: Double) -> String {
         param(output + "_s", [dim], .gnScale, fill: "ConstantFill", args: ["value": .float(1)])
         param(output + "_b", [dim], .gnBias, fill: "ConstantFill", args: ["value": .float(0)])
         return op("GroupNorm", [input, output + "_s", output + "_b"], [output, output + "_mean", output + "_std"],
@@ -85,17 +86,17 @@ final class ModelBuilder {
 
     /// `AffineChannel` with `<name>_s` / `<name>_b`, frozen (Detectron's BN stand-in).
     @discardableResult
-    func affineChannel(_ input: String, _ output: String, dim: Int, inPlace: Bool = false) -> String {
+    public func affineChannel(_ input: String, _ output: String, dim: Int, inPlace: Bool = false) -> String {
         param(output + "_s", [dim], .affine, fill: "ConstantFill", args: ["value": .float(1)], trainable: false)
         param(output + "_b", [dim], .affine, fill: "ConstantFill", args: ["value": .float(0)], trainable: false)
         return op("AffineChannel", [input, output + "_s", output + "_b"], [inPlace ? input : output])
     }
 
     @discardableResult
-    func relu(_ blob: String) -> String { op("Relu", [blob], [blob]) }
+    public func relu(_ blob: String) -> String { op("Relu", [blob], [blob]) }
 
     @discardableResult
-    func fc(_ input: String, _ output: String, dimIn: Int, dimOut: Int,
+    public func fc(_ input: String, _ output: String, dimIn: Int, dimOut: Int,
             weightFill: (String, [String: ArgumentValue]) = ("XavierFill", [:])) -> String {
         param(output + "_w", [dimOut, dimIn], .weight, fill: weightFill.0, args: weightFill.1)
         param(output + "_b", [dimOut], .bias, fill: "ConstantFill", args: ["value": .float(0)])
@@ -103,7 +104,7 @@ final class ModelBuilder {
     }
 
     /// The op list that creates every parameter (`param_init_net`), seeded per parameter name.
-    func initNet() -> NetDef {
+    public func initNet() -> NetDef {
         var n = NetDef(name: net.name + "_init")
         for p in params {
             var args = p.fillArguments
@@ -115,5 +116,5 @@ final class ModelBuilder {
 }
 
 extension ParamInfo {
-    static func gauss(_ std: Double) -> (String, [String: ArgumentValue]) { ("GaussianFill", ["std": .float(std)]) }
+    public static func gauss(_ std: Double) -> (String, [String: ArgumentValue]) { ("GaussianFill", ["std": .float(std)]) }
 }

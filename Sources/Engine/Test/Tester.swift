@@ -1,6 +1,7 @@
 import COCO
 import Foundation
 import Imaging
+import Logging
 import Operators
 import Portability
 import Storage
@@ -13,29 +14,33 @@ public struct DetectedBox: Sendable, Codable, Equatable {
     public var classIndex: Int
 }
 
-/// Runs the test net on images: Detectron's `im_detect_bbox` and `box_results_with_nms_and_limit`.
+/// Runs the test net on images, by the rules of the model's semantics (Detectron's
+/// `im_detect_bbox` and `box_results_with_nms_and_limit`, or torchvision's): prepare the image,
+/// run the net, decode each RoI per class, post-process.
 public final class Detector {
     public let cfg: Config
+    let settings: TestSettings
+    let session: ModelSession
     let model: DetectionModel
     let ws: Workspace
     let net: Net
     let pool: ThreadPool
-    let semantics: ModelSemantics
     /// Contiguous class → (JSON category id, name), from the checkpoint (or none).
     public let categories: [Int: (id: Int, name: String)]
 
     /// A detector with `weights`, or with its random initialisation when `weights` is nil
     /// (benchmarks).
-    public init(config: Config, weights: String?, threads: Int? = nil, log: ((String) -> Void)? = nil) throws {
+    public init(config: Config, weights: String?, components: ModelComponents = .standard, threads: Int? = nil,
+                logger: Logger? = nil) throws {
         cfg = config
-        let session = try ModelSession(config, train: false, threads: threads)
-        semantics = session.semantics
+        settings = TestSettings(config)
+        session = try ModelSession(config, train: false, components: components, threads: threads)
         model = session.model
         pool = session.makePool(threads: session.budget.threads, name: "sd-test")
         let ctx = session.context
         ws = try session.makeWorkspace()
         var metadata: [String: String] = [:]
-        if let weights { metadata = try loadCheckpoint(weights, into: ws, model: model, momentum: false, log: log) }
+        if let weights { metadata = try loadCheckpoint(weights, into: ws, model: model, momentum: false, logger: logger) }
         var cats: [Int: (Int, String)] = [:]
         if let text = metadata["categories"], let weights {
             let list: [COCOFile.Category]
@@ -48,24 +53,10 @@ public final class Detector {
             for (i, c) in list.enumerated() { cats[i + 1] = (c.id, c.name) }
         }
         categories = cats
-        if semantics == .torchvision { try Self.feedAnchorGrids(model.cellAnchors, into: ws, paddedHeight: 32, paddedWidth: 32) }
         // Shapes are known only once an image is fed: make the net on the first image.
         ws.feedBlob("data", try Tensor(.float32, shape: [1, 3, 32, 32], context: ctx))
         ws.feedBlob("im_info", try Tensor([32, 32, 1] as [Float], shape: [1, 3], context: ctx))
         net = try Net(model.net, workspace: ws, registry: session.registry, pool: pool)
-    }
-
-    /// torchvision's anchors for a padded input: each level's feature map is the input halved
-    /// `level` times (rounding up, as the strided convs and pools do), its stride per axis the
-    /// input size divided by the map size (integer division: P6 of an 800-row input has 13 rows
-    /// and stride 61, not 64).
-    static func feedAnchorGrids(_ cellAnchors: [Int: [Float]], into ws: Workspace, paddedHeight: Int, paddedWidth: Int) throws {
-        for (level, cell) in cellAnchors {
-            var fh = paddedHeight, fw = paddedWidth
-            for _ in 0..<level { (fh, fw) = ((fh + 1) / 2, (fw + 1) / 2) }
-            let grid = Boxes.anchorGrid(cell: cell, height: fh, width: fw, strideH: paddedHeight / fh, strideW: paddedWidth / fw)
-            ws.feedBlob(DerivedBlobs.anchors(level), try Tensor(grid, shape: [grid.count / 4, 4], context: ws.context))
-        }
     }
 
     /// Per-op-type wall time of the test net's runs while set (``OpProfile``).
@@ -79,31 +70,37 @@ public final class Detector {
 
     /// Detections for one image (BGR or RGB; converted), in its pixel coordinates.
     public func detect(_ image: Image) throws -> [DetectedBox] {
-        let found = semantics == .detectron ? try detectDetectron(image) : try detectTorchvision(image)
-        return found.map { DetectedBox(bbox: $0.box.map(Double.init), score: Double($0.score), classIndex: $0.classIndex) }
-    }
-
-    /// The net's outputs for the image fed: rois (R, 5), class probabilities (R, K), box deltas.
-    private func runNet() throws -> (rois: [Float], probs: [Float], deltas: [Float]) {
+        let semantics = model.semantics
+        let input = try semantics.prepare(image, settings, context: ws.context)
+        ws.feedBlob("data", input.data)
+        ws.feedBlob("im_info", try Tensor(input.imInfo, shape: [1, 3], context: ws.context))
+        if semantics.anchorsFollowInput { try session.feedAnchors(into: ws, paddedHeight: input.data.dim(2), paddedWidth: input.data.dim(3)) }
         try net.run()
-        return (try ws.fetchBlob("rois").toArray(as: Float.self), try ws.fetchBlob("cls_prob").toArray(as: Float.self),
-                try ws.fetchBlob("bbox_pred").toArray(as: Float.self))
+        let rois = try ws.fetchBlob("rois").toArray(as: Float.self)
+        let boxes = classBoxes(rois: rois, deltas: try ws.fetchBlob("bbox_pred").toArray(as: Float.self), input: input,
+                               convention: semantics.boxConvention)
+        let found = semantics.detections(scores: try ws.fetchBlob("cls_prob").toArray(as: Float.self), boxes: boxes,
+                                         rows: rois.count / 5, settings)
+        return found.map { d in
+            let b = d.box
+            return DetectedBox(bbox: [Double(b[0] * input.outputScaleX), Double(b[1] * input.outputScaleY),
+                                      Double(b[2] * input.outputScaleX), Double(b[3] * input.outputScaleY)],
+                               score: Double(d.score), classIndex: d.classIndex)
+        }
     }
 
-    /// Each roi decoded per class (R, 4K) by the box head's deltas (or the roi itself without
-    /// TEST.BBOX_REG), `transform` applied to the roi first, clipped to height × width.
-    private func classBoxes(rois: [Float], deltas: [Float], convention: BoxConvention, height: Float, width: Float,
-                            transform: (Float) -> Float) -> [Float] {
+    /// Each roi, divided by the input's RoI scale, decoded per class (R, 4K) by the box head's
+    /// deltas (or the roi itself without TEST.BBOX_REG), clipped to the input's clip size.
+    private func classBoxes(rois: [Float], deltas: [Float], input: PreparedInput, convention: BoxConvention) -> [Float] {
         let r = rois.count / 5, K = model.numClasses
-        let w = cfg.doubles("MODEL.BBOX_REG_WEIGHTS").map(Float.init)
-        let agnostic = cfg.bool("MODEL.CLS_AGNOSTIC_BBOX_REG")
+        let agnostic = settings.classAgnosticBoxes
         // Every (roi, class) pair in one decode call: roi i's box repeated for each class, beside
         // the class's deltas (the class-agnostic model's second column for every foreground class).
         var refs = [Float](), classDeltas = agnostic ? [Float]() : deltas
         refs.reserveCapacity(r * K * 4)
         if agnostic { classDeltas.reserveCapacity(r * K * 4) }
         for i in 0..<r {
-            let ref = (1...4).map { transform(rois[5 * i + $0]) }
+            let ref = (1...4).map { rois[5 * i + $0] / input.roiScale }
             for c in 0..<K {
                 refs += ref
                 if agnostic {
@@ -112,52 +109,11 @@ public final class Detector {
                 }
             }
         }
-        var boxes = cfg.bool("TEST.BBOX_REG")
-            ? Boxes.decode(refs, deltas: classDeltas, weights: (w[0], w[1], w[2], w[3]), clip: Float(cfg.double("BBOX_XFORM_CLIP")),
-                           convention: convention)
+        var boxes = settings.bboxReg
+            ? Boxes.decode(refs, deltas: classDeltas, weights: settings.bboxRegWeights, clip: settings.bboxTransformClip, convention: convention)
             : refs
-        Boxes.clip(&boxes, height: height, width: width, convention: convention)
+        Boxes.clip(&boxes, height: input.clipHeight, width: input.clipWidth, convention: convention)
         return boxes
-    }
-
-    /// Detectron's `im_detect_bbox` and `box_results_with_nms_and_limit`.
-    private func detectDetectron(_ image: Image) throws -> [(classIndex: Int, score: Float, box: [Float])] {
-        let s = InputBlob.scale(width: image.width, height: image.height, target: cfg.int("TEST.SCALE"), maxSize: cfg.int("TEST.MAX_SIZE"))
-        let blob = try InputBlob.blob([(image, s)], pixelMeans: pixelMeans(cfg), stride: cfg.int("FPN.COARSEST_STRIDE"), context: ws.context)
-        ws.feedBlob("data", blob)
-        // At test, im_info holds the padded size (Detectron keeps this on purpose).
-        ws.feedBlob("im_info", try Tensor([Float(blob.dim(2)), Float(blob.dim(3)), Float(s)], shape: [1, 3], context: ws.context))
-        let (rois, probs, deltas) = try runNet()
-        // Back to the original image, decoded per class, clipped to the original size.
-        let boxes = classBoxes(rois: rois, deltas: deltas, convention: .detectron, height: Float(image.height), width: Float(image.width)) {
-            $0 / Float(s)
-        }
-        return Boxes.nmsAndLimit(scores: probs, boxes: boxes, rows: rois.count / 5, classes: model.numClasses,
-                                 threshold: Float(cfg.double("TEST.SCORE_THRESH")), nms: Float(cfg.double("TEST.NMS")),
-                                 limit: cfg.int("TEST.DETECTIONS_PER_IM"))
-    }
-
-    /// torchvision's `GeneralizedRCNN.forward` at inference: its transform, the net, then
-    /// `postprocess_detections` in the resized image and `transform.postprocess` (boxes scaled
-    /// by original/resized size per axis, in float32).
-    private func detectTorchvision(_ image: Image) throws -> [(classIndex: Int, score: Float, box: [Float])] {
-        let (prepared, scale) = TorchvisionTransform.prepare(image, mean: pixelMeans(cfg), std: pixelStds(cfg),
-                                                             minSize: cfg.int("TEST.SCALE"), maxSize: cfg.int("TEST.MAX_SIZE"))
-        let blob = try InputBlob.batch([prepared], stride: cfg.int("FPN.COARSEST_STRIDE"), context: ws.context)
-        ws.feedBlob("data", blob)
-        // im_info holds the resized size before padding: torchvision clips proposals to it.
-        let (rh, rw) = (Float(prepared.height), Float(prepared.width))
-        ws.feedBlob("im_info", try Tensor([rh, rw, Float(scale)], shape: [1, 3], context: ws.context))
-        try Self.feedAnchorGrids(model.cellAnchors, into: ws, paddedHeight: blob.dim(2), paddedWidth: blob.dim(3))
-        let (rois, probs, deltas) = try runNet()
-        let boxes = classBoxes(rois: rois, deltas: deltas, convention: .torchvision, height: rh, width: rw) { $0 }
-        let found = Boxes.torchvisionDetections(scores: probs, boxes: boxes, rows: rois.count / 5, classes: model.numClasses,
-                                                threshold: Float(cfg.double("TEST.SCORE_THRESH")), nms: Float(cfg.double("TEST.NMS")),
-                                                limit: cfg.int("TEST.DETECTIONS_PER_IM"))
-        let ratioH = Float(image.height) / rh, ratioW = Float(image.width) / rw
-        return found.map { d in
-            (classIndex: d.classIndex, score: d.score, box: [d.box[0] * ratioW, d.box[1] * ratioH, d.box[2] * ratioW, d.box[3] * ratioH])
-        }
     }
 
     /// A blob of the last image's run, for comparisons with other implementations: any blob of
@@ -190,11 +146,13 @@ public final class Detector {
 /// evaluation and per-category AP, written to OUTPUT_DIR/test/<dataset>/.
 public struct Tester {
     public let cfg: Config
-    let log: @Sendable (String) -> Void
+    let components: ModelComponents
+    let logger: Logger
 
-    public init(config: Config, log: @escaping @Sendable (String) -> Void) {
+    public init(config: Config, components: ModelComponents = .standard, logger: Logger) {
         cfg = config
-        self.log = log
+        self.components = components
+        self.logger = logger
     }
 
     public struct Outcome: Sendable {
@@ -208,7 +166,7 @@ public struct Tester {
     @discardableResult
     public func run(weights: String, range: Range<Int>? = nil) throws -> [Outcome] {
         var outcomes: [Outcome] = []
-        let detector = try Detector(config: cfg, weights: weights, log: log)
+        let detector = try Detector(config: cfg, weights: weights, components: components, logger: logger)
         for ds in try loadDatasets(cfg, key: "TEST.DATASETS") {
             let (entries, _) = try ds.roidb()
             let selected = range.map { Array(entries[max(0, $0.lowerBound)..<min(entries.count, $0.upperBound)]) } ?? entries
@@ -221,7 +179,7 @@ public struct Tester {
                                                 x1: d.bbox[0], y1: d.bbox[1], x2: d.bbox[2], y2: d.bbox[3], score: d.score))
                 }
                 if (i + 1) % 20 == 0 || i + 1 == selected.count {
-                    log(String(format: "im_detect: %d/%d  %.3f s/image", i + 1, selected.count, Date().timeIntervalSince(t0) / Double(i + 1)))
+                    logger.info("\(String(format: "im_detect: %d/%d  %.3f s/image", i + 1, selected.count, Date().timeIntervalSince(t0) / Double(i + 1)))")
                 }
             }
             let perImage = Date().timeIntervalSince(t0) / Double(max(1, selected.count))
@@ -247,7 +205,7 @@ public struct Tester {
             let ranges = (0..<workers).map { i in min(count, i * per)..<min(count, (i + 1) * per) }.filter { !$0.isEmpty }
             let dir = resultsDirectory(ds)
             try Files.makeDirectory(dir)
-            log("multi-worker testing of \(ds.name): \(count) images in \(ranges.count) workers × \(threads) threads: \(ranges.map { "\($0.lowerBound):\($0.upperBound)" }.joined(separator: ", "))")
+            logger.info("multi-worker testing of \(ds.name): \(count) images in \(ranges.count) workers × \(threads) threads: \(ranges.map { "\($0.lowerBound):\($0.upperBound)" }.joined(separator: ", "))")
             let t0 = Date()
             struct Worker {
                 var child: ChildProcess
@@ -285,7 +243,7 @@ public struct Tester {
             var detections: [Detection] = []
             for w in workers { detections += try Detection.load(resultsFile(ds, range: w.range)) }
             let perImage = Date().timeIntervalSince(t0) / Double(max(1, count))
-            log(String(format: "multi-worker testing: %d images in %.1f s (%.3f s/image)", count, Date().timeIntervalSince(t0), perImage))
+            logger.info("\(String(format: "multi-worker testing: %d images in %.1f s (%.3f s/image)", count, Date().timeIntervalSince(t0), perImage))")
             outcomes.append(try finish(ds, detections: detections, range: nil, secondsPerImage: perImage))
         }
         return outcomes
@@ -306,14 +264,14 @@ public struct Tester {
         try Files.makeDirectory(resultsDirectory(ds))
         let file = resultsFile(ds, range: range)
         try Detection.write(detections, to: file)
-        log("wrote \(detections.count) detections to \(file)")
+        logger.info("wrote \(detections.count) detections to \(file)")
         var evaluation: COCOEvaluator.Result?
         if range == nil && ds.coco.hasAnnotations {
             let result = COCOEvaluator(groundTruth: ds.coco, detections: detections).evaluate()
             evaluation = result
-            log("Evaluating bounding boxes of \(ds.name):\n" + result.summary)
+            logger.info("Evaluating bounding boxes of \(ds.name):\n\(result.summary)")
             for c in ds.coco.categories {
-                log(String(format: "  %-12@ AP %.3f", c.name, result.perCategory[c.id] ?? -1))
+                logger.info("\(String(format: "  %-12@ AP %.3f", c.name, result.perCategory[c.id] ?? -1))")
             }
             let json = EvaluationJSON.object(result)
             try Files.writeAtomically(Array(json.utf8), to: (resultsDirectory(ds) as NSString).appendingPathComponent("detection_results.json"))

@@ -1,6 +1,7 @@
 import COCO
 import DataLoading
 import Foundation
+import Logging
 import Operators
 import Portability
 import Storage
@@ -19,7 +20,9 @@ public struct TrainingEvent: Sendable {
 public final class Trainer {
     public private(set) var cfg: Config
     public let outputDirectory: String
-    let log: @Sendable (String) -> Void
+    let components: ModelComponents
+    /// Where log lines go (the CLI's handler prints them; a library user brings their own).
+    let logger: Logger
     /// Where the live status line goes (`[t/N] loss … eta …`, every iteration), nil to clear it
     /// before a log line; nil: no live line. The engine never writes to the terminal itself: the
     /// CLI sets this when its standard error is a terminal.
@@ -27,10 +30,11 @@ public final class Trainer {
     /// The training categories, saved with the weights so inference can name classes.
     var categoriesJSON = "[]"
 
-    public init(config: Config, log: @escaping @Sendable (String) -> Void) {
+    public init(config: Config, components: ModelComponents = .standard, logger: Logger) {
         self.cfg = config
         self.outputDirectory = (config.string("OUTPUT_DIR") as NSString).appendingPathComponent("train")
-        self.log = log
+        self.components = components
+        self.logger = logger
     }
 
     var finalPath: String { (outputDirectory as NSString).appendingPathComponent("model_final.safetensors") }
@@ -41,10 +45,10 @@ public final class Trainer {
     /// Trains; returns the path of `model_final`.
     @discardableResult
     public func run(onLog: ((TrainingEvent) -> Void)? = nil) throws -> String {
-        if let note = try ScheduleScaling.applyIfRequested(&cfg) { log(note) }
+        if let note = try ScheduleScaling.applyIfRequested(&cfg) { logger.info("\(note)") }
         try Files.makeDirectory(outputDirectory)
         if cfg.bool("TRAIN.AUTO_RESUME"), FileManager.default.fileExists(atPath: finalPath) {
-            log("model_final exists at \(finalPath): training is done (delete it to train again)")
+            logger.info("model_final exists at \(finalPath): training is done (delete it to train again)")
             return finalPath
         }
         let datasets = try loadDatasets(cfg, key: "TRAIN.DATASETS")
@@ -52,26 +56,25 @@ public final class Trainer {
         for d in datasets {
             let (entries, stats) = try d.trainingRoidb(flipped: cfg.bool("TRAIN.USE_FLIPPED"))
             roidb += entries
-            for w in stats.warnings { log("\(d.name): \(w)") }
+            for w in stats.warnings { logger.info("\(d.name): \(w)") }
         }
         guard !roidb.isEmpty else { throw EngineError.data("no training image has a usable box") }
-        log("training on \(roidb.count) roidb entries from \(datasets.map(\.name).joined(separator: ", "))")
+        logger.info("training on \(roidb.count) roidb entries from \(datasets.map(\.name).joined(separator: ", "))")
         // Sorted keys: the same training writes the same file, byte for byte.
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         categoriesJSON = String(decoding: (try? encoder.encode(datasets[0].coco.categories)) ?? Data("[]".utf8), as: UTF8.self)
 
-        let session = try ModelSession(cfg, train: true)
+        let session = try ModelSession(cfg, train: true, components: components)
         let model = session.model
         let communicator = try makeCommunicator(cfg)
         let replicaCount = communicator.localReplicas
         let isFirstProcess = communicator.firstReplica == 0
         if isFirstProcess {
-            for name in Files.removeStaleTemporaries(in: outputDirectory) { log("removed \(name), a partial file a killed run left") }
+            for name in Files.removeStaleTemporaries(in: outputDirectory) { logger.info("removed \(name), a partial file a killed run left") }
         }
         if communicator.worldSize > 1 {
-            log("data-parallel training: \(communicator.worldSize) replicas (NUM_GPUS), \(replicaCount) in this process, "
-                + "each with TRAIN.IMS_PER_BATCH \(cfg.int("TRAIN.IMS_PER_BATCH")) images")
+            logger.info("data-parallel training: \(communicator.worldSize) replicas (NUM_GPUS), \(replicaCount) in this process, each with TRAIN.IMS_PER_BATCH \(cfg.int("TRAIN.IMS_PER_BATCH")) images")
         }
         // Replicas in one process share the cores.
         let threadsPerReplica = max(1, session.budget.threads / replicaCount)
@@ -87,13 +90,13 @@ public final class Trainer {
             let metadata = try loadCheckpoint(path, into: ws, model: model, momentum: true)
             progress = try TrainingProgress(metadata: metadata, file: path)
             start = progress.iteration + 1
-            log("resuming from \(path) at iteration \(start)")
+            logger.info("resuming from \(path) at iteration \(start)")
         } else if !cfg.string("TRAIN.WEIGHTS").isEmpty {
             let w = cfg.string("TRAIN.WEIGHTS")
             if w.hasPrefix("http://") || w.hasPrefix("https://") {
                 throw EngineError.config(.invalid(key: "TRAIN.WEIGHTS", reason: "is a URL (\(w)); weights are not downloaded: fetch the file elsewhere and pass its local path, or set TRAIN.WEIGHTS '' to train from scratch"))
             }
-            try loadCheckpoint(w, into: ws, model: model, momentum: false, log: log)
+            try loadCheckpoint(w, into: ws, model: model, momentum: false, logger: logger)
         }
 
         var replicas: [Replica] = [], trainable: [ParamInfo] = [], gradients: [String] = []
@@ -107,7 +110,7 @@ public final class Trainer {
                                     forwardBackward: try Net(nets.forwardBackward, workspace: rws, registry: registry, pool: pool, seed: seed &+ global),
                                     update: try Net(nets.update, workspace: rws, registry: registry, pool: pool, seed: seed), pool: pool))
         }
-        log("\(trainable.count) trainable parameters (\(trainable.reduce(0) { $0 + $1.shape.reduce(1, *) }) values), \(model.params.count - trainable.count) frozen")
+        logger.info("\(trainable.count) trainable parameters (\(trainable.reduce(0) { $0 + $1.shape.reduce(1, *) }) values), \(model.params.count - trainable.count) frozen")
         let group = ReplicaGroup(replicas: replicas, communicator: communicator, gradients: gradients,
                                  shared: model.params.map(\.name) + trainable.map { $0.name + "_momentum" })
         defer { group.shutdown() }
@@ -130,7 +133,7 @@ public final class Trainer {
         options.workerKind = try workerKind(cfg)
         options.prefetchFactor = options.numWorkers > 0 ? 2 : nil
         options.persistentWorkers = options.numWorkers > 0
-        options.warn = { [log] in log("warning: \($0)") }
+        options.warn = { [logger] in logger.warning("\($0)") }
         let sampler: any BatchSampler = cfg.bool("TRAIN.ASPECT_GROUPING")
             ? AspectRatioGroupedBatchSampler(horizontal: roidb.map { $0.width >= $0.height }, batchSize: options.batchSize, seed: options.seed)
             : SimpleBatchSampler(count: roidb.count, batchSize: options.batchSize, shuffle: true, seed: options.seed, dropLast: true)
@@ -166,7 +169,7 @@ public final class Trainer {
         func record(_ json: [String: Any]) throws {
             let line = String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
             status?(nil)
-            log("json_stats: \(line)")
+            logger.info("json_stats: \(line)")
             stats?.write(Data((line + "\n").utf8))
         }
         let trainStart = Date()
@@ -184,7 +187,7 @@ public final class Trainer {
                             for i in 0..<m.count { m[i] *= ratio }
                         }
                     }
-                    log("iteration \(t): learning rate \(currentLR) → \(lr), momentum rescaled by \(ratio)")
+                    logger.info("iteration \(t): learning rate \(currentLR) → \(lr), momentum rescaled by \(ratio)")
                 }
                 currentLR = lr
             }
@@ -231,7 +234,7 @@ public final class Trainer {
                     } else {
                         let line = String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
                         status?(nil)
-                        log("json_stats: \(line)")
+                        logger.info("json_stats: \(line)")
                     }
                     onLog?(TrainingEvent(iteration: t, lr: lr, losses: med, total: med["loss"] ?? total, secondsPerIteration: secs))
                 } else {
@@ -246,8 +249,8 @@ public final class Trainer {
                 try saveCheckpoint(path, ws: ws, model: model, trainable: trainable, progress: TrainingProgress(iteration: t, window: window))
                 lastSnapshot = path
                 status?(nil)
-                log("wrote snapshot \(path)")
-                for old in snapshots.prune(keep: cfg.int("TRAIN.SNAPSHOT_KEEP")) { log("deleted snapshot \(old) (TRAIN.SNAPSHOT_KEEP \(cfg.int("TRAIN.SNAPSHOT_KEEP")))") }
+                logger.info("wrote snapshot \(path)")
+                for old in snapshots.prune(keep: cfg.int("TRAIN.SNAPSHOT_KEEP")) { logger.info("deleted snapshot \(old) (TRAIN.SNAPSHOT_KEEP \(cfg.int("TRAIN.SNAPSHOT_KEEP")))") }
                 writePlot()
             }
         }
@@ -256,9 +259,10 @@ public final class Trainer {
             try saveCheckpoint(finalPath, ws: ws, model: model, trainable: trainable, progress: TrainingProgress(iteration: maxIter - 1, window: window))
         }
         for stream in streams { stream.shutdown() }
-        log(String(format: "training done in %.1f s (%.2f%% of the iterations' time blocked on the data loader); %@",
-                   Date().timeIntervalSince(trainStart), 100 * totalWait / max(totalTime, 1e-9),
-                   isFirstProcess ? "wrote \(finalPath)" : "replica 0's process wrote \(finalPath)"))
+        let done = String(format: "training done in %.1f s (%.2f%% of the iterations' time blocked on the data loader); %@",
+                          Date().timeIntervalSince(trainStart), 100 * totalWait / max(totalTime, 1e-9),
+                          isFirstProcess ? "wrote \(finalPath)" : "replica 0's process wrote \(finalPath)")
+        logger.info("\(done)")
         if isFirstProcess { writePlot() }
         return finalPath
     }
@@ -291,8 +295,8 @@ public final class Trainer {
         defer { try? FileManager.default.removeItem(atPath: weights) }
         var c = cfg
         try c.merge(overrides: ["OUTPUT_DIR", dir])
-        log("iteration \(iteration): evaluating on \(cfg.strings("TEST.DATASETS").joined(separator: ", ")) (TEST.EVAL_PERIOD \(cfg.int("TEST.EVAL_PERIOD")))")
-        return try Tester(config: c, log: log).run(weights: weights).compactMap { outcome in
+        logger.info("iteration \(iteration): evaluating on \(cfg.strings("TEST.DATASETS").joined(separator: ", ")) (TEST.EVAL_PERIOD \(cfg.int("TEST.EVAL_PERIOD")))")
+        return try Tester(config: c, components: components, logger: logger).run(weights: weights).compactMap { outcome in
             outcome.evaluation.map { TrainingPlot.evaluationStats(iteration: iteration, dataset: outcome.dataset, result: $0) }
         }
     }
@@ -318,7 +322,7 @@ public final class Trainer {
         do {
             try TrainingPlot.write(stats: TrainingStatsFile.read(statsPath), to: (outputDirectory as NSString).appendingPathComponent("loss_curve"))
         } catch {
-            log("warning: could not write the loss plot: \(error)")
+            logger.warning("could not write the loss plot: \(error)")
         }
     }
 }

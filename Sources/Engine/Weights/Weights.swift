@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Pickle
 import Portability
 import Storage
@@ -156,7 +157,7 @@ public enum Checkpoint {
 /// checkpoint's metadata.
 @discardableResult
 func loadCheckpoint(_ path: String, into ws: Workspace, model: DetectionModel, momentum: Bool,
-                    log: ((String) -> Void)? = nil) throws -> [String: String] {
+                    logger: Logger? = nil) throws -> [String: String] {
     let contents = try Checkpoint.read(path)
     var missing: [String] = []
     for p in model.params {
@@ -170,8 +171,8 @@ func loadCheckpoint(_ path: String, into ws: Workspace, model: DetectionModel, m
     let known = Set(model.params.map(\.name)).union(model.params.map { $0.name + "_momentum" })
     let unused = contents.blobs.keys.filter { !known.contains($0) }.sorted()
     if !missing.isEmpty {
-        log?("\(path): \(missing.count) model blobs not in the file keep their initial values: \(missing.prefix(8).joined(separator: ", "))\(missing.count > 8 ? ", …" : "")")
+        logger?.info("\(path): \(missing.count) model blobs not in the file keep their initial values: \(missing.prefix(8).joined(separator: ", "))\(missing.count > 8 ? ", …" : "")")
     }
-    if !unused.isEmpty { log?("\(path): \(unused.count) blobs in the file are not used by the model: \(unused.prefix(8).joined(separator: ", "))") }
+    if !unused.isEmpty { logger?.info("\(path): \(unused.count) blobs in the file are not used by the model: \(unused.prefix(8).joined(separator: ", "))") }
     return contents.metadata
 }
