@@ -304,6 +304,7 @@ public struct OperatorRegistry: Sendable {
         registerNormalization(&r)
         registerPooling(&r)
         registerSoftmaxAndLosses(&r)
+        registerFocalLosses(&r)
         registerRoIOps(&r)
         registerFillersAndSolver(&r)
         registerDetectionOps(&r)

@@ -1,4 +1,5 @@
 @testable import Engine
+import Foundation
 import Imaging
 import Logging
 import Operators
@@ -46,7 +47,7 @@ struct InferenceOnlyDetectron: DetectionSemantics {
 
 @Suite("Model components by Detectron's names")
 struct ModelComponentsTests {
-    @Test("a registered box head builds, trains its own parameters and detects; the standard components refuse its name")
+    @Test("a registered box head builds, trains (its fc6 changes) and detects; the standard components refuse its name")
     func customHead() throws {
         let cfg = try smallConfig(["FAST_RCNN.ROI_BOX_HEAD", "my_heads.add_roi_1mlp_head"])
         let components = componentsWithOneMLPHead()
@@ -57,10 +58,19 @@ struct ModelComponentsTests {
         #expect(fc6.shape == [cfg.int("FAST_RCNN.MLP_HEAD_DIM"), cfg.int("FPN.DIM") * 7 * 7])
         #expect(model.params.first { $0.name == "cls_score_w" }?.shape == [cfg.int("MODEL.NUM_CLASSES"), cfg.int("FAST_RCNN.MLP_HEAD_DIM")])
 
-        let detector = try Detector(config: cfg, weights: nil, components: components)
-        let image = Image(width: 80, height: 64, channels: 3, order: .rgb, fill: 90)
-        let found = try detector.detect(image)
-        #expect(found.allSatisfy { $0.bbox[2] <= 80 && $0.bbox[3] <= 64 })
+        // Trained through the Trainer (5 iterations), then detecting through the Detector.
+        let (spec, _, dir) = try tinyDataset()
+        var small = try smallConfig(tinyConfig(dataset: spec, output: dir + "/out", maxIter: 5))
+        try small.merge(overrides: ["FAST_RCNN.ROI_BOX_HEAD", "my_heads.add_roi_1mlp_head", "TRAIN.AUTO_RESUME", "False"])
+        let final = try Trainer(config: small, components: components, logger: .silent).run()
+        let blobs = try Checkpoint.read(final).blobs
+        #expect(blobs["fc7_w"] == nil)
+        let trained = try #require(blobs["fc6_w"])
+        let initial = try ModelSession(small, train: false, components: components).makeWorkspace()
+        #expect(try initial.fetchBlob("fc6_w").toArray(as: Float.self) != trained.values, "fc6_w was not trained")
+        let detector = try Detector(config: small, weights: final, components: components)
+        let found = try detector.detect(try JPEG.decode(contentsOf: dir + "/a.jpg"))
+        #expect(found.allSatisfy { $0.score.isFinite && $0.bbox[2] <= 64 && $0.bbox[3] <= 64 })
 
         #expect {
             try ModelComponents.standard.build(cfg, train: false)
