@@ -29,12 +29,16 @@ struct ConfigSupportTests {
         }
     }
 
-    @Test("model switches and model types are refused by name with the missing feature", arguments: [
+    @Test("model switches and model types are refused by name with the missing feature (or the inconsistent setting)", arguments: [
         (["MODEL.MASK_ON", "True"], "config key MODEL.MASK_ON is True: Mask R-CNN is not implemented in this version"),
         (["MODEL.KEYPOINTS_ON", "True"], "config key MODEL.KEYPOINTS_ON is True: Keypoint R-CNN is not implemented"),
         (["MODEL.RPN_ONLY", "True"], "config key MODEL.RPN_ONLY is True: An RPN-only model"),
-        (["RETINANET.RETINANET_ON", "True"], "config key RETINANET.RETINANET_ON is True: RetinaNet is not implemented"),
-        (["MODEL.TYPE", "retinanet"], "config key MODEL.TYPE is 'retinanet': RetinaNet is not implemented"),
+        (["RETINANET.RETINANET_ON", "True"], "config key RETINANET.RETINANET_ON: is True, which Detectron pairs with MODEL.TYPE retinanet"),
+        (["MODEL.TYPE", "retinanet"], "config key RETINANET.RETINANET_ON: is False, but MODEL.TYPE is retinanet"),
+        (["MODEL.TYPE", "retinanet", "RETINANET.RETINANET_ON", "True", "FPN.MULTILEVEL_ROIS", "False", "RETINANET.SOFTMAX", "True"],
+         "config key RETINANET.SOFTMAX is True: RetinaNet's softmax classifier (softmax focal loss) is not implemented"),
+        (["MODEL.TYPE", "retinanet", "RETINANET.RETINANET_ON", "True", "FPN.MULTILEVEL_ROIS", "False", "RETINANET.CLASS_SPECIFIC_BBOX", "True"],
+         "config key RETINANET.CLASS_SPECIFIC_BBOX is True: Class-specific RetinaNet box regression is not implemented"),
         (["MODEL.TYPE", "rfcn"], "config key MODEL.TYPE is 'rfcn': R-FCN is not implemented"),
         (["MODEL.FASTER_RCNN", "False"], "config key MODEL.FASTER_RCNN is False: Fast R-CNN on precomputed proposals is not implemented"),
         (["FPN.FPN_ON", "False"], "config key FPN.FPN_ON is False: A single-scale (C4) model is not implemented"),

@@ -58,7 +58,7 @@ struct ConfigZooTests {
                 }
                 built.append(f)
                 // One run per distinct architecture (body, groups, width, head, norms).
-                let arch = ["MODEL.CONV_BODY", "RESNETS.NUM_GROUPS", "RESNETS.WIDTH_PER_GROUP", "RESNETS.TRANS_FUNC", "RESNETS.STRIDE_1X1",
+                let arch = ["MODEL.TYPE", "MODEL.CONV_BODY", "RESNETS.NUM_GROUPS", "RESNETS.WIDTH_PER_GROUP", "RESNETS.TRANS_FUNC", "RESNETS.STRIDE_1X1",
                             "FAST_RCNN.ROI_BOX_HEAD", "FPN.USE_GN", "FPN.DIM", "MODEL.SEMANTICS"].map { "\(c.value($0)!)" }.joined(separator: " ")
                 if representatives[arch] == nil { representatives[arch] = f }
             }
@@ -69,7 +69,8 @@ struct ConfigZooTests {
             #expect(message.hasPrefix("config key ") && message.contains("is not implemented in this version"), "\(f): \(message)")
         }
         #expect(refused["12_2017_baselines/e2e_mask_rcnn_R-50-FPN_1x.yaml"]?.hasPrefix("config key MODEL.MASK_ON is True: Mask R-CNN") == true)
-        #expect(refused["12_2017_baselines/retinanet_R-50-FPN_1x.yaml"]?.hasPrefix("config key MODEL.TYPE is 'retinanet': RetinaNet") == true)
+        // All eight RetinaNet baselines build (their bodies exist).
+        #expect(built.filter { $0.hasPrefix("12_2017_baselines/retinanet_") }.count == 8)
         #expect(refused["test_time_aug/e2e_mask_rcnn_R-50-FPN_2x.yaml"] != nil)
         #expect(built.contains("12_2017_baselines/e2e_faster_rcnn_X-101-64x4d-FPN_1x.yaml"))
 

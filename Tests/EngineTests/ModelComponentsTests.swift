@@ -88,7 +88,7 @@ struct ModelComponentsTests {
         let new = try ModelComponents.standard.build(try smallConfig(["FAST_RCNN.ROI_BOX_HEAD", "fast_rcnn_heads.add_roi_2mlp_head"]), train: false)
         #expect(old.net.ops.map(\.type) == new.net.ops.map(\.type) && old.params == new.params)
         #expect(ModelComponents.standard.bodies.keys.sorted() == [18, 34, 50, 101, 152].map { "FPN.add_fpn_ResNet\($0)_conv5_body" }.sorted())
-        for (key, value) in [("MODEL.CONV_BODY", "ResNet.add_ResNet50_conv4_body"), ("MODEL.TYPE", "retinanet")] {
+        for (key, value) in [("MODEL.CONV_BODY", "ResNet.add_ResNet50_conv4_body"), ("MODEL.TYPE", "rfcn")] {
             #expect {
                 try ModelComponents.standard.build(try smallConfig([key, value]), train: false)
             } throws: { error in

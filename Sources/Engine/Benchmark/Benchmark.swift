@@ -66,7 +66,7 @@ public enum ModelBenchmark {
         let ws = try session.makeWorkspace()
         let netDef = try makeTrainingNet(cfg, model: model, ws: ws, registry: registry).combined
         try ws.fetchBlob("lr").mutableData(as: Float.self)[0] = 0.001
-        let targets = RPNTargetMaker(cfg: cfg, cellAnchors: model.cellAnchors, levels: model.rpnLevels)
+        let targets = model.trainingTargets!   // a training net's
         let n = cfg.int("TRAIN.IMS_PER_BATCH")
         var samples: [TrainSample] = []
         var rng = SampleRNG(seed: 1)
@@ -75,11 +75,11 @@ public enum ModelBenchmark {
             let s = InputBlob.scale(width: img.width, height: img.height, target: cfg.ints("TRAIN.SCALES")[0], maxSize: cfg.int("TRAIN.MAX_SIZE"))
             let prepared = InputBlob.prepare(img, pixelMeans: pixelMeans(cfg), scale: s)
             let box: [Float] = [Float(img.width) / 3, Float(img.height) / 3, Float(img.width) * 2 / 3, Float(img.height) * 2 / 3]
-            let rpn = targets.compute(gt: box.map { $0 * Float(s) }, imageHeight: prepared.height, imageWidth: prepared.width, rng: &rng)
-            samples.append(TrainSample(image: prepared, scale: Float(s), rpn: rpn,
+            let computed = targets.compute(gt: box.map { $0 * Float(s) }, classes: [1], height: prepared.height, width: prepared.width, rng: &rng)
+            samples.append(TrainSample(image: prepared, scale: Float(s), targets: computed,
                                        entry: .init(boxes: box, classes: [1], crowd: [false], scale: Float(s)), seed: rng.next()))
         }
-        let batch = try MinibatchCollate.collate(samples, targets: targets, context: ctx)
+        let batch = try MinibatchCollate.collate(samples, targets: targets, stride: cfg.int("FPN.COARSEST_STRIDE"), context: ctx)
         for (name, t) in batch.blobs { ws.feedBlob(name, t) }
         ws.feed("roidb", value: batch.roidb)
         let net = try Net(netDef, workspace: ws, registry: registry, pool: pool)

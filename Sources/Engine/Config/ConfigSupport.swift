@@ -16,7 +16,6 @@ extension Config {
     static let missingFeatures: [MissingFeature] = [
         MissingFeature(name: "Mask R-CNN", switchKey: "MODEL.MASK_ON", subtrees: ["MRCNN.", "TEST.MASK_AUG."]),
         MissingFeature(name: "Keypoint R-CNN", switchKey: "MODEL.KEYPOINTS_ON", subtrees: ["KRCNN.", "TEST.KPS_AUG."]),
-        MissingFeature(name: "RetinaNet", switchKey: "RETINANET.RETINANET_ON", subtrees: ["RETINANET."]),
         MissingFeature(name: "An RPN-only model (proposals without a detection head)", switchKey: "MODEL.RPN_ONLY", subtrees: []),
         MissingFeature(name: "Test-time augmentation of boxes", switchKey: "TEST.BBOX_AUG.ENABLED", subtrees: ["TEST.BBOX_AUG."]),
         MissingFeature(name: "Soft-NMS", switchKey: "TEST.SOFT_NMS.ENABLED", subtrees: ["TEST.SOFT_NMS."]),
@@ -69,14 +68,13 @@ extension Config {
         "TRAIN.COPY_WEIGHTS": "Copying TRAIN.WEIGHTS into OUTPUT_DIR as a candidate checkpoint",
         "TRAIN.GT_MIN_AREA": "Dropping small ground truth by area",
         "RESNETS.RES5_DILATION": "A dilated res5",
-        "FPN.EXTRA_CONV_LEVELS": "FPN levels above P5 by convolutions (RetinaNet's P6/P7)",
         "VIS": "Drawing detections during `test` (use `detectron infer`)",
         "EXPECTED_RESULTS": "Checking results against EXPECTED_RESULTS",
     ]
 
     /// What Detectron's other model types are, for the refusal.
     static let modelTypeFeatures = [
-        "retinanet": "RetinaNet", "rfcn": "R-FCN", "mask_rcnn": "Mask R-CNN", "keypoint_rcnn": "Keypoint R-CNN",
+        "rfcn": "R-FCN", "mask_rcnn": "Mask R-CNN", "keypoint_rcnn": "Keypoint R-CNN",
         "mask_and_keypoint_rcnn": "Mask and keypoint R-CNN", "rpn": "An RPN-only model", "fpn_rpn": "An RPN-only model",
         "fast_rcnn": "Fast R-CNN on precomputed proposals",
     ]
@@ -101,9 +99,6 @@ extension Config {
     /// for keys of a feature that is off (inert, as in Detectron). Call once the config is
     /// complete (after the file and the overrides).
     public func checkImplemented(_ components: ModelComponents = .standard) throws(ConfigError) -> [String] {
-        func unsupported(_ key: String, _ feature: String, hint: String = "") -> ConfigError {
-            .unsupported(key: key, value: value(key)?.description ?? "None", feature: feature, hint: hint)
-        }
         let modelType = try components.modelType(self)
         let defaults = Config()
         var warnings: [String] = []
@@ -113,12 +108,6 @@ extension Config {
                 warnings.append("config key \(key) is \(value(key)!) but \(feature.switchKey) is \(value(feature.switchKey)!): "
                                 + "it has no effect (as in Detectron)")
             }
-        }
-        guard bool("MODEL.FASTER_RCNN") else {
-            throw unsupported("MODEL.FASTER_RCNN", "Fast R-CNN on precomputed proposals", hint: "set MODEL.FASTER_RCNN True for Faster R-CNN")
-        }
-        for key in ["FPN.FPN_ON", "FPN.MULTILEVEL_RPN", "FPN.MULTILEVEL_ROIS"] where !bool(key) {
-            throw unsupported(key, "A single-scale (C4) model", hint: "this version builds FPN models (FPN.FPN_ON, FPN.MULTILEVEL_RPN and FPN.MULTILEVEL_ROIS True)")
         }
         for key in Self.defaultOnlyKeys.keys.sorted() where value(key) != defaults.value(key) {
             throw unsupported(key, Self.defaultOnlyKeys[key]!)
@@ -134,6 +123,11 @@ extension Config {
             throw .invalid(key: "SOLVER.LRS", reason: "is \(value("SOLVER.LRS")!); it needs one rate per step of SOLVER.STEPS \(value("SOLVER.STEPS")!)")
         }
         return warnings
+    }
+
+    /// The refusal of `key` (at its current value) for `feature`.
+    func unsupported(_ key: String, _ feature: String, hint: String = "") -> ConfigError {
+        .unsupported(key: key, value: value(key)?.description ?? "None", feature: feature, hint: hint)
     }
 
     /// Refuses a string key whose value is not among `implemented`.

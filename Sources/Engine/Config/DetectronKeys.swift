@@ -1,6 +1,6 @@
 extension Config {
     /// The keys of Detectron's config tree (`core/config.py`) that this engine does not read, with
-    /// Detectron's defaults: Mask R-CNN (`MRCNN`), Keypoint R-CNN (`KRCNN`), RetinaNet, R-FCN,
+    /// Detectron's defaults: Mask R-CNN (`MRCNN`), Keypoint R-CNN (`KRCNN`), R-FCN,
     /// test-time augmentation, soft-NMS, box voting and a few others. They are part of the tree so
     /// that Detectron's configs merge; ``checkImplemented()`` refuses them by name when they would
     /// change what Detectron computes. Listed by `tools/detectron_config_keys.py`.
@@ -46,23 +46,6 @@ extension Config {
             ("TEST.BBOX_VOTE.VOTE_TH", .float(0.8)),
             ("TEST.BBOX_VOTE.SCORING_METHOD", .string("ID")),
             ("TEST.BBOX_VOTE.SCORING_METHOD_BETA", .float(1.0)),
-            ("RETINANET.RETINANET_ON", .bool(false)),
-            ("RETINANET.ASPECT_RATIOS", t([.float(0.5), .float(1.0), .float(2.0)])),
-            ("RETINANET.SCALES_PER_OCTAVE", .int(3)),
-            ("RETINANET.ANCHOR_SCALE", .int(4)),
-            ("RETINANET.NUM_CONVS", .int(4)),
-            ("RETINANET.BBOX_REG_WEIGHT", .float(1.0)),
-            ("RETINANET.BBOX_REG_BETA", .float(0.11)),
-            ("RETINANET.PRE_NMS_TOP_N", .int(1000)),
-            ("RETINANET.POSITIVE_OVERLAP", .float(0.5)),
-            ("RETINANET.NEGATIVE_OVERLAP", .float(0.4)),
-            ("RETINANET.LOSS_ALPHA", .float(0.25)),
-            ("RETINANET.LOSS_GAMMA", .float(2.0)),
-            ("RETINANET.PRIOR_PROB", .float(0.01)),
-            ("RETINANET.SHARE_CLS_BBOX_TOWER", .bool(false)),
-            ("RETINANET.CLASS_SPECIFIC_BBOX", .bool(false)),
-            ("RETINANET.SOFTMAX", .bool(false)),
-            ("RETINANET.INFERENCE_TH", .float(0.05)),
             ("MRCNN.ROI_MASK_HEAD", .string("")),
             ("MRCNN.RESOLUTION", .int(14)),
             ("MRCNN.ROI_XFORM_METHOD", .string("RoIAlign")),

@@ -63,7 +63,7 @@ struct RPNTargetMaker: Sendable {
 
     /// The per-level blobs of one image: labels (A, F, F) and targets / inside / outside weights
     /// (4A, F, F), flat.
-    struct Output: Sendable {
+    struct Output: Sendable, Equatable {
         var labels: [Int: [Int32]] = [:]
         var targets: [Int: [Float]] = [:]
         var inside: [Int: [Float]] = [:]

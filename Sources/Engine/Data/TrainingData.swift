@@ -4,25 +4,47 @@ import Foundation
 import Imaging
 import Storage
 
-/// One training image, ready for the minibatch: the prepared image, its scale and size, its RPN
+/// How a model type's per-image training targets are made (in the loader's workers) and put
+/// into the minibatch: the RPN's (generalized R-CNN) or RetinaNet's.
+enum TrainingTargets: Sendable {
+    case rpn(RPNTargetMaker)
+    case retinaNet(RetinaNetTargetMaker)
+
+    /// One image's targets.
+    enum Output: Sendable, Equatable {
+        case rpn(RPNTargetMaker.Output)
+        case retinaNet(RetinaNetTargetMaker.Output)
+    }
+
+    /// `gt` the image's non-crowd boxes in input space with their classes; `height` × `width`
+    /// the scaled image.
+    func compute(gt: [Float], classes: [Int32], height: Int, width: Int, rng: inout SampleRNG) -> Output {
+        switch self {
+        case let .rpn(m): return .rpn(m.compute(gt: gt, imageHeight: height, imageWidth: width, rng: &rng))
+        case let .retinaNet(m): return .retinaNet(m.compute(gt: gt, classes: classes))
+        }
+    }
+}
+
+/// One training image, ready for the minibatch: the prepared image, its scale and size, its
 /// targets and its ground truth.
 struct TrainSample: Sendable {
     var image: FloatImage
     var scale: Float
-    var rpn: RPNTargetMaker.Output
+    var targets: TrainingTargets.Output
     var entry: MinibatchRoidb.Entry
     var seed: UInt64
 }
 
 /// The training roidb as a data-loader dataset: image read (BGR), flipped when the entry is,
-/// scaled to a TRAIN.SCALES choice (longer side ≤ TRAIN.MAX_SIZE), RPN targets computed here —
-/// in the loader's workers, as Detectron's loader threads do.
+/// scaled to a TRAIN.SCALES choice (longer side ≤ TRAIN.MAX_SIZE), targets computed here — in
+/// the loader's workers, as Detectron's loader threads do.
 struct TrainingDataset: Dataset {
     let roidb: [RoidbEntry]
     let scales: [Int]
     let maxSize: Int
     let pixelMeans: [Float]
-    let targets: RPNTargetMaker
+    let targets: TrainingTargets
 
     var count: Int { roidb.count }
 
@@ -36,14 +58,15 @@ struct TrainingDataset: Dataset {
         let target = scales[Int(rng.next() % UInt64(scales.count))]
         let s = InputBlob.scale(width: e.width, height: e.height, target: target, maxSize: maxSize)
         let prepared = InputBlob.prepare(image, pixelMeans: pixelMeans, scale: s)
-        var gt: [Float] = []
+        var gt: [Float] = [], classes: [Int32] = []
         for i in 0..<e.boxCount where e.gtClasses[i] > 0 && !e.isCrowd[i] {
             gt += e.boxes[4 * i..<4 * i + 4].map { $0 * Float(s) }
+            classes.append(e.gtClasses[i])
         }
         // im_info in training: the unpadded scaled size.
         let h = Int((Double(e.height) * s).rounded(.toNearestOrEven)), w = Int((Double(e.width) * s).rounded(.toNearestOrEven))
-        let rpn = targets.compute(gt: gt, imageHeight: h, imageWidth: w, rng: &rng)
-        return TrainSample(image: prepared, scale: Float(s), rpn: rpn,
+        let computed = targets.compute(gt: gt, classes: classes, height: h, width: w, rng: &rng)
+        return TrainSample(image: prepared, scale: Float(s), targets: computed,
                            entry: MinibatchRoidb.Entry(boxes: e.boxes, classes: e.gtClasses, crowd: e.isCrowd, scale: Float(s)),
                            seed: rng.next())
     }
@@ -64,10 +87,21 @@ extension TrainingDataset: TransportableDataset {
             w.write(array: e.segAreas)
         }
         w.write(array: scales.map(Int64.init)); w.write(Int64(maxSize)); w.write(array: pixelMeans)
-        w.write(Int32(targets.levels.lowerBound)); w.write(Int32(targets.levels.upperBound))
-        for level in targets.levels { w.write(array: targets.cellAnchors[level] ?? []) }
-        w.write(Int64(targets.maxSize)); w.write(targets.positiveOverlap); w.write(targets.negativeOverlap)
-        w.write(Int64(targets.batchSize)); w.write(targets.fgFraction); w.write(targets.straddle)
+        func anchors(_ levels: ClosedRange<Int>, _ cells: [Int: [Float]]) {
+            w.write(Int32(levels.lowerBound)); w.write(Int32(levels.upperBound))
+            for level in levels { w.write(array: cells[level] ?? []) }
+        }
+        switch targets {
+        case let .rpn(t):
+            w.write(UInt8(0))
+            anchors(t.levels, t.cellAnchors)
+            w.write(Int64(t.maxSize)); w.write(t.positiveOverlap); w.write(t.negativeOverlap)
+            w.write(Int64(t.batchSize)); w.write(t.fgFraction); w.write(t.straddle)
+        case let .retinaNet(t):
+            w.write(UInt8(1))
+            anchors(t.levels, t.cellAnchors)
+            w.write(Int64(t.maxSize)); w.write(Int64(t.coarsestStride)); w.write(t.positiveOverlap); w.write(t.negativeOverlap)
+        }
         return w.bytes
     }
 
@@ -88,13 +122,24 @@ extension TrainingDataset: TransportableDataset {
             }
             let scales = try r.readArray(of: Int64.self).map(Int.init), maxSize = Int(try r.read(Int64.self))
             let means = try r.readArray(of: Float.self)
+            let kind = try r.read(UInt8.self)
             let levels = Int(try r.read(Int32.self))...Int(try r.read(Int32.self))
             var cells: [Int: [Float]] = [:]
             for level in levels { cells[level] = try r.readArray(of: Float.self) }
-            let targets = RPNTargetMaker(cellAnchors: cells, levels: levels, maxSize: Int(try r.read(Int64.self)),
-                                         positiveOverlap: try r.read(Float.self), negativeOverlap: try r.read(Float.self),
-                                         batchSize: Int(try r.read(Int64.self)), fgFraction: try r.read(Double.self),
-                                         straddle: try r.read(Float.self))
+            let targets: TrainingTargets
+            switch kind {
+            case 0:
+                targets = .rpn(RPNTargetMaker(cellAnchors: cells, levels: levels, maxSize: Int(try r.read(Int64.self)),
+                                              positiveOverlap: try r.read(Float.self), negativeOverlap: try r.read(Float.self),
+                                              batchSize: Int(try r.read(Int64.self)), fgFraction: try r.read(Double.self),
+                                              straddle: try r.read(Float.self)))
+            case 1:
+                targets = .retinaNet(RetinaNetTargetMaker(cellAnchors: cells, levels: levels, maxSize: Int(try r.read(Int64.self)),
+                                                          coarsestStride: Int(try r.read(Int64.self)), positiveOverlap: try r.read(Float.self),
+                                                          negativeOverlap: try r.read(Float.self)))
+            default:
+                throw ByteReader.Truncated()
+            }
             out = TrainingDataset(roidb: roidb, scales: scales, maxSize: maxSize, pixelMeans: means, targets: targets)
         }
         self = out!
@@ -105,11 +150,23 @@ extension TrainSample: ByteCodable {
     func encode(to w: inout ByteWriter) {
         w.write(Int32(image.width)); w.write(Int32(image.height)); w.write(Int32(image.channels)); w.write(array: image.pixels)
         w.write(scale); w.write(seed)
-        w.write(UInt32(rpn.labels.count))
-        for level in rpn.labels.keys.sorted() {
-            w.write(Int32(level))
-            w.write(array: rpn.labels[level]!); w.write(array: rpn.targets[level]!)
-            w.write(array: rpn.inside[level]!); w.write(array: rpn.outside[level]!)
+        switch targets {
+        case let .rpn(rpn):
+            w.write(UInt8(0))
+            w.write(UInt32(rpn.labels.count))
+            for level in rpn.labels.keys.sorted() {
+                w.write(Int32(level))
+                w.write(array: rpn.labels[level]!); w.write(array: rpn.targets[level]!)
+                w.write(array: rpn.inside[level]!); w.write(array: rpn.outside[level]!)
+            }
+        case let .retinaNet(t):
+            w.write(UInt8(1))
+            w.write(UInt32(t.labels.count))
+            for level in t.labels.keys.sorted() {
+                w.write(Int32(level))
+                w.write(array: t.labels[level]!); w.write(array: t.foreground[level]!)
+            }
+            w.write(Int64(t.foregroundCount))
         }
         w.write(array: entry.boxes); w.write(array: entry.classes); w.write(array: entry.crowd.map { UInt8($0 ? 1 : 0) })
         w.write(entry.scale)
@@ -122,13 +179,25 @@ extension TrainSample: ByteCodable {
         image = FloatImage(width: width, height: height, channels: channels, pixels: pixels)
         scale = try r.read(Float.self)
         seed = try r.read(UInt64.self)
-        rpn = RPNTargetMaker.Output()
-        for _ in 0..<Int(try r.read(UInt32.self)) {
-            let level = Int(try r.read(Int32.self))
-            rpn.labels[level] = try r.readArray(of: Int32.self)
-            rpn.targets[level] = try r.readArray(of: Float.self)
-            rpn.inside[level] = try r.readArray(of: Float.self)
-            rpn.outside[level] = try r.readArray(of: Float.self)
+        if try r.read(UInt8.self) == 0 {
+            var rpn = RPNTargetMaker.Output()
+            for _ in 0..<Int(try r.read(UInt32.self)) {
+                let level = Int(try r.read(Int32.self))
+                rpn.labels[level] = try r.readArray(of: Int32.self)
+                rpn.targets[level] = try r.readArray(of: Float.self)
+                rpn.inside[level] = try r.readArray(of: Float.self)
+                rpn.outside[level] = try r.readArray(of: Float.self)
+            }
+            targets = .rpn(rpn)
+        } else {
+            var t = RetinaNetTargetMaker.Output()
+            for _ in 0..<Int(try r.read(UInt32.self)) {
+                let level = Int(try r.read(Int32.self))
+                t.labels[level] = try r.readArray(of: Int32.self)
+                t.foreground[level] = try r.readArray(of: Float.self)
+            }
+            t.foregroundCount = Int(try r.read(Int64.self))
+            targets = .retinaNet(t)
         }
         entry = MinibatchRoidb.Entry(boxes: try r.readArray(of: Float.self), classes: try r.readArray(of: Int32.self),
                                      crowd: try r.readArray(of: UInt8.self).map { $0 != 0 }, scale: try r.read(Float.self))
@@ -142,25 +211,33 @@ struct Minibatch: Sendable {
 }
 
 enum MinibatchCollate {
-    /// Detectron's minibatch: `data` padded to a multiple of 32, `im_info` (N, 3) = [h, w, scale]
-    /// (unpadded in training), the RPN target blobs concatenated on axis 0, and the roidb.
-    static func collate(_ samples: [TrainSample], targets: RPNTargetMaker, context: any Context) throws -> Minibatch {
+    /// Detectron's minibatch: `data` padded to a multiple of FPN.COARSEST_STRIDE (`stride`),
+    /// `im_info` (N, 3) = [h, w, scale] (unpadded in training), the target blobs, and the roidb.
+    static func collate(_ samples: [TrainSample], targets: TrainingTargets, stride: Int, context: any Context) throws -> Minibatch {
         var blobs: [(String, Tensor)] = []
-        blobs.append(("data", try InputBlob.batch(samples.map(\.image), stride: 32, context: context)))
+        let data = try InputBlob.batch(samples.map(\.image), stride: stride, context: context)
+        blobs.append(("data", data))
         var info: [Float] = []
         for s in samples {
             info += [(Float(s.image.height)), Float(s.image.width), s.scale]
         }
         blobs.append(("im_info", try Tensor(info, shape: [samples.count, 3], context: context)))
-        let a = targets.anchorsPerCell
-        for level in targets.levels {
-            let f = targets.field[level]!
-            let n = samples.count
-            let names = DerivedBlobs.rpnTargets(level)
-            blobs.append((names[0], try Tensor(samples.flatMap { $0.rpn.labels[level]! }, shape: [n, a, f, f], context: context)))
-            blobs.append((names[1], try Tensor(samples.flatMap { $0.rpn.targets[level]! }, shape: [n, 4 * a, f, f], context: context)))
-            blobs.append((names[2], try Tensor(samples.flatMap { $0.rpn.inside[level]! }, shape: [n, 4 * a, f, f], context: context)))
-            blobs.append((names[3], try Tensor(samples.flatMap { $0.rpn.outside[level]! }, shape: [n, 4 * a, f, f], context: context)))
+        switch targets {
+        case let .rpn(maker):
+            // The RPN's targets over the full fields, concatenated on axis 0 (the net narrows them).
+            let outputs = samples.map { if case let .rpn(o) = $0.targets { return o } else { preconditionFailure("RPN batch with other targets") } }
+            let a = maker.anchorsPerCell, n = samples.count
+            for level in maker.levels {
+                let f = maker.field[level]!
+                let names = DerivedBlobs.rpnTargets(level)
+                blobs.append((names[0], try Tensor(outputs.flatMap { $0.labels[level]! }, shape: [n, a, f, f], context: context)))
+                blobs.append((names[1], try Tensor(outputs.flatMap { $0.targets[level]! }, shape: [n, 4 * a, f, f], context: context)))
+                blobs.append((names[2], try Tensor(outputs.flatMap { $0.inside[level]! }, shape: [n, 4 * a, f, f], context: context)))
+                blobs.append((names[3], try Tensor(outputs.flatMap { $0.outside[level]! }, shape: [n, 4 * a, f, f], context: context)))
+            }
+        case let .retinaNet(maker):
+            let outputs = samples.map { if case let .retinaNet(o) = $0.targets { return o } else { preconditionFailure("RetinaNet batch with other targets") } }
+            blobs += try maker.collate(outputs, height: data.dim(2), width: data.dim(3), context: context)
         }
         return Minibatch(blobs: blobs, roidb: MinibatchRoidb(entries: samples.map(\.entry), seed: samples.first?.seed ?? 0))
     }

@@ -17,3 +17,15 @@ enum DerivedBlobs {
     /// The RoIs assigned to a level for RoIAlign.
     static func rois(_ level: Int) -> String { "rois_fpn\(level)" }
 }
+
+extension DerivedBlobs {
+    /// RetinaNet's training targets of a level (`get_retinanet_blob_names`): labels (N, A, H, W),
+    /// foreground box targets (M, 4) and their locations (M, 4).
+    static func retinaNetTargets(_ level: Int) -> [String] {
+        ["retnet_cls_labels_fpn\(level)", "retnet_roi_bbox_targets_fpn\(level)", "retnet_roi_fg_bbox_locs_fpn\(level)"]
+    }
+    /// Σ over the batch of (foreground anchors + 1): both losses' normaliser.
+    static let retinaNetForegroundCount = "retnet_fg_num"
+    /// A level's class probabilities and box deltas at test.
+    static func retinaNetOutputs(_ level: Int) -> (probs: String, deltas: String) { ("retnet_cls_prob_fpn\(level)", "retnet_bbox_pred_fpn\(level)") }
+}

@@ -1,5 +1,6 @@
 import Foundation
 import Operators
+import Storage
 
 /// A built detector: its net (train or test), parameters and the names the engine feeds and reads.
 public struct DetectionModel: Sendable {
@@ -16,6 +17,11 @@ public struct DetectionModel: Sendable {
     public var numClasses: Int
     /// Whose rules the model follows (`MODEL.SEMANTICS`).
     public var semantics: any DetectionSemantics
+    /// The model type's training targets (training nets).
+    var trainingTargets: TrainingTargets?
+    /// The model type's reading of a test net's outputs: detections in the prepared frame
+    /// (clipped), before the semantics' output scale.
+    var readDetections: @Sendable (Workspace, PreparedInput, TestSettings) throws -> [(classIndex: Int, score: Float, box: [Float])]
 }
 
 /// Detectron's `model_builder.generalized_rcnn` with FPN: the body (`MODEL.CONV_BODY`), the RPN
@@ -30,6 +36,25 @@ enum GeneralizedRCNN {
     }
 
     static func check(_ components: ModelComponents, _ cfg: Config) throws(ConfigError) {
+        guard cfg.bool("MODEL.FASTER_RCNN") else {
+            throw cfg.unsupported("MODEL.FASTER_RCNN", "Fast R-CNN on precomputed proposals", hint: "set MODEL.FASTER_RCNN True for Faster R-CNN")
+        }
+        for key in ["FPN.FPN_ON", "FPN.MULTILEVEL_RPN", "FPN.MULTILEVEL_ROIS"] where !cfg.bool(key) {
+            throw cfg.unsupported(key, "A single-scale (C4) model",
+                                  hint: "this version builds FPN models (FPN.FPN_ON, FPN.MULTILEVEL_RPN and FPN.MULTILEVEL_ROIS True)")
+        }
+        if cfg.bool("RETINANET.RETINANET_ON") {
+            throw .invalid(key: "RETINANET.RETINANET_ON", reason: "is True, which Detectron pairs with MODEL.TYPE retinanet, but MODEL.TYPE is generalized_rcnn")
+        }
+        // The RPN runs on P2–P6 and RoIs are pooled from P2–P5 (Detectron's FPN configs).
+        if cfg.int("FPN.RPN_MIN_LEVEL") != 2 || cfg.int("FPN.RPN_MAX_LEVEL") != 6 {
+            throw .unsupported(key: "FPN.RPN_MIN_LEVEL", value: "\(cfg.int("FPN.RPN_MIN_LEVEL"))…\(cfg.int("FPN.RPN_MAX_LEVEL"))",
+                               feature: "RPN levels other than P2–P6", hint: "set FPN.RPN_MIN_LEVEL 2 and FPN.RPN_MAX_LEVEL 6")
+        }
+        if cfg.int("FPN.ROI_MIN_LEVEL") != 2 || cfg.int("FPN.ROI_MAX_LEVEL") != 5 {
+            throw .unsupported(key: "FPN.ROI_MIN_LEVEL", value: "\(cfg.int("FPN.ROI_MIN_LEVEL"))…\(cfg.int("FPN.ROI_MAX_LEVEL"))",
+                               feature: "RoI levels other than P2–P5", hint: "set FPN.ROI_MIN_LEVEL 2 and FPN.ROI_MAX_LEVEL 5")
+        }
         try components.named(components.bodies, key: "MODEL.CONV_BODY", feature: "The body", cfg).check(cfg)
         try ModelComponents.entry(components.rpnHeads, rpnHeadName(cfg), key: "FPN.MULTILEVEL_RPN", value: "\(cfg.bool("FPN.MULTILEVEL_RPN"))",
                                   feature: "The RPN head").check(cfg)
@@ -80,7 +105,46 @@ enum GeneralizedRCNN {
         }
         b.net.externalInputs += b.params.map(\.name)
         return DetectionModel(net: b.net, initNet: b.initNet(), params: b.params, losses: losses, rpnLevels: rpn.levels,
-                              roiLevels: roiLevels, cellAnchors: rpn.cellAnchors, numClasses: K, semantics: semantics)
+                              roiLevels: roiLevels, cellAnchors: rpn.cellAnchors, numClasses: K, semantics: semantics,
+                              trainingTargets: train ? .rpn(RPNTargetMaker(cfg: cfg, cellAnchors: rpn.cellAnchors, levels: rpn.levels)) : nil,
+                              readDetections: { ws, input, settings in try detections(ws, input, settings, semantics: semantics) })
+    }
+
+    /// Detectron's `im_detect_bbox` after the net (or torchvision's): each RoI decoded per class
+    /// by the box head's deltas, clipped, then the semantics' post-processing.
+    static func detections(_ ws: Workspace, _ input: PreparedInput, _ settings: TestSettings,
+                           semantics: any DetectionSemantics) throws -> [(classIndex: Int, score: Float, box: [Float])] {
+        let rois = try ws.fetchBlob("rois").toArray(as: Float.self)
+        let boxes = classBoxes(rois: rois, deltas: try ws.fetchBlob("bbox_pred").toArray(as: Float.self), input: input, settings,
+                               convention: semantics.boxConvention)
+        return semantics.detections(scores: try ws.fetchBlob("cls_prob").toArray(as: Float.self), boxes: boxes, rows: rois.count / 5, settings)
+    }
+
+    /// Each roi, divided by the input's RoI scale, decoded per class (R, 4K) by the box head's
+    /// deltas (or the roi itself without TEST.BBOX_REG), clipped to the input's clip size.
+    static func classBoxes(rois: [Float], deltas: [Float], input: PreparedInput, _ settings: TestSettings, convention: BoxConvention) -> [Float] {
+        let r = rois.count / 5, K = settings.numClasses
+        let agnostic = settings.classAgnosticBoxes
+        // Every (roi, class) pair in one decode call: roi i's box repeated for each class, beside
+        // the class's deltas (the class-agnostic model's second column for every foreground class).
+        var refs = [Float](), classDeltas = agnostic ? [Float]() : deltas
+        refs.reserveCapacity(r * K * 4)
+        if agnostic { classDeltas.reserveCapacity(r * K * 4) }
+        for i in 0..<r {
+            let ref = (1...4).map { rois[5 * i + $0] / input.roiScale }
+            for c in 0..<K {
+                refs += ref
+                if agnostic {
+                    let start = (2 * i + (c > 0 ? 1 : 0)) * 4
+                    classDeltas += deltas[start..<start + 4]
+                }
+            }
+        }
+        var boxes = settings.bboxReg
+            ? Boxes.decode(refs, deltas: classDeltas, weights: settings.bboxRegWeights, clip: settings.bboxTransformClip, convention: convention)
+            : refs
+        Boxes.clip(&boxes, height: input.clipHeight, width: input.clipWidth, convention: convention)
+        return boxes
     }
 
     /// Proposals per level, then collect (and, in training, sample Fast R-CNN RoIs) and distribute.

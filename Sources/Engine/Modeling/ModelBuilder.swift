@@ -53,12 +53,13 @@ public final class ModelBuilder {
     @discardableResult
     public func conv(_ input: String, _ output: String, dimIn: Int, dimOut: Int, kernel: Int, stride: Int = 1, pad: Int = 0, group: Int = 1,
               weightFill: (String, [String: ArgumentValue]) = ("XavierFill", [:]), noBias: Bool = false,
+              biasFill: (String, [String: ArgumentValue]) = ("ConstantFill", ["value": .float(0)]),
               weightName: String? = nil, biasName: String? = nil) -> String {
         let w = weightName ?? output + "_w", b = biasName ?? output + "_b"
         param(w, [dimOut, dimIn / group, kernel, kernel], .weight, fill: weightFill.0, args: weightFill.1)
         var inputs = [input, w]
         if !noBias {
-            param(b, [dimOut], .bias, fill: "ConstantFill", args: ["value": .float(0)])
+            param(b, [dimOut], .bias, fill: biasFill.0, args: biasFill.1)
             inputs.append(b)
         }
         var args: [String: ArgumentValue] = ["kernel": .int(kernel), "stride": .int(stride), "pad": .int(pad)]

@@ -123,7 +123,7 @@ public struct ModelComponents: Sendable {
 
     /// Everything this engine builds.
     public static let standard = ModelComponents(
-        modelTypes: ["generalized_rcnn": GeneralizedRCNN.modelType],
+        modelTypes: ["generalized_rcnn": GeneralizedRCNN.modelType, "retinanet": RetinaNet.modelType],
         bodies: ResNetFPN.bodies,
         rpnHeads: ["FPN.add_fpn_rpn_outputs": FPNRPN.head],
         roiHeads: ["fast_rcnn_heads.add_roi_2mlp_head": BoxHeads.twoMLP, "fast_rcnn_heads.add_roi_Xconv1fc_gn_head": BoxHeads.xconv1fcGN],

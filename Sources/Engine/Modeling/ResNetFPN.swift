@@ -1,7 +1,8 @@
 import Operators
 
 /// Detectron's FPN bodies (`FPN.add_fpn_ResNet*_conv5_body`): a ResNet (ResNeXt with
-/// RESNETS.NUM_GROUPS > 1) and FPN P2–P6 on it. ResNet-18 and -34 are ours (basic blocks, He et al.).
+/// RESNETS.NUM_GROUPS > 1) and FPN on it, on the levels the heads need (`FPN.get_min_max_levels`:
+/// P2–P6 for Faster R-CNN, P3–P7 for RetinaNet). ResNet-18 and -34 are ours (basic blocks, He et al.).
 enum ResNetFPN {
     struct Depth {
         var bottleneck: Bool
@@ -34,14 +35,11 @@ enum ResNetFPN {
                                                     : ["basic_bn_transformation", "basic_gn_transformation"],
                             feature: "With \(cfg.builderName("MODEL.CONV_BODY")), the block")
         try cfg.checkChoice("RESNETS.SHORTCUT_FUNC", among: ["basic_bn_shortcut", "basic_gn_shortcut"], feature: "The shortcut")
-        // FPN here builds P2–P6: the RPN runs on all of them, RoIs are pooled from P2–P5.
-        if cfg.int("FPN.RPN_MIN_LEVEL") != 2 || cfg.int("FPN.RPN_MAX_LEVEL") != 6 {
-            throw .unsupported(key: "FPN.RPN_MIN_LEVEL", value: "\(cfg.int("FPN.RPN_MIN_LEVEL"))…\(cfg.int("FPN.RPN_MAX_LEVEL"))",
-                               feature: "RPN levels other than P2–P6", hint: "set FPN.RPN_MIN_LEVEL 2 and FPN.RPN_MAX_LEVEL 6")
-        }
-        if cfg.int("FPN.ROI_MIN_LEVEL") != 2 || cfg.int("FPN.ROI_MAX_LEVEL") != 5 {
-            throw .unsupported(key: "FPN.ROI_MIN_LEVEL", value: "\(cfg.int("FPN.ROI_MIN_LEVEL"))…\(cfg.int("FPN.ROI_MAX_LEVEL"))",
-                               feature: "RoI levels other than P2–P5", hint: "set FPN.ROI_MIN_LEVEL 2 and FPN.ROI_MAX_LEVEL 5")
+        let (low, high) = fpnLevels(cfg)
+        guard low >= 2 && low <= 5 && high >= 5 && high <= 5 + (cfg.bool("FPN.EXTRA_CONV_LEVELS") ? 3 : 1) else {
+            throw .unsupported(key: "FPN.RPN_MAX_LEVEL", value: "\(low)…\(high)", feature: "FPN levels P\(low)–P\(high)",
+                               hint: "Detectron's FPN builds P2–P5 from the backbone, P6 by subsampling P5, and P6 and above by "
+                                   + "convolutions with FPN.EXTRA_CONV_LEVELS True")
         }
     }
 
@@ -129,12 +127,26 @@ enum ResNetFPN {
         return b.relu(prefix + "_sum")
     }
 
-    /// FPN (`FPN.add_fpn`): laterals, nearest ×2 top-down, 3×3 outputs, P6 by subsampling P5.
-    /// Returns the output blob of each level 2…6.
+    /// The FPN levels the heads need (`FPN.get_min_max_levels`): the RPN's, the RoIs' or both.
+    static func fpnLevels(_ cfg: Config) -> (low: Int, high: Int) {
+        let rpn = cfg.bool("FPN.MULTILEVEL_RPN"), rois = cfg.bool("FPN.MULTILEVEL_ROIS")
+        switch (rpn, rois) {
+        case (true, false): return (cfg.int("FPN.RPN_MIN_LEVEL"), cfg.int("FPN.RPN_MAX_LEVEL"))
+        case (false, true): return (cfg.int("FPN.ROI_MIN_LEVEL"), cfg.int("FPN.ROI_MAX_LEVEL"))
+        case (true, true): return (min(cfg.int("FPN.RPN_MIN_LEVEL"), cfg.int("FPN.ROI_MIN_LEVEL")),
+                                   max(cfg.int("FPN.RPN_MAX_LEVEL"), cfg.int("FPN.ROI_MAX_LEVEL")))
+        case (false, false): return (2, 5)
+        }
+    }
+
+    /// FPN (`FPN.add_fpn`): laterals on the stages from the lowest level needed up to C5, nearest
+    /// ×2 top-down, 3×3 outputs; above P5, P6 by subsampling P5 or — with FPN.EXTRA_CONV_LEVELS —
+    /// P6 by a 3×3/2 convolution of C5 and each further level by one of the ReLU of the last.
     static func fpnLevels(_ b: ModelBuilder, _ cfg: Config, stages: [(blob: String, dim: Int)]) -> FeatureMaps {
         let dim = cfg.int("FPN.DIM")
         let gn = cfg.bool("FPN.USE_GN")
         let eps = cfg.double("GROUP_NORM.EPSILON")
+        let (low, high) = fpnLevels(cfg)
         let xavier = ("XavierFill", [String: ArgumentValue]())
         func conv(_ input: String, _ output: String, _ dimIn: Int, kernel: Int, pad: Int,
                   fill: (String, [String: ArgumentValue]) = xavier) -> String {
@@ -148,17 +160,29 @@ enum ResNetFPN {
         let c5 = stages[3]
         var inner = conv(c5.blob, "fpn_inner_" + c5.blob, c5.dim, kernel: 1, pad: 0)
         var inners: [Int: String] = [5: inner]
-        for (level, stage) in [(4, stages[2]), (3, stages[1]), (2, stages[0])] {
+        let backbone = Array((low...4).reversed())   // the finer levels with laterals, coarsest first
+        for level in backbone {
+            let stage = stages[level - 2]
             let lateral = conv(stage.blob, "fpn_inner_" + stage.blob + "_lateral", stage.dim, kernel: 1, pad: 0, fill: lateralFill)
             let topdown = b.op("UpsampleNearest", [inner], ["fpn_inner_" + stage.blob + "_topdown"], ["scale": .int(2)])
             inner = b.op("Sum", [lateral, topdown], ["fpn_inner_" + stage.blob])
             inners[level] = inner
         }
         var out: [Int: String] = [:]
-        for (level, stage) in [(5, stages[3]), (4, stages[2]), (3, stages[1]), (2, stages[0])] {
-            out[level] = conv(inners[level]!, "fpn_" + stage.blob, dim, kernel: 3, pad: 1)
+        for level in [5] + backbone {
+            out[level] = conv(inners[level]!, "fpn_" + stages[level - 2].blob, dim, kernel: 3, pad: 1)
         }
-        out[6] = b.op("MaxPool", [out[5]!], [out[5]! + "_subsampled_2x"], ["kernel": .int(1), "stride": .int(2), "pad": .int(0)])
+        if !cfg.bool("FPN.EXTRA_CONV_LEVELS") && high == 6 {
+            out[6] = b.op("MaxPool", [out[5]!], [out[5]! + "_subsampled_2x"], ["kernel": .int(1), "stride": .int(2), "pad": .int(0)])
+        } else if cfg.bool("FPN.EXTRA_CONV_LEVELS") && high > 5 {
+            var x = c5.blob, dimIn = c5.dim
+            for level in 6...high {
+                if level > 6 { x = b.op("Relu", [x], [x + "_relu"]) }
+                x = b.conv(x, "fpn_\(level)", dimIn: dimIn, dimOut: dim, kernel: 3, stride: 2, pad: 1, weightFill: xavier)
+                dimIn = dim
+                out[level] = x
+            }
+        }
         return FeatureMaps(blobs: out, dim: dim)
     }
 }

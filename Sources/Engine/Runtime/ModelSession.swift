@@ -35,9 +35,9 @@ struct ModelSession {
         return ws
     }
 
-    /// Each RPN level's `anchors_fpnL` for a padded input of that size.
+    /// Each RPN level's `anchors_fpnL` for a padded input of that size (models whose net reads them).
     func feedAnchors(into ws: Workspace, paddedHeight: Int, paddedWidth: Int) throws {
-        for (level, cell) in model.cellAnchors {
+        for (level, cell) in model.cellAnchors where model.net.externalInputs.contains(DerivedBlobs.anchors(level)) {
             let anchors = model.semantics.anchorInput(cell: cell, level: level, paddedHeight: paddedHeight, paddedWidth: paddedWidth)
             ws.feedBlob(DerivedBlobs.anchors(level), try Tensor(anchors, shape: [anchors.count / 4, 4], context: context))
         }

@@ -76,44 +76,13 @@ public final class Detector {
         ws.feedBlob("im_info", try Tensor(input.imInfo, shape: [1, 3], context: ws.context))
         if semantics.anchorsFollowInput { try session.feedAnchors(into: ws, paddedHeight: input.data.dim(2), paddedWidth: input.data.dim(3)) }
         try net.run()
-        let rois = try ws.fetchBlob("rois").toArray(as: Float.self)
-        let boxes = classBoxes(rois: rois, deltas: try ws.fetchBlob("bbox_pred").toArray(as: Float.self), input: input,
-                               convention: semantics.boxConvention)
-        let found = semantics.detections(scores: try ws.fetchBlob("cls_prob").toArray(as: Float.self), boxes: boxes,
-                                         rows: rois.count / 5, settings)
+        let found = try model.readDetections(ws, input, settings)
         return found.map { d in
             let b = d.box
             return DetectedBox(bbox: [Double(b[0] * input.outputScaleX), Double(b[1] * input.outputScaleY),
                                       Double(b[2] * input.outputScaleX), Double(b[3] * input.outputScaleY)],
                                score: Double(d.score), classIndex: d.classIndex)
         }
-    }
-
-    /// Each roi, divided by the input's RoI scale, decoded per class (R, 4K) by the box head's
-    /// deltas (or the roi itself without TEST.BBOX_REG), clipped to the input's clip size.
-    private func classBoxes(rois: [Float], deltas: [Float], input: PreparedInput, convention: BoxConvention) -> [Float] {
-        let r = rois.count / 5, K = model.numClasses
-        let agnostic = settings.classAgnosticBoxes
-        // Every (roi, class) pair in one decode call: roi i's box repeated for each class, beside
-        // the class's deltas (the class-agnostic model's second column for every foreground class).
-        var refs = [Float](), classDeltas = agnostic ? [Float]() : deltas
-        refs.reserveCapacity(r * K * 4)
-        if agnostic { classDeltas.reserveCapacity(r * K * 4) }
-        for i in 0..<r {
-            let ref = (1...4).map { rois[5 * i + $0] / input.roiScale }
-            for c in 0..<K {
-                refs += ref
-                if agnostic {
-                    let start = (2 * i + (c > 0 ? 1 : 0)) * 4
-                    classDeltas += deltas[start..<start + 4]
-                }
-            }
-        }
-        var boxes = settings.bboxReg
-            ? Boxes.decode(refs, deltas: classDeltas, weights: settings.bboxRegWeights, clip: settings.bboxTransformClip, convention: convention)
-            : refs
-        Boxes.clip(&boxes, height: input.clipHeight, width: input.clipWidth, convention: convention)
-        return boxes
     }
 
     /// A blob of the last image's run, for comparisons with other implementations: any blob of

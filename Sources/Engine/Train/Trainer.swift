@@ -120,7 +120,8 @@ public final class Trainer {
         start = try agreeOnFirstReplica(start, communicator)
 
         // The loader: aspect-ratio grouped batches, targets made in its workers.
-        let targets = RPNTargetMaker(cfg: cfg, cellAnchors: model.cellAnchors, levels: model.rpnLevels)
+        let targets = model.trainingTargets!   // a training net's
+        let stride = cfg.int("FPN.COARSEST_STRIDE")
         let dataset = TrainingDataset(roidb: roidb, scales: cfg.ints("TRAIN.SCALES"), maxSize: cfg.int("TRAIN.MAX_SIZE"),
                                       pixelMeans: pixelMeans(cfg), targets: targets)
         // One loader per replica; replica g of N takes batches g, g + N, … of the one sampled
@@ -143,7 +144,7 @@ public final class Trainer {
                 throw EngineError.data("\(roidb.count) training images make fewer than \(communicator.worldSize) minibatches of \(options.batchSize): lower NUM_GPUS or TRAIN.IMS_PER_BATCH")
             }
             return BatchStream(loader: try DataLoader(transportable: dataset, options: options, batchSampler: mine) { samples in
-                try MinibatchCollate.collate(samples, targets: targets, context: ctx)
+                try MinibatchCollate.collate(samples, targets: targets, stride: stride, context: ctx)
             }, consumed: start)
         }
 

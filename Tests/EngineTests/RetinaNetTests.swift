@@ -1,0 +1,118 @@
+@testable import Engine
+import Foundation
+import Operators
+import Storage
+import Testing
+
+@Suite("RetinaNet")
+struct RetinaNetTests {
+    func baseline() throws -> Config {
+        var c = Config()
+        try c.merge(file: repoRoot + "/configs/12_2017_baselines/retinanet_R-50-FPN_1x.yaml")
+        return c
+    }
+
+    @Test("retinanet_R-50-FPN_1x builds Detectron's model: P3–P7 (P6 from C5, P7 from ReLU(P6)), towers shared from fpn3, the prior bias")
+    func model() throws {
+        let cfg = try baseline()
+        let train = try ModelComponents.standard.build(cfg, train: true)
+        let shapes = Dictionary(uniqueKeysWithValues: train.params.map { ($0.name, $0.shape) })
+        #expect(shapes["fpn_6_w"] == [256, 2048, 3, 3] && shapes["fpn_7_w"] == [256, 256, 3, 3])
+        #expect(shapes["fpn_res3_3_sum_w"] == [256, 256, 3, 3] && shapes["fpn_inner_res2_2_sum_lateral_w"] == nil)
+        for i in 0..<4 {
+            #expect(shapes["retnet_cls_conv_n\(i)_fpn3_w"] == [256, 256, 3, 3] && shapes["retnet_bbox_conv_n\(i)_fpn3_w"] == [256, 256, 3, 3])
+            #expect(shapes["retnet_cls_conv_n\(i)_fpn4_w"] == nil)
+        }
+        #expect(shapes["retnet_cls_pred_fpn3_w"] == [80 * 9, 256, 3, 3] && shapes["retnet_bbox_pred_fpn3_w"] == [4 * 9, 256, 3, 3])
+        let bias = try #require(train.params.first { $0.name == "retnet_cls_pred_fpn3_b" })
+        #expect(bias.fill == "ConstantFill" && bias.fillArguments["value"] == .float(-log((1 - 0.01) / 0.01)))
+        let relu7 = try #require(train.net.ops.first { $0.outputs == ["fpn_6_relu"] })
+        #expect(relu7.type == "Relu" && train.net.ops.contains { $0.type == "Conv" && $0.inputs.first == "fpn_6_relu" && $0.outputs == ["fpn_7"] })
+        // The heads read the pre-ReLU P6; every level's losses are normalised by retnet_fg_num.
+        #expect(train.net.ops.contains { $0.inputs.first == "fpn_6" && $0.outputs == ["retnet_cls_conv_n0_fpn6"] })
+        #expect(train.losses == (3...7).map { "retnet_loss_bbox_fpn\($0)" } + (3...7).map { "fl_fpn\($0)" })
+        let focal = try #require(train.net.ops.first { $0.type == "SigmoidFocalLoss" })
+        #expect(focal.inputs == ["retnet_cls_pred_fpn3", "retnet_cls_labels_fpn3", "retnet_fg_num"] && focal.arguments["num_classes"] == .int(80))
+        #expect(focal.arguments["scale"] == .float(1.0 / 8) && focal.arguments["gamma"] == .float(2) && focal.arguments["alpha"] == .float(0.25))
+        let test = try ModelComponents.standard.build(cfg, train: false)
+        #expect(test.net.ops.contains { $0.type == "Sigmoid" && $0.outputs == ["retnet_cls_prob_fpn7"] })
+        #expect(!test.net.ops.contains { $0.type.hasSuffix("Loss") })
+    }
+
+    @Test("cell anchors: octave-major, the config's aspect order, Detectron's sizes (P3: 32², 24×48, 44×24, …; P7: 512², 364×728, 724×360)")
+    func anchors() throws {
+        let cells = RetinaNet.cellAnchors(try baseline(), levels: 3...7, semantics: DetectronSemantics())
+        func sizes(_ level: Int) -> [(Float, Float)] {
+            let c = cells[level]!
+            var out: [(Float, Float)] = []
+            for i in stride(from: 0, to: c.count, by: 4) {
+                let w: Float = c[i + 2] - c[i] + 1, h: Float = c[i + 3] - c[i + 1] + 1
+                out.append((w, h))
+            }
+            return out
+        }
+        let p3 = sizes(3)
+        #expect(p3.count == 9)
+        let expected: [(Float, Float)] = [(32, 32), (24, 48), (44, 24), (40.32, 40.32), (30.24, 60.48), (55.44, 30.24), (50.80, 50.80), (38.10, 76.20), (69.85, 38.10)]
+        for (got, want) in zip(p3, expected) { #expect(abs(got.0 - want.0) < 0.01 && abs(got.1 - want.1) < 0.01, "\(got) vs \(want)") }
+        let p7 = sizes(7)
+        #expect(p7[0] == (512, 512) && p7[1] == (364, 728) && p7[2] == (724, 360))
+    }
+
+    /// Level 3 only, two cell anchors (8² and 12² at each cell's origin), a 4 × 4 field.
+    let maker = RetinaNetTargetMaker(cellAnchors: [3: [0, 0, 7, 7, 0, 0, 11, 11]], levels: 3...3, maxSize: 32, coarsestStride: 32,
+                                     positiveOverlap: 0.5, negativeOverlap: 0.4)
+
+    @Test("targets: ≥ 0.5 positive, best matches positive, [0.4, 0.5) ignored, < 0.4 background; num_fg; an image without boxes")
+    func targets() throws {
+        #expect(maker.field[3] == 4 && maker.anchors.count == 2 * 16 * 4)
+        let gtA: [Float] = [8, 8, 19, 19], gtB: [Float] = [0, 0, 8, 8]
+        let out = maker.compute(gt: gtA + gtB, classes: [1, 3])
+        let labels = out.labels[3]!
+        func label(_ a: Int, _ y: Int, _ x: Int) -> Int32 { labels[a * 16 + y * 4 + x] }
+        #expect(label(1, 1, 1) == 1)                 // IoU 1 with gtA
+        #expect(label(0, 1, 1) == -1)                // IoU 64/144 ≈ 0.44 with gtA, not a best match: ignored
+        #expect(label(0, 0, 0) == 3 && label(1, 0, 0) == 3)   // 0.79 and 0.56 with gtB
+        #expect(labels.filter { $0 == 0 }.count == 32 - 4)
+        #expect(out.foregroundCount == 3)
+        let rows = out.foreground[3]!
+        #expect(rows.count == 3 * 7)
+        #expect(Array(rows[0..<3]) == [0, 0, 0] && Array(rows[7..<10]) == [1, 0, 0] && Array(rows[14..<21]) == [1, 1, 1, 0, 0, 0, 0])
+        // A ground-truth box no anchor touches makes every anchor "best" for it (Detectron's quirk):
+        // all count in num_fg, the ignored one becomes positive, the rest background.
+        let quirk = maker.compute(gt: gtA + gtB + [100, 100, 110, 110], classes: [1, 3, 2])
+        #expect(quirk.foregroundCount == 32 && quirk.labels[3]![0 * 16 + 5] == 1)
+        let empty = maker.compute(gt: [], classes: [])
+        #expect(empty.labels[3]!.allSatisfy { $0 == 0 } && empty.foregroundCount == 0 && empty.foreground[3]!.isEmpty)
+    }
+
+    @Test("the batch: labels cropped to the padded input's map, foreground rows inside it located [image, 4a, y, x], fg_num Σ(num_fg + 1)")
+    func collate() throws {
+        let a = maker.compute(gt: [8, 8, 19, 19, 0, 0, 8, 8], classes: [1, 3]), b = maker.compute(gt: [], classes: [])
+        let blobs = Dictionary(uniqueKeysWithValues: try maker.collate([a, b], height: 32, width: 8, context: CPUContext()).map { ($0.0, $0.1) })
+        let labels = try #require(blobs["retnet_cls_labels_fpn3"])
+        #expect(labels.shape == [2, 2, 4, 1])
+        // Width 8 keeps column 0 only: the rows at x = 1 drop out.
+        #expect(try blobs["retnet_roi_fg_bbox_locs_fpn3"]!.toArray(as: Float.self) == [0, 0, 0, 0, 0, 4, 0, 0])
+        #expect(blobs["retnet_roi_bbox_targets_fpn3"]!.shape == [2, 4])
+        #expect(try blobs["retnet_fg_num"]!.toArray(as: Float.self) == [5])
+    }
+
+    @Test("inference: per-level threshold (none at the top level), top-N, decoding, scale and clip, class-wise NMS, the limit")
+    func inference() throws {
+        var cfg = try baseline()
+        try cfg.merge(overrides: ["RETINANET.PRE_NMS_TOP_N", "2", "MODEL.NUM_CLASSES", "3", "TEST.NMS", "0.5", "TEST.DETECTIONS_PER_IM", "3"])
+        let ctx = CPUContext(), ws = Workspace(context: ctx)
+        // Level 3: 1 anchor, 2 classes on a 2 × 2 map; level 4: 1 × 1. Zero deltas.
+        ws.feedBlob("retnet_cls_prob_fpn3", try Tensor([0.9, 0.04, 0.3, 0.3, 0.01, 0.02, 0.03, 0.6] as [Float], shape: [1, 2, 2, 2], context: ctx))
+        ws.feedBlob("retnet_bbox_pred_fpn3", try Tensor([Float](repeating: 0, count: 16), shape: [1, 4, 2, 2], context: ctx))
+        ws.feedBlob("retnet_cls_prob_fpn4", try Tensor([0.01, 0.02] as [Float], shape: [1, 2, 1, 1], context: ctx))
+        ws.feedBlob("retnet_bbox_pred_fpn4", try Tensor([Float](repeating: 0, count: 4), shape: [1, 4, 1, 1], context: ctx))
+        let inference = RetinaNet.Inference(cfg, levels: 3...4, cellAnchors: [3: [0, 0, 7, 7], 4: [0, 0, 15, 15]])
+        let input = PreparedInput(data: try Tensor(.float32, shape: [1, 3, 32, 32], context: ctx), imInfo: [32, 32, 2], clipHeight: 8, clipWidth: 8, roiScale: 2)
+        let found = try inference.detections(ws, input, TestSettings(cfg))
+        #expect(found.map(\.classIndex) == [1, 2, 2])
+        #expect(found.map(\.score) == [0.9, 0.6, 0.02])
+        #expect(found.map(\.box) == [[0, 0, 3.5, 3.5], [4, 4, 7, 7], [0, 0, 7, 7]])
+    }
+}
