@@ -9,6 +9,8 @@ public struct DetectionModel: Sendable {
     public var params: [ParamInfo]
     /// Loss blobs (train).
     public var losses: [String]
+    /// Scalar blobs logged beside the losses, averaged over replicas (train).
+    public var metrics: [String]
     /// FPN levels with RPN heads, and with RoI features.
     public var rpnLevels: ClosedRange<Int>
     public var roiLevels: ClosedRange<Int>
@@ -104,7 +106,8 @@ enum GeneralizedRCNN {
             b.net.externalInputs += ["roidb"] + rpn.levels.flatMap(DerivedBlobs.rpnTargets)
         }
         b.net.externalInputs += b.params.map(\.name)
-        return DetectionModel(net: b.net, initNet: b.initNet(), params: b.params, losses: losses, rpnLevels: rpn.levels,
+        return DetectionModel(net: b.net, initNet: b.initNet(), params: b.params, losses: losses, metrics: train ? ["accuracy_cls"] : [],
+                              rpnLevels: rpn.levels,
                               roiLevels: roiLevels, cellAnchors: rpn.cellAnchors, numClasses: K, semantics: semantics,
                               trainingTargets: train ? .rpn(RPNTargetMaker(cfg: cfg, cellAnchors: rpn.cellAnchors, levels: rpn.levels)) : nil,
                               readDetections: { ws, input, settings in try detections(ws, input, settings, semantics: semantics) })

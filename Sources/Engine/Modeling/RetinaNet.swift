@@ -77,7 +77,8 @@ enum RetinaNet {
         if train { b.net.externalInputs += [DerivedBlobs.retinaNetForegroundCount] + levels.flatMap(DerivedBlobs.retinaNetTargets) }
         b.net.externalInputs += b.params.map(\.name)
         let inference = Inference(cfg, levels: levels, cellAnchors: anchors)
-        return DetectionModel(net: b.net, initNet: b.initNet(), params: b.params, losses: losses, rpnLevels: levels, roiLevels: levels,
+        return DetectionModel(net: b.net, initNet: b.initNet(), params: b.params, losses: losses,
+                              metrics: train ? [DerivedBlobs.retinaNetForegroundCount] : [], rpnLevels: levels, roiLevels: levels,
                               cellAnchors: anchors, numClasses: numClasses, semantics: semantics,
                               trainingTargets: train ? .retinaNet(RetinaNetTargetMaker(cfg: cfg, cellAnchors: anchors, levels: levels)) : nil,
                               readDetections: { ws, input, settings in try inference.detections(ws, input, settings) })

@@ -22,14 +22,14 @@ func agreeOnFirstReplica(_ value: Int, _ communicator: any ReplicaCommunicator) 
     return Int(values[0][0])
 }
 
-/// Each replica's losses summed over all replicas, and `accuracy_cls` averaged.
-func replicaLosses(_ group: ReplicaGroup, names: [String]) throws -> [String: Float] {
-    let keys = names + ["accuracy_cls"]
+/// Each replica's losses summed over all replicas, and the metrics (`accuracy_cls`, …) averaged.
+func replicaLosses(_ group: ReplicaGroup, names: [String], metrics: [String]) throws -> [String: Float] {
+    let keys = names + metrics
     let mine = try group.replicas.map { r in try keys.map { try r.workspace.fetchBlob($0).toArray(as: Float.self)[0] } }
     let buffers = try communicate(mine) { try group.communicator.allReduceSum([$0]) }
     var out: [String: Float] = [:]
     for (i, k) in keys.enumerated() { out[k] = buffers[0][i] }
-    out["accuracy_cls"] = out["accuracy_cls"]! / Float(group.communicator.worldSize)
+    for m in metrics { out[m] = out[m]! / Float(group.communicator.worldSize) }
     return out
 }
 

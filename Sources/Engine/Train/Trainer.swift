@@ -202,9 +202,9 @@ public final class Trainer {
                 for (name, tensor) in batch.blobs { r.workspace.feedBlob(name, tensor) }
                 r.workspace.feed("roidb", value: batch.roidb)
             }
-            // Losses (already scaled by 1/NUM_GPUS) are summed over the replicas, the accuracy
+            // Losses (already scaled by 1/NUM_GPUS) are summed over the replicas, the metrics
             // averaged, as Detectron logs them.
-            var losses = try replicaLosses(group, names: model.losses)
+            var losses = try replicaLosses(group, names: model.losses, metrics: model.metrics)
             let total = model.losses.reduce(Float(0)) { $0 + losses[$1]! }
             if !total.isFinite {
                 throw EngineError.diverged(iteration: t, losses: losses.keys.sorted().map { "\($0) \(losses[$0]!)" }.joined(separator: ", "), lastSnapshot: lastSnapshot)
