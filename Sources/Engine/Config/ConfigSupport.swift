@@ -109,6 +109,12 @@ extension Config {
                                 + "it has no effect (as in Detectron)")
             }
         }
+        // RetinaNet's keys do nothing unless it is on (as in Detectron).
+        if !bool("RETINANET.RETINANET_ON") {
+            for key in changedKeys(from: defaults) where key.hasPrefix("RETINANET.") {
+                warnings.append("config key \(key) is \(value(key)!) but RETINANET.RETINANET_ON is False: it has no effect (as in Detectron)")
+            }
+        }
         for key in Self.defaultOnlyKeys.keys.sorted() where value(key) != defaults.value(key) {
             throw unsupported(key, Self.defaultOnlyKeys[key]!)
         }
