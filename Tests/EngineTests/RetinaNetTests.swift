@@ -1,6 +1,10 @@
+import COCO
+import DataLoading
 @testable import Engine
 import Foundation
+import Imaging
 import Operators
+import Portability
 import Storage
 import Testing
 
@@ -114,5 +118,59 @@ struct RetinaNetTests {
         #expect(found.map(\.classIndex) == [1, 2, 2])
         #expect(found.map(\.score) == [0.9, 0.6, 0.02])
         #expect(found.map(\.box) == [[0, 0, 3.5, 3.5], [4, 4, 7, 7], [0, 0, 7, 7]])
+    }
+
+    /// The RetinaNet tutorial at the tiny scale of the training tests.
+    func tinyRetinaNet(_ spec: String, _ out: String, maxIter: Int) throws -> Config {
+        var c = Config()
+        try c.merge(file: repoRoot + "/configs/getting_started/tutorial_shapes_retinanet_gn_R-18-FPN.yaml")
+        try c.merge(overrides: tinyConfig(dataset: spec, output: out, maxIter: maxIter)
+                    + ["TRAIN.AUTO_RESUME", "False", "SOLVER.BASE_LR", "0.005", "RETINANET.NUM_CONVS", "1", "RETINANET.SCALES_PER_OCTAVE", "2"])
+        return c
+    }
+
+    @Test("overfitting one image: the loss falls below 25 % of its start and the detections recover both boxes (IoU ≥ 0.7)")
+    func overfit() throws {
+        let (spec, boxes, dir) = try tinyDataset()
+        let c = try tinyRetinaNet(spec, dir + "/out", maxIter: 150)
+        let first = Locked<Float?>(nil), last = Locked<Float?>(nil)
+        let final = try Trainer(config: c, logger: .silent).run { e in
+            first.withLock { if $0 == nil { $0 = e.total } }
+            last.withLock { $0 = e.total }
+        }
+        let start = try #require(first.current), end = try #require(last.current)
+        #expect(end < 0.25 * start, "total loss \(start) → \(end)")
+        let dets = try Detector(config: c, weights: final).detect(try JPEG.decode(contentsOf: dir + "/a.jpg"))
+        for (k, gt) in boxes.enumerated() {
+            let b = try #require(dets.filter { $0.classIndex == k + 1 }.max { $0.score < $1.score }, "no detection of class \(k + 1): \(dets)")
+            let iou = Boxes.iou((Float(b.bbox[0]), Float(b.bbox[1]), Float(b.bbox[2]), Float(b.bbox[3])),
+                                (Float(gt[0]), Float(gt[1]), Float(gt[2]), Float(gt[3])))
+            #expect(iou >= 0.7, "class \(k + 1): IoU \(iou) for \(b.bbox) vs \(gt)")
+        }
+    }
+
+    @Test("the RetinaNet training dataset survives its description (process workers): same samples, bytes round-trip")
+    func transport() throws {
+        let (spec, _, dir) = try tinyDataset()
+        let c = try tinyRetinaNet(spec, dir + "/out", maxIter: 1)
+        let model = try ModelComponents.standard.build(c, train: true)
+        var roidb: [RoidbEntry] = []
+        for d in try loadDatasets(c, key: "TRAIN.DATASETS") { roidb += try d.trainingRoidb(flipped: false).entries }
+        let dataset = TrainingDataset(roidb: roidb, scales: c.ints("TRAIN.SCALES"), maxSize: c.int("TRAIN.MAX_SIZE"),
+                                      pixelMeans: pixelMeans(c), targets: model.trainingTargets!)
+        let rebuilt = try TrainingDataset(description: dataset.describe())
+        guard case let .retinaNet(original) = dataset.targets, case let .retinaNet(copy) = rebuilt.targets else {
+            Issue.record("the rebuilt dataset has other targets")
+            return
+        }
+        #expect(copy.anchors == original.anchors && copy.field == original.field)
+        var a = SampleRNG(seed: 7, epoch: 0, index: 0), b = a
+        let sample = try dataset.element(at: 0, rng: &a)
+        var w = ByteWriter()
+        try rebuilt.element(at: 0, rng: &b).encode(to: &w)
+        let decoded = try w.bytes.withUnsafeBytes { raw in var r = ByteReader(raw); return try TrainSample(from: &r) }
+        #expect(decoded.targets == sample.targets)
+        guard case let .retinaNet(t) = sample.targets else { Issue.record("not RetinaNet targets"); return }
+        #expect(t.foregroundCount > 0)
     }
 }

@@ -166,6 +166,10 @@ enum RetinaNet {
                 let p = try probs.toArray(as: Float.self)
                 let (h, w) = (probs.dim(2), probs.dim(3)), plane = h * w
                 let A = probs.dim(1) / K
+                guard probs.dim(1) == A * K, deltas.count == 4 * A * plane, cellAnchors[level]!.count == 4 * A else {
+                    throw EngineError.data("\(names.probs) \(probs.shape) and \(names.deltas) do not hold \(K) classes and 4 box deltas "
+                                           + "for each of the level's \(cellAnchors[level]!.count / 4) anchors: MODEL.NUM_CLASSES or the anchors do not match the net")
+                }
                 let th: Float = level < levels.upperBound ? threshold : 0
                 var candidates = p.indices.filter { p[$0] > th }
                 if candidates.count > preNMSTopN {

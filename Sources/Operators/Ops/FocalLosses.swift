@@ -134,8 +134,7 @@ final class SelectSmoothL1LossOp: Operator, Sendable {
             var sum = 0.0
             for i in 0..<m {
                 for j in 0..<4 {
-                    let d = Double(pd[offsets[i] + j * plane]) - Double(yd[4 * i + j]), a = abs(d)
-                    sum += a < beta ? 0.5 * d * d / beta : a - 0.5 * beta
+                    sum += smoothL1(Double(pd[offsets[i] + j * plane]) - Double(yd[4 * i + j]), beta: beta)
                 }
             }
             let (_, out) = try io.outputData(0, shape: [])
@@ -147,8 +146,7 @@ final class SelectSmoothL1LossOp: Operator, Sendable {
             for i in 0..<m {
                 for j in 0..<4 {
                     let at = offsets[i] + j * plane
-                    let d = Double(pd[at]) - Double(yd[4 * i + j])
-                    dx[at] += Float((abs(d) < beta ? d / beta : (d > 0 ? 1 : -1)) * g)
+                    dx[at] += Float(smoothL1Derivative(Double(pd[at]) - Double(yd[4 * i + j]), beta: beta) * g)
                 }
             }
         }

@@ -156,6 +156,15 @@ final class SigmoidCrossEntropyLossOp: Operator, Sendable {
     }
 }
 
+/// Smooth L1 with transition `beta`: 0.5z²/β where |z| < β, else |z| − 0.5β.
+func smoothL1(_ z: Double, beta: Double) -> Double {
+    let a = abs(z)
+    return a < beta ? 0.5 * z * z / beta : a - 0.5 * beta
+}
+
+/// The derivative of ``smoothL1(_:beta:)``: z/β where |z| < β, else the sign of z.
+func smoothL1Derivative(_ z: Double, beta: Double) -> Double { abs(z) < beta ? z / beta : (z > 0 ? 1 : -1) }
+
 /// `SmoothL1Loss(Y_hat, Y, alpha_in, alpha_out; beta=1, scale=1) -> loss`:
 /// `scale/N · Σ alpha_out · SmoothL1(alpha_in · (Y_hat − Y))`, N = Y_hat's first dimension,
 /// `SmoothL1(z) = 0.5z²/β if |z| < β else |z| − 0.5β`.
@@ -187,8 +196,7 @@ final class SmoothL1LossOp: Operator, Sendable {
         if !gradient {
             var sum = 0.0
             for i in 0..<p.count {
-                let z = Double(win[i]) * Double(pd[i] - y[i]), a = abs(z)
-                sum += Double(wout[i]) * (a < beta ? 0.5 * z * z / beta : a - 0.5 * beta)
+                sum += Double(wout[i]) * smoothL1(Double(win[i]) * Double(pd[i] - y[i]), beta: beta)
             }
             let (_, l) = try io.outputData(0, shape: [])
             l[0] = Float(sum * f)
@@ -196,8 +204,7 @@ final class SmoothL1LossOp: Operator, Sendable {
             let g = Double(try lossGradient(io, 4))
             let (_, dx) = try io.outputData(0, shape: p.shape)
             for i in 0..<p.count {
-                let z = Double(win[i]) * Double(pd[i] - y[i])
-                let dz = abs(z) < beta ? z / beta : (z > 0 ? 1 : -1)
+                let dz = smoothL1Derivative(Double(win[i]) * Double(pd[i] - y[i]), beta: beta)
                 dx[i] = Float(Double(wout[i]) * Double(win[i]) * dz * f * g)
             }
         }
