@@ -115,10 +115,10 @@ extension Config {
                 warnings.append("config key \(key) is \(value(key)!) but RETINANET.RETINANET_ON is False: it has no effect (as in Detectron)")
             }
         }
+        try modelType.check(components, self)
         for key in Self.defaultOnlyKeys.keys.sorted() where value(key) != defaults.value(key) {
             throw unsupported(key, Self.defaultOnlyKeys[key]!)
         }
-        try modelType.check(components, self)
         try checkChoice("SOLVER.LR_POLICY", among: LearningRateSchedule.policies, feature: "The learning-rate policy")
         try checkChoice("SOLVER.WARM_UP_METHOD", among: ["constant", "linear"], feature: "The warm-up method")
         try checkChoice("MODEL.EXECUTION_TYPE", among: ["simple", "dag"], feature: "The execution type")
