@@ -101,15 +101,12 @@ final class SigmoidFocalLossOp: Operator, Sendable {
 /// points).
 final class SelectSmoothL1LossOp: Operator, Sendable {
     let io: OpIO
-    let beta: Double
-    let scale: Double
+    let args: SmoothL1Arguments
     let gradient: Bool
     init(_ io: OpIO, gradient: Bool) throws(OperatorError) {
         self.io = io
         self.gradient = gradient
-        beta = try io.float("beta", 1)
-        scale = try io.float("scale", 1)
-        try io.argument("beta", beta > 0, "must be positive")
+        args = try SmoothL1Arguments(io)
     }
 
     func run(_ ctx: ExecutionContext) throws {
@@ -120,7 +117,7 @@ final class SelectSmoothL1LossOp: Operator, Sendable {
         let m = y.rank == 2 ? y.shape[0] : 0
         try io.require(y.rank == 2 && y.shape[1] == 4, input: 1, "must be (M, 4), has shape \(y.shape)")
         try io.require(l.shape == y.shape, input: 2, "has shape \(l.shape) but the targets have \(y.shape)")
-        let f = scale / (try foregroundNormalizer(io, 3))
+        let f = args.scale / (try foregroundNormalizer(io, 3))
         let (c, h, w) = (p.shape[1], p.shape[2], p.shape[3])
         var offsets = [Int](repeating: 0, count: m)
         for i in 0..<m {
@@ -134,7 +131,7 @@ final class SelectSmoothL1LossOp: Operator, Sendable {
             var sum = 0.0
             for i in 0..<m {
                 for j in 0..<4 {
-                    sum += smoothL1(Double(pd[offsets[i] + j * plane]) - Double(yd[4 * i + j]), beta: beta)
+                    sum += smoothL1(Double(pd[offsets[i] + j * plane]) - Double(yd[4 * i + j]), beta: args.beta)
                 }
             }
             let (_, out) = try io.outputData(0, shape: [])
@@ -146,7 +143,7 @@ final class SelectSmoothL1LossOp: Operator, Sendable {
             for i in 0..<m {
                 for j in 0..<4 {
                     let at = offsets[i] + j * plane
-                    dx[at] += Float(smoothL1Derivative(Double(pd[at]) - Double(yd[4 * i + j]), beta: beta) * g)
+                    dx[at] += Float(smoothL1Derivative(Double(pd[at]) - Double(yd[4 * i + j]), beta: args.beta) * g)
                 }
             }
         }

@@ -165,21 +165,29 @@ func smoothL1(_ z: Double, beta: Double) -> Double {
 /// The derivative of ``smoothL1(_:beta:)``: z/β where |z| < β, else the sign of z.
 func smoothL1Derivative(_ z: Double, beta: Double) -> Double { abs(z) < beta ? z / beta : (z > 0 ? 1 : -1) }
 
+/// The `beta` (> 0) and `scale` arguments of the smooth-L1 losses.
+struct SmoothL1Arguments: Sendable {
+    let beta: Double
+    let scale: Double
+    init(_ io: OpIO) throws(OperatorError) {
+        beta = try io.float("beta", 1)
+        scale = try io.float("scale", 1)
+        try io.argument("beta", beta > 0, "must be positive")
+    }
+}
+
 /// `SmoothL1Loss(Y_hat, Y, alpha_in, alpha_out; beta=1, scale=1) -> loss`:
 /// `scale/N · Σ alpha_out · SmoothL1(alpha_in · (Y_hat − Y))`, N = Y_hat's first dimension,
 /// `SmoothL1(z) = 0.5z²/β if |z| < β else |z| − 0.5β`.
 /// `SmoothL1LossGradient(Y_hat, Y, alpha_in, alpha_out, dLoss) -> dY_hat`.
 final class SmoothL1LossOp: Operator, Sendable {
     let io: OpIO
-    let beta: Double
-    let scale: Double
+    let args: SmoothL1Arguments
     let gradient: Bool
     init(_ io: OpIO, gradient: Bool) throws(OperatorError) {
         self.io = io
         self.gradient = gradient
-        beta = try io.float("beta", 1)
-        scale = try io.float("scale", 1)
-        try io.argument("beta", beta > 0, "must be positive")
+        args = try SmoothL1Arguments(io)
     }
 
     func run(_ ctx: ExecutionContext) throws {
@@ -192,11 +200,11 @@ final class SmoothL1LossOp: Operator, Sendable {
         }
         let (y, win, wout) = (data[0], data[1], data[2])
         let n = max(1, p.rank > 0 ? p.shape[0] : 1)
-        let f = scale / Double(n)
+        let f = args.scale / Double(n)
         if !gradient {
             var sum = 0.0
             for i in 0..<p.count {
-                sum += Double(wout[i]) * smoothL1(Double(win[i]) * Double(pd[i] - y[i]), beta: beta)
+                sum += Double(wout[i]) * smoothL1(Double(win[i]) * Double(pd[i] - y[i]), beta: args.beta)
             }
             let (_, l) = try io.outputData(0, shape: [])
             l[0] = Float(sum * f)
@@ -204,7 +212,7 @@ final class SmoothL1LossOp: Operator, Sendable {
             let g = Double(try lossGradient(io, 4))
             let (_, dx) = try io.outputData(0, shape: p.shape)
             for i in 0..<p.count {
-                let dz = smoothL1Derivative(Double(win[i]) * Double(pd[i] - y[i]), beta: beta)
+                let dz = smoothL1Derivative(Double(win[i]) * Double(pd[i] - y[i]), beta: args.beta)
                 dx[i] = Float(Double(wout[i]) * Double(win[i]) * dz * f * g)
             }
         }
