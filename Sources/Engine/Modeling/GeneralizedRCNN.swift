@@ -66,18 +66,13 @@ enum GeneralizedRCNN {
     }
 
     static func build(_ components: ModelComponents, _ cfg: Config, train: Bool) throws(ConfigError) -> DetectionModel {
+        let b = try ModelBuilder(cfg, train: train)
         let K = cfg.int("MODEL.NUM_CLASSES")
-        guard K >= 2 else { throw .invalid(key: "MODEL.NUM_CLASSES", reason: "must count the background too (≥ 2), got \(K)") }
         let semantics = try components.semantics(cfg)
         if train && !semantics.trains {
             throw .invalid(key: "MODEL.SEMANTICS", reason: "is '\(cfg.string("MODEL.SEMANTICS"))', which is for inference with its weights; "
                            + "train with MODEL.SEMANTICS detectron")
         }
-        let algo = cfg.string("TEST.CONV_ALGO")
-        guard ["winograd", "winograd_f4", "winograd_f2", "im2col"].contains(algo) else {
-            throw .invalid(key: "TEST.CONV_ALGO", reason: "is '\(algo)'; use winograd, winograd_f4, winograd_f2 or im2col")
-        }
-        let b = ModelBuilder(name: train ? "train" : "test", train: train, winograd: !train && algo != "im2col" ? algo : nil)
         let features = try components.named(components.bodies, key: "MODEL.CONV_BODY", feature: "The body", cfg).build(b, cfg)
         let rpnHead = try ModelComponents.entry(components.rpnHeads, rpnHeadName(cfg), key: "FPN.MULTILEVEL_RPN",
                                                 value: "\(cfg.bool("FPN.MULTILEVEL_RPN"))", feature: "The RPN head")

@@ -119,3 +119,17 @@ public final class ModelBuilder {
 extension ParamInfo {
     public static func gauss(_ std: Double) -> (String, [String: ArgumentValue]) { ("GaussianFill", ["std": .float(std)]) }
 }
+
+extension ModelBuilder {
+    /// The builder of a config's train or test net, after the checks every model type shares:
+    /// MODEL.NUM_CLASSES counts the background, TEST.CONV_ALGO is one this engine runs.
+    convenience init(_ cfg: Config, train: Bool) throws(ConfigError) {
+        let k = cfg.int("MODEL.NUM_CLASSES")
+        guard k >= 2 else { throw .invalid(key: "MODEL.NUM_CLASSES", reason: "must count the background too (≥ 2), got \(k)") }
+        let algo = cfg.string("TEST.CONV_ALGO")
+        guard ["winograd", "winograd_f4", "winograd_f2", "im2col"].contains(algo) else {
+            throw .invalid(key: "TEST.CONV_ALGO", reason: "is '\(algo)'; use winograd, winograd_f4, winograd_f2 or im2col")
+        }
+        self.init(name: train ? "train" : "test", train: train, winograd: !train && algo != "im2col" ? algo : nil)
+    }
+}

@@ -56,14 +56,9 @@ enum RetinaNet {
     }
 
     static func build(_ components: ModelComponents, _ cfg: Config, train: Bool) throws(ConfigError) -> DetectionModel {
+        let b = try ModelBuilder(cfg, train: train)
         let numClasses = cfg.int("MODEL.NUM_CLASSES")
-        guard numClasses >= 2 else { throw .invalid(key: "MODEL.NUM_CLASSES", reason: "must count the background too (≥ 2), got \(numClasses)") }
         let semantics = try components.semantics(cfg)
-        let algo = cfg.string("TEST.CONV_ALGO")
-        guard ["winograd", "winograd_f4", "winograd_f2", "im2col"].contains(algo) else {
-            throw .invalid(key: "TEST.CONV_ALGO", reason: "is '\(algo)'; use winograd, winograd_f4, winograd_f2 or im2col")
-        }
-        let b = ModelBuilder(name: train ? "train" : "test", train: train, winograd: !train && algo != "im2col" ? algo : nil)
         let features = try components.named(components.bodies, key: "MODEL.CONV_BODY", feature: "The body", cfg).build(b, cfg)
         let levels = cfg.int("FPN.RPN_MIN_LEVEL")...cfg.int("FPN.RPN_MAX_LEVEL")
         let anchors = cellAnchors(cfg, levels: levels, semantics: semantics)
