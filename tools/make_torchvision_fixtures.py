@@ -9,6 +9,8 @@
 - Tests/EngineTests/Fixtures/torchvision/state_dict.pth: a tiny state_dict with torchvision's fasterrcnn names
   (FrozenBatchNorm2d buffers, Conv2dNormActivation-style FPN and RPN names, an int64 num_batches_tracked), and
   state_dict_expected.json: the blobs it must map to (affine scale/bias computed as FrozenBatchNorm2d.forward does).
+- Tests/EngineTests/Fixtures/torchvision/retinanet.json: retinanet_resnet50_fpn's anchors and
+  RetinaNet.postprocess_detections on random head outputs.
 
 Needs torch and torchvision (CPU), in a virtualenv outside the repository:
 
@@ -170,6 +172,37 @@ def state_dict_fixture(gen):
         json.dump(expected, f, separators=(",", ":"), sort_keys=True)
 
 
+def retinanet_fixture(gen):
+    """retinanet_resnet50_fpn's AnchorGenerator (cell anchors, and the grid on maps whose strides are not
+    powers of two) and RetinaNet.postprocess_detections on random head outputs (3 labels, 9 anchors, a
+    32 × 48 padded input resized to 30 × 45; a low threshold and top-k so that the cut and NMS matter)."""
+    from types import SimpleNamespace
+    from torchvision.models.detection.retinanet import RetinaNet, _default_anchorgen
+
+    ag = _default_anchorgen()
+    cell = [floats(c) for c in ag.cell_anchors]
+    shapes = [(4, 6), (2, 3), (1, 2), (1, 1), (1, 1)]
+    image = ImageList(torch.zeros(1, 3, 32, 48), [(30, 45)])
+    anchors = ag(image, [torch.zeros(1, 1, h, w) for h, w in shapes])[0]
+    A, K = 9, 3
+    per_level = [h * w * A for h, w in shapes]
+    logits = [torch.randn(1, n, K, generator=gen) * 1.5 - 1.0 for n in per_level]
+    deltas = [torch.randn(1, n, 4, generator=gen) * 0.3 for n in per_level]
+    # Two exact ties of score across labels at P3.
+    logits[0][0, 5, 1] = logits[0][0, 7, 2] = 1.25
+    settings = SimpleNamespace(score_thresh=0.3, topk_candidates=25, nms_thresh=0.5, detections_per_img=40,
+                               box_coder=det_utils.BoxCoder(weights=(1.0, 1.0, 1.0, 1.0)))
+    head = {"cls_logits": logits, "bbox_regression": deltas}
+    result = RetinaNet.postprocess_detections(settings, head, [list(anchors.split(per_level))], [(30, 45)])[0]
+    out = {"cell_anchors": cell, "image": [32, 48], "resized": [30, 45], "maps": [list(s) for s in shapes], "anchors_per_cell": A,
+           "classes": K, "score_thresh": 0.3, "topk": 25, "nms": 0.5, "detections": 40,
+           "grid_anchors": [floats(a) for a in anchors.split(per_level)],
+           "probs": [floats(torch.sigmoid(l)) for l in logits], "deltas": [floats(d) for d in deltas],
+           "boxes": floats(result["boxes"]), "scores": floats(result["scores"]), "labels": result["labels"].tolist()}
+    with open(os.path.join(ENGINE, "retinanet.json"), "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+
+
 def main():
     os.makedirs(IMAGING, exist_ok=True)
     os.makedirs(ENGINE, exist_ok=True)
@@ -177,6 +210,7 @@ def main():
     resize_cases(gen)
     boxes_fixture(gen)
     state_dict_fixture(gen)
+    retinanet_fixture(torch.Generator().manual_seed(1))
     print("torch", torch.__version__, "torchvision", torchvision.__version__, "wrote fixtures to", IMAGING, "and", ENGINE)
 
 

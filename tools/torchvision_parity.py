@@ -1,20 +1,25 @@
 #!/usr/bin/env python3
-"""Parity of our engine with torchvision's fasterrcnn_resnet50_fpn (v1) on the same random weights.
+"""Parity of our engine with torchvision's fasterrcnn_resnet50_fpn or retinanet_resnet50_fpn (v1) on the same random weights.
 
-  make     writes three test JPEGs, a seeded random fasterrcnn_resnet50_fpn (every BN statistic and
-           the box predictor randomised so they matter), its state_dict (.pth, and .safetensors when
-           the safetensors package is importable), and torchvision's intermediates and detections
-           for each image under DIR/torchvision/.
+  make     writes three test JPEGs, a seeded random model (--model fasterrcnn or retinanet; every BN
+           statistic and the class predictor randomised so they matter), its state_dict (.pth, and
+           .safetensors when the safetensors package is importable), and torchvision's intermediates
+           and detections for each image under DIR/torchvision/.
   compare  compares DIR/ours/<image>.json (and any DIR/ours/<image>_<blob>.npy) with them; exit
            status 0 only when every image has the same detections within --box-tol and --score-tol.
   run      make (unless DIR/torchvision exists; --fresh redoes it), `detectron infer` on the three
            images with --save-blobs, then compare.
+
+The intermediates compared: the input blob, the FPN levels, and then per model the RPN's proposals and
+their scores (fasterrcnn) or every level's class probabilities and box deltas (retinanet:
+retnet_cls_prob_fpnL, retnet_bbox_pred_fpnL).
 
 make also reruns torchvision in float64 and compares it with its float32 results the same way: the
 agreement a faithful float32 re-implementation can expect (--no-noise-floor skips it).
 
 Run from the repository root, after `swift build -c release --product detectron`:
   /work/venv/bin/python tools/torchvision_parity.py run --out /tmp/tv-parity --detectron .build/release/detectron
+  /work/venv/bin/python tools/torchvision_parity.py run --model retinanet --out /tmp/tv-parity-retinanet --detectron .build/release/detectron
 
 Needs torch and torchvision from PyPI (the CPU wheels will do), numpy and pillow, in a virtual
 environment outside the repository:
@@ -22,8 +27,8 @@ environment outside the repository:
   ../venv/bin/pip install numpy pillow
 This is a tool, not a test dependency: nothing under Tests/ runs it. `compare` needs numpy only.
 
-torchvision builds fasterrcnn_resnet50_fpn with nn.BatchNorm2d when it is given no weights at all; the
-pretrained model (weights or weights_backbone) has FrozenBatchNorm2d. `make` swaps every BatchNorm2d for
+torchvision builds its detection models with nn.BatchNorm2d when it is given no weights at all; the
+pretrained models (weights or weights_backbone) have FrozenBatchNorm2d. `make` swaps every BatchNorm2d for
 a FrozenBatchNorm2d before randomising, so the model computes BN the way the pretrained one does and the
 checkpoint has the pretrained one's keys (no num_batches_tracked).
 """
@@ -41,22 +46,36 @@ import numpy as np
 # torch, torchvision and PIL are imported by the functions of make that use them: compare needs numpy alone.
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-DEFAULT_CFG = os.path.join("configs", "torchvision", "fasterrcnn_resnet50_fpn.yaml")
-WEIGHTS = "fasterrcnn_resnet50_fpn_random"
 # (base name, width, height, seed of its drawing)
 IMAGES = (("a", 640, 480, 11), ("b", 500, 375, 12), ("c", 333, 500, 13))
-# our blob name -> key of torchvision's backbone output
-LEVELS = (("p2", "0"), ("p3", "1"), ("p4", "2"), ("p5", "3"), ("p6", "pool"))
-BLOBS = ("data",) + tuple(name for name, _ in LEVELS) + ("proposals", "proposal_scores")
 SEED = 0
-# std of roi_heads.box_predictor.cls_score.weight. The box head's features are large (mean |x| about 3)
-# and alike across proposals, so the default init (std 0.018) already fills the 100 detections;
-# at 0.0015 no image has any, at 0.002 the counts are 11, 100 and 0. 0.01 gives 100 on each image with
-# top scores of 0.6 to 0.8 (not saturated) and a float64-vs-float32 score difference near 1e-5.
-CLS_SCORE_STD = 0.01
-BIAS_STD = 0.05        # std of the cls_score and bbox_pred biases
+BIAS_STD = 0.05        # std of the class predictor's and box predictor's random biases
 MIN_DETECTIONS = 10    # make fails when an image gets fewer (the comparison would exercise too little)
 WORST = 5              # worst pairs listed per image
+
+# Per model: the builder, our config, the weights' file name, and the FPN levels (our blob name,
+# torchvision's backbone output key).
+# fasterrcnn: CLS_SCORE is the std of roi_heads.box_predictor.cls_score.weight. The box head's
+# features are large (mean |x| about 3) and alike across proposals, so the default init (std 0.018)
+# already fills the 100 detections; at 0.0015 no image has any, at 0.002 the counts are 11, 100 and
+# 0. 0.01 gives 100 on each image with top scores of 0.6 to 0.8 (not saturated) and a
+# float64-vs-float32 score difference near 1e-5.
+# retinanet: CLS_SCORE is the std of head.classification_head.cls_logits.weight and CLS_BIAS the mean
+# of its bias (the prior's −4.6 would leave every score under the 0.05 threshold): chosen so that
+# each image has a few hundred candidates above it and the 300 detections are filled from several
+# labels and levels.
+MODELS = {
+    "fasterrcnn": {"builder": "fasterrcnn_resnet50_fpn", "cfg": os.path.join("configs", "torchvision", "fasterrcnn_resnet50_fpn.yaml"),
+                   "levels": (("p2", "0"), ("p3", "1"), ("p4", "2"), ("p5", "3"), ("p6", "pool")),
+                   "cls_score": 0.01},
+    "retinanet": {"builder": "retinanet_resnet50_fpn", "cfg": os.path.join("configs", "torchvision", "retinanet_resnet50_fpn.yaml"),
+                  "levels": (("p3", "0"), ("p4", "1"), ("p5", "2"), ("p6", "p6"), ("p7", "p7")),
+                  "cls_score": 0.01, "cls_bias": -3.0},
+}
+
+
+def weights_name(model_name):
+    return MODELS[model_name]["builder"] + "_random"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,15 +135,16 @@ def freeze_batch_norms(module, frozen_bn):
             freeze_batch_norms(child, frozen_bn)
 
 
-def build_model(cls_score_std):
-    """torchvision's fasterrcnn_resnet50_fpn with default settings and seeded random weights; BN and
-    the box predictor randomised beyond the default init (which leaves them trivial)."""
+def build_model(model_name, cls_score_std):
+    """torchvision's model with default settings and seeded random weights; BN and the class
+    predictor randomised beyond the default init (which leaves them trivial)."""
     import torch
     import torchvision
     from torchvision.ops.misc import FrozenBatchNorm2d
 
+    spec = MODELS[model_name]
     torch.manual_seed(SEED)
-    model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    model = getattr(torchvision.models.detection, spec["builder"])(weights=None, weights_backbone=None)
     model.eval()
     with torch.no_grad():
         freeze_batch_norms(model, FrozenBatchNorm2d)
@@ -136,25 +156,32 @@ def build_model(cls_score_std):
                 m.running_mean.normal_(0, 0.05)
                 m.running_var.uniform_(0.8, 1.25)
                 count += 1
-        predictor = model.roi_heads.box_predictor
-        predictor.cls_score.weight.normal_(0, cls_score_std)
-        predictor.cls_score.bias.normal_(0, BIAS_STD)
-        predictor.bbox_pred.bias.normal_(0, BIAS_STD)
-    print("model: %d FrozenBatchNorm2d randomised; cls_score weight std %g, biases std %g" % (count, cls_score_std, BIAS_STD))
+        if model_name == "fasterrcnn":
+            predictor = model.roi_heads.box_predictor
+            predictor.cls_score.weight.normal_(0, cls_score_std)
+            predictor.cls_score.bias.normal_(0, BIAS_STD)
+            predictor.bbox_pred.bias.normal_(0, BIAS_STD)
+        else:
+            head = model.head
+            head.classification_head.cls_logits.weight.normal_(0, cls_score_std)
+            head.classification_head.cls_logits.bias.normal_(spec["cls_bias"], BIAS_STD)
+            head.regression_head.bbox_reg.bias.normal_(0, BIAS_STD)
+    print("%s: %d FrozenBatchNorm2d randomised; class predictor weight std %g, biases std %g"
+          % (spec["builder"], count, cls_score_std, BIAS_STD))
     return model
 
 
-def save_weights(model, out):
+def save_weights(model, model_name, out):
     import torch
     state = model.state_dict()
-    path = os.path.join(out, WEIGHTS + ".pth")
+    path = os.path.join(out, weights_name(model_name) + ".pth")
     torch.save(state, path)
     print("wrote", path, "(%d tensors)" % len(state))
     try:
         from safetensors.torch import save_file
     except ImportError:
         return
-    path = os.path.join(out, WEIGHTS + ".safetensors")
+    path = os.path.join(out, weights_name(model_name) + ".safetensors")
     save_file({k: v.contiguous() for k, v in state.items()}, path)
     print("wrote", path)
 
@@ -172,27 +199,37 @@ def forward(model, image):
     def on_backbone(module, inputs, output):
         captured["features"] = output
 
-    def on_rpn_head(module, inputs, output):
-        captured["objectness"] = output[0]
+    def appender(key):
+        def hook(module, inputs, output):
+            captured.setdefault(key, []).append(output)
+        return hook
 
-    rpn = model.rpn
-    filter_proposals = rpn.filter_proposals
+    hooks = [model.transform.register_forward_hook(on_transform), model.backbone.register_forward_hook(on_backbone)]
+    rpn = getattr(model, "rpn", None)
+    if rpn is not None:
+        hooks.append(rpn.head.register_forward_hook(appender("objectness")))
+        filter_proposals = rpn.filter_proposals
 
-    def capture_proposals(*a, **k):
-        boxes, scores = filter_proposals(*a, **k)
-        captured["proposals"], captured["proposal_scores"] = boxes[0], scores[0]
-        return boxes, scores
+        def capture_proposals(*a, **k):
+            boxes, scores = filter_proposals(*a, **k)
+            captured["proposals"], captured["proposal_scores"] = boxes[0], scores[0]
+            return boxes, scores
 
-    hooks = [model.transform.register_forward_hook(on_transform), model.backbone.register_forward_hook(on_backbone),
-             rpn.head.register_forward_hook(on_rpn_head)]
-    rpn.filter_proposals = capture_proposals
+        rpn.filter_proposals = capture_proposals
+    else:
+        # RetinaNet's predictors run once per level, finest first.
+        hooks.append(model.head.classification_head.cls_logits.register_forward_hook(appender("cls_logits")))
+        hooks.append(model.head.regression_head.bbox_reg.register_forward_hook(appender("bbox_reg")))
     try:
         with torch.no_grad():
             result = model([image])[0]
     finally:
-        del rpn.filter_proposals
+        if rpn is not None:
+            del rpn.filter_proposals
         for h in hooks:
             h.remove()
+    if rpn is not None:
+        captured["objectness"] = captured["objectness"][0][0]
     order = torch.argsort(result["scores"], descending=True, stable=True).tolist()
     detections = [{"bbox": result["boxes"][i].tolist(), "score": result["scores"][i].item(), "category_id": int(result["labels"][i])}
                   for i in order]
@@ -205,20 +242,26 @@ def decode(path):
     return torchvision.io.decode_jpeg(torchvision.io.read_file(path))
 
 
-def run_torchvision(model, path, out_dir):
+def run_torchvision(model, model_name, path, out_dir):
     """Runs the model on one image; writes its pixels, intermediates and detections. Returns a summary."""
     import torch
 
+    levels = MODELS[model_name]["levels"]
     base = os.path.splitext(os.path.basename(path))[0]
     pixels = decode(path)
     detections, captured = forward(model, pixels.float() / 255)
     np.save(os.path.join(out_dir, base + "_pixels.npy"), pixels.permute(1, 2, 0).contiguous().numpy())
     images = captured["images"]
     blobs = {"data": images.tensors}
-    for name, key in LEVELS:
+    for name, key in levels:
         blobs[name] = captured["features"][key]
-    blobs["proposals"] = captured["proposals"]
-    blobs["proposal_scores"] = captured["proposal_scores"]
+    if "proposals" in captured:
+        blobs["proposals"] = captured["proposals"]
+        blobs["proposal_scores"] = captured["proposal_scores"]
+    for (name, _), logits, deltas in zip(levels, captured.get("cls_logits", []), captured.get("bbox_reg", [])):
+        level = name[1:]
+        blobs["retnet_cls_prob_fpn" + level] = torch.sigmoid(logits)
+        blobs["retnet_bbox_pred_fpn" + level] = deltas
     blobs = {name: value.detach().float().contiguous().numpy() for name, value in blobs.items()}
     for name, value in blobs.items():
         np.save(os.path.join(out_dir, "%s_%s.npy" % (base, name)), value)
@@ -227,21 +270,26 @@ def run_torchvision(model, path, out_dir):
     resized = [int(v) for v in images.image_sizes[0]]
     padded = [int(v) for v in images.tensors.shape[2:]]
     with open(os.path.join(out_dir, base + ".json"), "w") as f:
-        json.dump({"image": path, "width": int(width), "height": int(height), "resized": resized, "padded": padded,
+        json.dump({"image": path, "model": model_name, "width": int(width), "height": int(height), "resized": resized, "padded": padded,
                    "detections": detections}, f, indent=1)
 
     # How close the RPN's per-level top-n cut runs to a tie: a smaller gap than our error would change the proposals.
     cuts = []
-    n = model.rpn.pre_nms_top_n()
-    for logits in captured["objectness"]:
-        flat = logits.flatten()
-        if flat.numel() > n:
-            top = torch.topk(flat, n + 1).values
-            cuts.append(float(top[n - 1] - top[n]))
+    if rpn_present(model):
+        n = model.rpn.pre_nms_top_n()
+        for logits in captured["objectness"]:
+            flat = logits.flatten()
+            if flat.numel() > n:
+                top = torch.topk(flat, n + 1).values
+                cuts.append(float(top[n - 1] - top[n]))
     return {"base": base, "path": path, "size": (int(width), int(height)), "resized": resized, "padded": padded,
             "detections": detections, "labels": len({d["category_id"] for d in detections}),
-            "fpn_max": {name: float(np.abs(blobs[name]).max()) for name, _ in LEVELS},
-            "proposals": blobs["proposals"], "proposal_scores": blobs["proposal_scores"], "rpn_cut_gaps": cuts}
+            "fpn_max": {name: float(np.abs(blobs[name]).max()) for name, _ in levels},
+            "proposals": blobs.get("proposals"), "proposal_scores": blobs.get("proposal_scores"), "rpn_cut_gaps": cuts}
+
+
+def rpn_present(model):
+    return getattr(model, "rpn", None) is not None
 
 
 def noise_floor(model, summaries):
@@ -255,36 +303,39 @@ def noise_floor(model, summaries):
         print("  %s: detections %d vs %d, unmatched %d+%d, max |Δbox| %.2e px, max |Δscore| %.2e"
               % (s["base"], len(s["detections"]), len(detections), len(lost), len(extra),
                  max((p[2] for p in pairs), default=0.0), max((p[3] for p in pairs), default=0.0)))
-        for line in compare_proposals(s["proposals"].astype(np.float64), captured["proposals"].numpy(),
-                                      s["proposal_scores"].astype(np.float64), captured["proposal_scores"].numpy()):
-            print("  " + line)
+        if s["proposals"] is not None:
+            for line in compare_proposals(s["proposals"].astype(np.float64), captured["proposals"].numpy(),
+                                          s["proposal_scores"].astype(np.float64), captured["proposal_scores"].numpy()):
+                print("  " + line)
 
 
-def make(out, cls_score_std, check_noise):
+def make(out, model_name, cls_score_std, check_noise):
     import torch
     torch.set_num_threads(2)
     paths = write_images(os.path.join(out, "images"))
     print("wrote", ", ".join(paths))
-    model = build_model(cls_score_std)
-    save_weights(model, out)
+    model = build_model(model_name, cls_score_std)
+    save_weights(model, model_name, out)
     tv_dir = os.path.join(out, "torchvision")
     os.makedirs(tv_dir, exist_ok=True)
-    summaries = [run_torchvision(model, path, tv_dir) for path in paths]
+    summaries = [run_torchvision(model, model_name, path, tv_dir) for path in paths]
     print("wrote", tv_dir)
     print()
     print("image  W×H      resized W×H  padded W×H  detections  classes  top score  proposals")
     for s in summaries:
         dets = s["detections"]
-        print("%-6s %-8s %-12s %-11s %-11d %-8d %-10.4f %d" % (
+        print("%-6s %-8s %-12s %-11s %-11d %-8d %-10.4f %s" % (
             s["base"], "%d×%d" % s["size"], "%d×%d" % tuple(s["resized"][::-1]), "%d×%d" % tuple(s["padded"][::-1]),
-            len(dets), s["labels"], dets[0]["score"] if dets else float("nan"), len(s["proposals"])))
+            len(dets), s["labels"], dets[0]["score"] if dets else float("nan"),
+            "-" if s["proposals"] is None else len(s["proposals"])))
     print("max |value| per FPN level:")
     for s in summaries:
         print("  %s: %s" % (s["base"], "  ".join("%s %.4g" % kv for kv in s["fpn_max"].items())))
-    print("gap between the %dth and the next RPN logit, per level with more anchors (ties would make the cut ambiguous):"
-          % model.rpn.pre_nms_top_n())
-    for s in summaries:
-        print("  %s: %s" % (s["base"], "  ".join("%.2e" % g for g in s["rpn_cut_gaps"])))
+    if rpn_present(model):
+        print("gap between the %dth and the next RPN logit, per level with more anchors (ties would make the cut ambiguous):"
+              % model.rpn.pre_nms_top_n())
+        for s in summaries:
+            print("  %s: %s" % (s["base"], "  ".join("%.2e" % g for g in s["rpn_cut_gaps"])))
     low = [s["base"] for s in summaries if len(s["detections"]) < MIN_DETECTIONS]
     bad = [s["base"] for s in summaries if not all(np.isfinite(v) for v in s["fpn_max"].values())]
     if low or bad:
@@ -311,7 +362,23 @@ def expected_shape(name):
         return (None, 4)
     if name == "proposal_scores":
         return (None,)
+    if name.startswith("retnet_"):
+        return (1, None, None, None)
     return (1, 256, None, None)
+
+
+def blob_names(tv_dir, base):
+    """The intermediates make wrote for an image, in a fixed order: data, the levels, the rest."""
+    prefix = base + "_"
+    names = [os.path.basename(p)[len(prefix):-4] for p in glob.glob(os.path.join(tv_dir, prefix + "*.npy"))]
+    names = [n for n in names if n != "pixels"]
+    def key(n):
+        if n == "data":
+            return (0, n)
+        if len(n) == 2 and n[0] == "p":
+            return (1, n)
+        return (2, n[-1], n)
+    return sorted(names, key=key)
 
 
 def load_blob(path, name):
@@ -437,8 +504,9 @@ def compare_image(tv_dir, ours_dir, base, args):
             failures.append("%s %s" % (key, value))
     print(sizes)
 
+    blobs = blob_names(tv_dir, base)
     loaded = {}
-    for name in BLOBS:
+    for name in blobs:
         t_path = os.path.join(tv_dir, "%s_%s.npy" % (base, name))
         o_path = os.path.join(ours_dir, "%s_%s.npy" % (base, name))
         if not (os.path.exists(t_path) and os.path.exists(o_path)):
@@ -448,15 +516,15 @@ def compare_image(tv_dir, ours_dir, base, args):
         except BlobError as e:
             print("  %-15s ERROR %s" % (name, e))
             failures.append("%s blob malformed" % name)
-    for name in BLOBS:
+    for name in blobs:
         if name in loaded and name not in ("proposals", "proposal_scores"):
             print(compare_array(name, *loaded[name]))
     if "proposals" in loaded:
         scores = loaded.get("proposal_scores", (None, None))
         for line in compare_proposals(loaded["proposals"][0], loaded["proposals"][1], scores[0], scores[1]):
             print(line)
-    missing = [name for name in BLOBS if not os.path.exists(os.path.join(ours_dir, "%s_%s.npy" % (base, name)))]
-    if missing and len(missing) < len(BLOBS):
+    missing = [name for name in blobs if not os.path.exists(os.path.join(ours_dir, "%s_%s.npy" % (base, name)))]
+    if missing and len(missing) < len(blobs):
         print("  (ours has no %s)" % ", ".join(missing))
 
     t_dets, o_dets = theirs["detections"], ours["detections"]
@@ -517,20 +585,22 @@ def run(args):
     out = args.out
     tv_dir = os.path.join(out, "torchvision")
     if args.fresh or not os.path.isdir(tv_dir):
-        make(out, args.cls_score_std, not args.no_noise_floor)
+        make(out, args.model, args.cls_score_std, not args.no_noise_floor)
     else:
         print("%s exists: skipping make (--fresh redoes it)" % tv_dir)
-    cfg = args.cfg
+    cfg = args.cfg or MODELS[args.model]["cfg"]
     if not os.path.exists(cfg) and os.path.exists(os.path.join(REPO, cfg)):
         cfg = os.path.join(REPO, cfg)
-    for path, what in ((cfg, "config"), (args.detectron, "detectron executable"), (os.path.join(out, WEIGHTS + ".pth"), "weights")):
+    weights = os.path.join(out, weights_name(args.model) + ".pth")
+    for path, what in ((cfg, "config"), (args.detectron, "detectron executable"), (weights, "weights")):
         if not os.path.exists(path):
             sys.exit("run: no %s at %s" % (what, path))
     ours_dir = os.path.join(out, "ours")
     if os.path.isdir(ours_dir):
         shutil.rmtree(ours_dir)
-    cmd = [args.detectron, "infer", "--cfg", cfg, "--weights", os.path.join(out, WEIGHTS + ".pth"), "--output-dir", ours_dir,
-           "--json-only", "--save-blobs", ",".join(BLOBS)] + [os.path.join(out, "images", base + ".jpg") for base, _, _, _ in IMAGES]
+    blobs = sorted({name for base, _, _, _ in IMAGES for name in blob_names(tv_dir, base)})
+    cmd = [args.detectron, "infer", "--cfg", cfg, "--weights", weights, "--output-dir", ours_dir,
+           "--json-only", "--save-blobs", ",".join(blobs)] + [os.path.join(out, "images", base + ".jpg") for base, _, _, _ in IMAGES]
     print("$ " + shlex.join(cmd), flush=True)
     status = subprocess.run(cmd).returncode
     if status != 0:
@@ -546,7 +616,8 @@ def main():
         p = sub.add_parser(name)
         p.add_argument("--out", required=True, help="working directory (images/, torchvision/, ours/, weights)")
         if name in ("make", "run"):
-            p.add_argument("--cls-score-std", type=float, default=CLS_SCORE_STD, help="std of the random cls_score weights")
+            p.add_argument("--model", choices=sorted(MODELS), default="fasterrcnn", help="the torchvision model (default fasterrcnn)")
+            p.add_argument("--cls-score-std", type=float, default=None, help="std of the random class predictor weights")
             p.add_argument("--no-noise-floor", action="store_true", help="skip the float64 rerun of torchvision")
         if name in ("compare", "run"):
             p.add_argument("--box-tol", type=float, default=0.01, help="largest |Δ| of a box coordinate, px")
@@ -554,11 +625,14 @@ def main():
             p.add_argument("--match-radius", type=float, default=4.0, help="farthest box (max |Δ| of a coordinate, px) a detection may match")
         if name == "run":
             p.add_argument("--detectron", required=True, help="the detectron executable")
-            p.add_argument("--cfg", default=DEFAULT_CFG, help="config for our engine (relative paths: to the working or repository directory)")
+            p.add_argument("--cfg", default=None, help="config for our engine (default: the model's under configs/torchvision; "
+                           "relative paths: to the working or repository directory)")
             p.add_argument("--fresh", action="store_true", help="redo make even when OUT/torchvision exists")
     args = ap.parse_args()
+    if args.command in ("make", "run") and args.cls_score_std is None:
+        args.cls_score_std = MODELS[args.model]["cls_score"]
     if args.command == "make":
-        make(args.out, args.cls_score_std, not args.no_noise_floor)
+        make(args.out, args.model, args.cls_score_std, not args.no_noise_floor)
     elif args.command == "compare":
         sys.exit(compare(args.out, args))
     else:

@@ -112,7 +112,7 @@ struct RetinaNetTests {
         ws.feedBlob("retnet_bbox_pred_fpn3", try Tensor([Float](repeating: 0, count: 16), shape: [1, 4, 2, 2], context: ctx))
         ws.feedBlob("retnet_cls_prob_fpn4", try Tensor([0.01, 0.02] as [Float], shape: [1, 2, 1, 1], context: ctx))
         ws.feedBlob("retnet_bbox_pred_fpn4", try Tensor([Float](repeating: 0, count: 4), shape: [1, 4, 1, 1], context: ctx))
-        let inference = RetinaNet.Inference(cfg, levels: 3...4, cellAnchors: [3: [0, 0, 7, 7], 4: [0, 0, 15, 15]])
+        let inference = RetinaNet.Inference(levels: 3...4, cellAnchors: [3: [0, 0, 7, 7], 4: [0, 0, 15, 15]], semantics: DetectronSemantics())
         let input = PreparedInput(data: try Tensor(.float32, shape: [1, 3, 32, 32], context: ctx), imInfo: [32, 32, 2], clipHeight: 8, clipWidth: 8, roiScale: 2)
         let found = try inference.detections(ws, input, TestSettings(cfg))
         #expect(found.map(\.classIndex) == [1, 2, 2])

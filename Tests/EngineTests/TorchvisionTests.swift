@@ -21,10 +21,23 @@ struct TorchvisionBoxesFixture: Decodable {
     }
 }
 
+/// retinanet_resnet50_fpn's anchors and `postprocess_detections` on random head outputs (tools/make_torchvision_fixtures.py).
+struct TorchvisionRetinaNetFixture: Decodable {
+    var cell_anchors: [[Float]]
+    var image: [Int], resized: [Int], maps: [[Int]]
+    var anchors_per_cell: Int, classes: Int
+    var score_thresh: Double, topk: Int, nms: Double, detections: Int
+    var grid_anchors: [[Float]]
+    var probs: [[Float]], deltas: [[Float]]
+    var boxes: [Float], scores: [Float], labels: [Int]
+}
+
 @Suite("torchvision semantics")
 struct TorchvisionTests {
-    static var configPath: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../configs/torchvision/fasterrcnn_resnet50_fpn.yaml").path
+    static var configPath: String { configPath("fasterrcnn_resnet50_fpn") }
+
+    static func configPath(_ model: String) -> String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../configs/torchvision/\(model).yaml").path
     }
 
     @Test("cell anchors and the anchor grid (strides from map sizes) equal AnchorGenerator's")
@@ -41,6 +54,84 @@ struct TorchvisionTests {
             #expect(grid.count == map[0] * map[1] * 3 * 4)
             #expect(grid == f.grid_anchors[level - 2], "level \(level)")
         }
+    }
+
+    @Test("RetinaNet: AnchorGenerator's cell anchors (int sizes 32, 40, 50 …, ratio outer) and grid, and postprocess_detections' detections")
+    func retinaNet() throws {
+        let url = try #require(Bundle.module.url(forResource: "retinanet", withExtension: "json", subdirectory: "Fixtures/torchvision"))
+        let f = try JSONDecoder().decode(TorchvisionRetinaNetFixture.self, from: Data(contentsOf: url))
+        var cfg = Config()
+        try cfg.merge(file: Self.configPath("retinanet_resnet50_fpn"))
+        try cfg.merge(overrides: ["MODEL.NUM_CLASSES", "\(f.classes)", "RETINANET.INFERENCE_TH", "\(f.score_thresh)", "RETINANET.PRE_NMS_TOP_N",
+                                  "\(f.topk)", "TEST.NMS", "\(f.nms)", "TEST.DETECTIONS_PER_IM", "\(f.detections)"])
+        let semantics = TorchvisionSemantics()
+        let cells = RetinaNet.cellAnchors(cfg, levels: 3...7, semantics: semantics)
+        #expect((3...7).map { cells[$0]! } == f.cell_anchors)
+        #expect(semantics.retinaNetClasses(numClasses: f.classes) == (perAnchor: f.classes, firstLabel: 0))
+        let (A, K) = (f.anchors_per_cell, f.classes)
+        var levels: [DenseLevelOutputs] = []
+        for (i, level) in (3...7).enumerated() {
+            let (h, w) = (f.maps[i][0], f.maps[i][1]), plane = h * w
+            // torchvision's (H·W·A, K) and (H·W·A, 4) rows to our (A·K, H, W) and (4A, H, W) channels.
+            var probs = [Float](repeating: 0, count: A * K * plane), deltas = [Float](repeating: 0, count: 4 * A * plane)
+            for pos in 0..<plane {
+                for a in 0..<A {
+                    for k in 0..<K { probs[(a * K + k) * plane + pos] = f.probs[i][(pos * A + a) * K + k] }
+                    for c in 0..<4 { deltas[(4 * a + c) * plane + pos] = f.deltas[i][(pos * A + a) * 4 + c] }
+                }
+            }
+            let lv = DenseLevelOutputs(level: level, probs: probs, deltas: deltas, height: h, width: w, anchorsPerCell: A, classesPerAnchor: K,
+                                       cellAnchors: cells[level]!, inputHeight: f.image[0], inputWidth: f.image[1])
+            let grid = (0..<plane).flatMap { pos in (0..<A).flatMap { a in
+                lv.anchor(a, x: pos % w, y: pos / w, strideX: f.image[1] / w, strideY: f.image[0] / h)
+            } }
+            #expect(grid == f.grid_anchors[i], "level \(level)")
+            levels.append(lv)
+        }
+        let ctx = CPUContext()
+        let input = PreparedInput(data: try Tensor(.float32, shape: [1, 3, f.image[0], f.image[1]], context: ctx), imInfo: [],
+                                  clipHeight: Float(f.resized[0]), clipWidth: Float(f.resized[1]))
+        let found = semantics.retinaNetDetections(levels, input, TestSettings(cfg))
+        #expect(found.map(\.classIndex) == f.labels)
+        #expect(found.map(\.score) == f.scores)
+        let boxes = found.flatMap(\.box)
+        #expect(boxes.count == f.boxes.count)
+        let worst = zip(boxes, f.boxes).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
+        #expect(worst <= 1e-5, "worst relative box difference \(worst)")
+    }
+
+    @Test("RetinaNet: the head's names (v1 conv.2i and v2 conv.i.0), the FPN from C3 and its P6/P7 map onto Detectron's RetinaNet blobs")
+    func retinaNetStateDict() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tv-retinanet-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var tensors: [(name: String, shape: [Int], values: [Float])] = [("backbone.body.conv1.weight", [1], [0])]
+        for l in 1...4 { tensors.append(("backbone.body.layer\(l).\(l == 3 ? 5 : 1).conv1.weight", [1], [0])) }
+        for k in 0..<3 {
+            tensors += [("backbone.fpn.inner_blocks.\(k).0.weight", [1], [0]), ("backbone.fpn.layer_blocks.\(k).0.bias", [1], [0])]
+        }
+        tensors += [("backbone.fpn.extra_blocks.p6.weight", [1], [0]), ("backbone.fpn.extra_blocks.p7.bias", [1], [0]),
+                    ("head.classification_head.conv.2.weight", [1], [0]), ("head.classification_head.cls_logits.bias", [1], [0]),
+                    ("head.regression_head.conv.3.0.weight", [1], [0]), ("head.regression_head.bbox_reg.weight", [1], [0])]
+        try Checkpoint.write(tensors, metadata: [:], to: path)
+        let names = Set(try Checkpoint.read(path).blobs.keys)
+        #expect(names == ["conv1_w", "res2_1_branch2a_w", "res3_1_branch2a_w", "res4_5_branch2a_w", "res5_1_branch2a_w",
+                          "fpn_inner_res3_1_sum_lateral_w", "fpn_inner_res4_5_sum_lateral_w", "fpn_inner_res5_1_sum_w",
+                          "fpn_res3_1_sum_b", "fpn_res4_5_sum_b", "fpn_res5_1_sum_b", "fpn_6_w", "fpn_7_b",
+                          "retnet_cls_conv_n1_fpn3_w", "retnet_cls_pred_fpn3_b", "retnet_bbox_conv_n3_fpn3_w", "retnet_bbox_pred_fpn3_w"])
+    }
+
+    @Test("the RetinaNet config builds torchvision's model: P6 from P5, a logit per label and anchor (91 · 9), inference only")
+    func retinaNetConfig() throws {
+        var cfg = Config()
+        try cfg.merge(file: Self.configPath("retinanet_resnet50_fpn"))
+        let model = try ModelComponents.standard.build(cfg, train: false)
+        #expect(model.net.ops.contains { $0.type == "Conv" && $0.inputs.first == "fpn_res5_2_sum" && $0.outputs == ["fpn_6"] })
+        let shapes = Dictionary(uniqueKeysWithValues: model.params.map { ($0.name, $0.shape) })
+        #expect(shapes["fpn_6_w"] == [256, 256, 3, 3] && shapes["retnet_cls_pred_fpn3_w"] == [91 * 9, 256, 3, 3])
+        #expect(model.cellAnchors[3]?.prefix(12) == [-23, -11, 23, 11, -28, -14, 28, 14, -35, -18, 35, 18])
+        #expect(throws: ConfigError.self) { try ModelComponents.standard.build(cfg, train: true) }
+        try cfg.merge(overrides: ["FPN.EXTRA_CONV_LEVELS", "False", "FPN.RPN_MAX_LEVEL", "6", "FPN.RPN_MIN_LEVEL", "2"])
+        #expect(throws: ConfigError.self) { try ModelComponents.standard.build(cfg, train: false) }
     }
 
     @Test("BoxCoder.decode without +1, RPN and box-head weights (≤ 1e-4 relative)")

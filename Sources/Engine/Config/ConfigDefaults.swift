@@ -91,6 +91,7 @@ extension Config {
             ("FPN.RPN_MAX_LEVEL", .int(6)), ("FPN.RPN_MIN_LEVEL", .int(2)), ("FPN.RPN_ASPECT_RATIOS", t([.float(0.5), .int(1), .int(2)])),
             ("FPN.RPN_ANCHOR_START_SIZE", .int(32)), ("FPN.EXTRA_CONV_LEVELS", .bool(false)),
             ("FPN.USE_GN", .bool(false)),
+            ("FPN.P6_FROM_P5", .bool(false)),   // ours: P6's convolution reads P5, not C5 (torchvision's LastLevelP6P7(256, 256), retinanet_resnet50_fpn v1)
             // RETINANET (model type retinanet)
             ("RETINANET.RETINANET_ON", .bool(false)),
             ("RETINANET.ASPECT_RATIOS", t([.float(0.5), .float(1.0), .float(2.0)])),
@@ -109,6 +110,7 @@ extension Config {
             ("RETINANET.CLASS_SPECIFIC_BBOX", .bool(false)),
             ("RETINANET.SOFTMAX", .bool(false)),
             ("RETINANET.INFERENCE_TH", .float(0.05)),
+            ("RETINANET.USE_GN", .bool(false)),   // ours (detectron2's RETINANET.NORM "GN", torchvision v2): GroupNorm after each tower conv
             // RESNETS
             ("RESNETS.NUM_GROUPS", .int(1)), ("RESNETS.WIDTH_PER_GROUP", .int(64)), ("RESNETS.STRIDE_1X1", .bool(true)),
             ("RESNETS.TRANS_FUNC", .string("bottleneck_transformation")), ("RESNETS.STEM_FUNC", .string("basic_bn_stem")),

@@ -78,10 +78,11 @@ public final class ModelBuilder {
     }
 
     @discardableResult
-    public func groupNorm(_ input: String, _ output: String, dim: Int, groups: Int, epsilon: Double) -> String {
-        param(output + "_s", [dim], .gnScale, fill: "ConstantFill", args: ["value": .float(1)])
-        param(output + "_b", [dim], .gnBias, fill: "ConstantFill", args: ["value": .float(0)])
-        return op("GroupNorm", [input, output + "_s", output + "_b"], [output, output + "_mean", output + "_std"],
+    public func groupNorm(_ input: String, _ output: String, dim: Int, groups: Int, epsilon: Double, paramPrefix: String? = nil) -> String {
+        let prefix = paramPrefix ?? output
+        param(prefix + "_s", [dim], .gnScale, fill: "ConstantFill", args: ["value": .float(1)])
+        param(prefix + "_b", [dim], .gnBias, fill: "ConstantFill", args: ["value": .float(0)])
+        return op("GroupNorm", [input, prefix + "_s", prefix + "_b"], [output, output + "_mean", output + "_std"],
                   ["group": .int(groups), "epsilon": .float(epsilon)])
     }
 

@@ -41,6 +41,10 @@ enum ResNetFPN {
                                hint: "Detectron's FPN builds P2–P5 from the backbone, P6 by subsampling P5, and P6 and above by "
                                    + "convolutions with FPN.EXTRA_CONV_LEVELS True")
         }
+        if cfg.bool("FPN.P6_FROM_P5") && !(cfg.bool("FPN.EXTRA_CONV_LEVELS") && high > 5) {
+            throw .invalid(key: "FPN.P6_FROM_P5", reason: "is True, but no P6 is made by a convolution (that needs FPN.EXTRA_CONV_LEVELS True "
+                           + "and a highest level above 5); set it False")
+        }
     }
 
     /// The ResNet body; returns the output blob and channels of res2…res5.
@@ -141,7 +145,8 @@ enum ResNetFPN {
 
     /// FPN (`FPN.add_fpn`): laterals on the stages from the lowest level needed up to C5, nearest
     /// ×2 top-down, 3×3 outputs; above P5, P6 by subsampling P5 or — with FPN.EXTRA_CONV_LEVELS —
-    /// P6 by a 3×3/2 convolution of C5 and each further level by one of the ReLU of the last.
+    /// P6 by a 3×3/2 convolution of C5 (of P5 with FPN.P6_FROM_P5, as torchvision's RetinaNet v1)
+    /// and each further level by one of the ReLU of the last.
     static func fpnLevels(_ b: ModelBuilder, _ cfg: Config, stages: [(blob: String, dim: Int)]) -> FeatureMaps {
         let dim = cfg.int("FPN.DIM")
         let gn = cfg.bool("FPN.USE_GN")
@@ -175,7 +180,7 @@ enum ResNetFPN {
         if !cfg.bool("FPN.EXTRA_CONV_LEVELS") && high == 6 {
             out[6] = b.op("MaxPool", [out[5]!], [out[5]! + "_subsampled_2x"], ["kernel": .int(1), "stride": .int(2), "pad": .int(0)])
         } else if cfg.bool("FPN.EXTRA_CONV_LEVELS") && high > 5 {
-            var x = c5.blob, dimIn = c5.dim
+            var (x, dimIn) = cfg.bool("FPN.P6_FROM_P5") ? (out[5]!, dim) : (c5.blob, c5.dim)
             for level in 6...high {
                 if level > 6 { x = b.op("Relu", [x], [x + "_relu"]) }
                 x = b.conv(x, "fpn_\(level)", dimIn: dimIn, dimOut: dim, kernel: 3, stride: 2, pad: 1, weightFill: xavier)

@@ -30,27 +30,17 @@ enum RetinaNet {
                                   hint: "Detectron's RetinaNet inference cannot run with it either (its 4·K·A box channels are read as 4·A)")
         }
         try components.named(components.bodies, key: "MODEL.CONV_BODY", feature: "The body", cfg).check(cfg)
-        if cfg.string("MODEL.SEMANTICS") != "detectron" {
-            throw cfg.unsupported("MODEL.SEMANTICS", "RetinaNet with \(cfg.string("MODEL.SEMANTICS"))'s rules", hint: "use MODEL.SEMANTICS detectron")
-        }
         _ = try components.semantics(cfg)
     }
 
-    /// Each level's A cell anchors: octave o (outer) and aspect ratio (inner, in the config's
-    /// order), size stride · 2^(o / SCALES_PER_OCTAVE) · ANCHOR_SCALE (`_create_cell_anchors`).
+    /// Each level's A cell anchors, by the semantics' rule (Detectron: octave-major, sizes
+    /// stride · 2^(o / SCALES_PER_OCTAVE) · ANCHOR_SCALE).
     static func cellAnchors(_ cfg: Config, levels: ClosedRange<Int>, semantics: any DetectionSemantics) -> [Int: [Float]] {
-        let octaves = cfg.int("RETINANET.SCALES_PER_OCTAVE"), scale = Double(cfg.int("RETINANET.ANCHOR_SCALE"))
         var out: [Int: [Float]] = [:]
         for level in levels {
-            let stride = 1 << level
-            var cell: [Float] = []
-            for o in 0..<octaves {
-                for ratio in cfg.doubles("RETINANET.ASPECT_RATIOS") {
-                    cell += semantics.cellAnchors(stride: stride, size: Double(stride) * pow(2, Double(o) / Double(octaves)) * scale,
-                                                  aspectRatios: [ratio])
-                }
-            }
-            out[level] = cell
+            out[level] = semantics.retinaNetCellAnchors(stride: 1 << level, octaves: cfg.int("RETINANET.SCALES_PER_OCTAVE"),
+                                                        anchorScale: cfg.int("RETINANET.ANCHOR_SCALE"),
+                                                        aspectRatios: cfg.doubles("RETINANET.ASPECT_RATIOS"))
         }
         return out
     }
@@ -59,10 +49,14 @@ enum RetinaNet {
         let b = try ModelBuilder(cfg, train: train)
         let numClasses = cfg.int("MODEL.NUM_CLASSES")
         let semantics = try components.semantics(cfg)
+        if train && !semantics.trains {
+            throw .invalid(key: "MODEL.SEMANTICS", reason: "is '\(cfg.string("MODEL.SEMANTICS"))', which is for inference with its weights; "
+                           + "train with MODEL.SEMANTICS detectron")
+        }
         let features = try components.named(components.bodies, key: "MODEL.CONV_BODY", feature: "The body", cfg).build(b, cfg)
         let levels = cfg.int("FPN.RPN_MIN_LEVEL")...cfg.int("FPN.RPN_MAX_LEVEL")
         let anchors = cellAnchors(cfg, levels: levels, semantics: semantics)
-        let A = anchors[levels.lowerBound]!.count / 4, K = numClasses - 1
+        let A = anchors[levels.lowerBound]!.count / 4, K = semantics.retinaNetClasses(numClasses: numClasses).perAnchor
         heads(b, cfg, features, levels: levels, anchorsPerCell: A, classes: K)
         var losses: [String] = []
         if train { losses = self.losses(b, cfg, levels: levels, classes: K) }
@@ -71,7 +65,7 @@ enum RetinaNet {
         b.net.externalInputs = ["data", "im_info"]
         if train { b.net.externalInputs += [DerivedBlobs.retinaNetForegroundCount] + levels.flatMap(DerivedBlobs.retinaNetTargets) }
         b.net.externalInputs += b.params.map(\.name)
-        let inference = Inference(cfg, levels: levels, cellAnchors: anchors)
+        let inference = Inference(levels: levels, cellAnchors: anchors, semantics: semantics)
         return DetectionModel(net: b.net, initNet: b.initNet(), params: b.params, losses: losses,
                               metrics: train ? [DerivedBlobs.retinaNetForegroundCount] : [], rpnLevels: levels, roiLevels: levels,
                               cellAnchors: anchors, numClasses: numClasses, semantics: semantics,
@@ -86,13 +80,18 @@ enum RetinaNet {
         let dim = features.dim, low = levels.lowerBound
         let prior = cfg.double("RETINANET.PRIOR_PROB")
         let gauss = ParamInfo.gauss(0.01)
-        let share = cfg.bool("RETINANET.SHARE_CLS_BBOX_TOWER")
+        let share = cfg.bool("RETINANET.SHARE_CLS_BBOX_TOWER"), gn = cfg.bool("RETINANET.USE_GN")
         func tower(_ kind: String, _ level: Int) -> String {
             var x = features.blobs[level]!
             for i in 0..<cfg.int("RETINANET.NUM_CONVS") {
                 let base = "retnet_\(kind)_conv_n\(i)_fpn\(low)"
-                x = b.conv(x, "retnet_\(kind)_conv_n\(i)_fpn\(level)", dimIn: dim, dimOut: dim, kernel: 3, pad: 1, weightFill: gauss,
+                let name = "retnet_\(kind)_conv_n\(i)_fpn\(level)"
+                x = b.conv(x, name, dimIn: dim, dimOut: dim, kernel: 3, pad: 1, weightFill: gauss, noBias: gn,
                            weightName: base + "_w", biasName: base + "_b")
+                if gn {
+                    x = b.groupNorm(x, name + "_gn", dim: dim, groups: cfg.groupNormGroups(dim), epsilon: cfg.double("GROUP_NORM.EPSILON"),
+                                    paramPrefix: base + "_gn")
+                }
                 b.relu(x)
             }
             return x
@@ -135,68 +134,163 @@ enum RetinaNet {
         return losses
     }
 
-    /// `test_retinanet.im_detect_bbox` after the net.
+    /// The net's outputs read per level and handed to the semantics' post-processing.
     struct Inference: Sendable {
         let levels: ClosedRange<Int>
         let cellAnchors: [Int: [Float]]
-        let threshold: Float
-        let preNMSTopN: Int
+        let semantics: any DetectionSemantics
 
-        init(_ cfg: Config, levels: ClosedRange<Int>, cellAnchors: [Int: [Float]]) {
-            self.levels = levels
-            self.cellAnchors = cellAnchors
-            threshold = Float(cfg.double("RETINANET.INFERENCE_TH"))
-            preNMSTopN = cfg.int("RETINANET.PRE_NMS_TOP_N")
-        }
-
-        /// Per level: probabilities above the threshold (0 at the coarsest level, so something
-        /// always comes out), the best PRE_NMS_TOP_N of them, each decoded from its anchor, scaled
-        /// back and clipped; then NMS per class over all levels and the best DETECTIONS_PER_IM.
         func detections(_ ws: Workspace, _ input: PreparedInput, _ settings: TestSettings) throws -> [(classIndex: Int, score: Float, box: [Float])] {
-            let K = settings.numClasses - 1
-            var perClass = [[(score: Float, box: [Float])]](repeating: [], count: K)
-            for level in levels {
+            let K = semantics.retinaNetClasses(numClasses: settings.numClasses).perAnchor
+            let outputs = try levels.map { level throws -> DenseLevelOutputs in
                 let names = DerivedBlobs.retinaNetOutputs(level)
-                let probs = try ws.fetchBlob(names.probs), deltas = try ws.fetchBlob(names.deltas).toArray(as: Float.self)
-                let p = try probs.toArray(as: Float.self)
-                let (h, w) = (probs.dim(2), probs.dim(3)), plane = h * w
-                let A = probs.dim(1) / K
-                guard probs.dim(1) == A * K, deltas.count == 4 * A * plane, cellAnchors[level]!.count == 4 * A else {
-                    throw EngineError.data("\(names.probs) \(probs.shape) and \(names.deltas) do not hold \(K) classes and 4 box deltas "
-                                           + "for each of the level's \(cellAnchors[level]!.count / 4) anchors: MODEL.NUM_CLASSES or the anchors do not match the net")
+                let probs = try ws.fetchBlob(names.probs), deltas = try ws.fetchBlob(names.deltas)
+                let cell = cellAnchors[level]!, A = cell.count / 4
+                let (h, w) = (probs.dim(2), probs.dim(3))
+                guard probs.dim(1) == A * K, deltas.shape == [1, 4 * A, h, w] else {
+                    throw EngineError.data("\(names.probs) \(probs.shape) and \(names.deltas) \(deltas.shape) do not hold \(K) classes and 4 box "
+                                           + "deltas for each of the level's \(A) anchors: MODEL.NUM_CLASSES or the anchors do not match the net")
                 }
-                let th: Float = level < levels.upperBound ? threshold : 0
-                var candidates = p.indices.filter { p[$0] > th }
-                if candidates.count > preNMSTopN {
-                    // The top N by score (ties: the lower index), as argpartition's selection.
-                    candidates.sort { p[$0] > p[$1] || (p[$0] == p[$1] && $0 < $1) }
-                    candidates = Array(candidates.prefix(preNMSTopN))
-                }
-                let stride = Float(1 << level), cell = cellAnchors[level]!
-                var refs: [Float] = [], ds: [Float] = []
-                refs.reserveCapacity(4 * candidates.count)
-                for i in candidates {
-                    let (ak, pos) = (i / plane, i % plane)
-                    let a = ak / K, y = pos / w, x = pos % w
-                    let sx = Float(x) * stride, sy = Float(y) * stride
-                    refs += [cell[4 * a] + sx, cell[4 * a + 1] + sy, cell[4 * a + 2] + sx, cell[4 * a + 3] + sy]
-                    for c in 0..<4 { ds.append(deltas[(4 * a + c) * plane + pos]) }
-                }
-                var boxes = settings.bboxReg ? Boxes.decode(refs, deltas: ds, clip: settings.bboxTransformClip) : refs
-                for j in boxes.indices { boxes[j] /= input.roiScale }
-                Boxes.clip(&boxes, height: input.clipHeight, width: input.clipWidth)
-                for (n, i) in candidates.enumerated() {
-                    perClass[(i / plane) % K].append((p[i], Array(boxes[4 * n..<4 * n + 4])))
-                }
+                return DenseLevelOutputs(level: level, probs: try probs.toArray(as: Float.self), deltas: try deltas.toArray(as: Float.self),
+                                         height: h, width: w, anchorsPerCell: A, classesPerAnchor: K, cellAnchors: cell,
+                                         inputHeight: input.data.dim(2), inputWidth: input.data.dim(3))
             }
-            var found: [(classIndex: Int, score: Float, box: [Float])] = []
-            for (k, dets) in perClass.enumerated() where !dets.isEmpty {
-                let keep = Boxes.nms(dets.flatMap(\.box), scores: dets.map(\.score), threshold: settings.nmsThreshold)
-                found += keep.map { (classIndex: k + 1, score: dets[$0].score, box: dets[$0].box) }
-            }
-            // By score, highest first (ties in class then NMS order), the best DETECTIONS_PER_IM.
-            let order = found.indices.sorted { found[$0].score > found[$1].score || (found[$0].score == found[$1].score && $0 < $1) }
-            return order.prefix(settings.detectionsPerImage).map { found[$0] }
+            return semantics.retinaNetDetections(outputs, input, settings)
         }
+    }
+}
+
+/// One FPN level's dense head outputs (RetinaNet's), as the post-processing reads them.
+public struct DenseLevelOutputs: Sendable {
+    public var level: Int
+    /// Class probabilities (A·K, H, W), channel a·K + k.
+    public var probs: [Float]
+    /// Box deltas (4A, H, W), channel 4a + coordinate.
+    public var deltas: [Float]
+    public var height: Int
+    public var width: Int
+    public var anchorsPerCell: Int
+    public var classesPerAnchor: Int
+    /// The level's A cell anchors (x1, y1, x2, y2 each).
+    public var cellAnchors: [Float]
+    /// The padded input's size.
+    public var inputHeight: Int
+    public var inputWidth: Int
+
+    /// Anchor `a` of cell (x, y) shifted by the strides.
+    func anchor(_ a: Int, x: Int, y: Int, strideX: Int, strideY: Int) -> [Float] {
+        let sx = Float(x * strideX), sy = Float(y * strideY)
+        return [cellAnchors[4 * a] + sx, cellAnchors[4 * a + 1] + sy, cellAnchors[4 * a + 2] + sx, cellAnchors[4 * a + 3] + sy]
+    }
+
+    /// The 4 deltas of anchor `a` at plane position `pos`.
+    func deltas(_ a: Int, at pos: Int) -> [Float] {
+        let plane = height * width
+        return (0..<4).map { deltas[(4 * a + $0) * plane + pos] }
+    }
+}
+
+/// Detectron's RetinaNet rules, the default of every semantics (``TorchvisionSemantics`` has its own).
+extension DetectionSemantics {
+    /// `_create_cell_anchors`: octave o (outer) and aspect ratio (inner, in the config's order).
+    public func retinaNetCellAnchors(stride: Int, octaves: Int, anchorScale: Int, aspectRatios: [Double]) -> [Float] {
+        var cell: [Float] = []
+        for o in 0..<octaves {
+            let size = Double(stride) * pow(2, Double(o) / Double(octaves)) * Double(anchorScale)
+            for ratio in aspectRatios { cell += Boxes.cellAnchors(stride: stride, sizes: [size], aspectRatios: [ratio]) }
+        }
+        return cell
+    }
+
+    /// K = NUM_CLASSES − 1 logits per anchor, for classes 1…K.
+    public func retinaNetClasses(numClasses: Int) -> (perAnchor: Int, firstLabel: Int) { (numClasses - 1, 1) }
+
+    /// `test_retinanet.im_detect_bbox`: per level, the probabilities above RETINANET.INFERENCE_TH
+    /// (any at the coarsest level, so something always comes out), the best PRE_NMS_TOP_N of them,
+    /// each decoded from its anchor, divided by the image scale and clipped; then NMS per class
+    /// over all levels and the best DETECTIONS_PER_IM.
+    public func retinaNetDetections(_ levels: [DenseLevelOutputs], _ input: PreparedInput, _ settings: TestSettings)
+        -> [(classIndex: Int, score: Float, box: [Float])] {
+        guard let K = levels.first?.classesPerAnchor else { return [] }
+        var perClass = [[(score: Float, box: [Float])]](repeating: [], count: K)
+        let top = levels.map(\.level).max()
+        for lv in levels {
+            let p = lv.probs, plane = lv.height * lv.width
+            let th: Float = lv.level < top! ? settings.retinaNetThreshold : 0
+            var candidates = p.indices.filter { p[$0] > th }
+            if candidates.count > settings.retinaNetPreNMSTopN {
+                // The top N by score (ties: the lower index), as argpartition's selection.
+                candidates.sort { p[$0] > p[$1] || (p[$0] == p[$1] && $0 < $1) }
+                candidates = Array(candidates.prefix(settings.retinaNetPreNMSTopN))
+            }
+            var refs: [Float] = [], ds: [Float] = []
+            refs.reserveCapacity(4 * candidates.count)
+            for i in candidates {
+                let (a, pos) = (i / plane / K, i % plane)
+                refs += lv.anchor(a, x: pos % lv.width, y: pos / lv.width, strideX: 1 << lv.level, strideY: 1 << lv.level)
+                ds += lv.deltas(a, at: pos)
+            }
+            var boxes = settings.bboxReg ? Boxes.decode(refs, deltas: ds, clip: settings.bboxTransformClip) : refs
+            for j in boxes.indices { boxes[j] /= input.roiScale }
+            Boxes.clip(&boxes, height: input.clipHeight, width: input.clipWidth)
+            for (n, i) in candidates.enumerated() {
+                perClass[(i / plane) % K].append((p[i], Array(boxes[4 * n..<4 * n + 4])))
+            }
+        }
+        var found: [(classIndex: Int, score: Float, box: [Float])] = []
+        for (k, dets) in perClass.enumerated() where !dets.isEmpty {
+            let keep = Boxes.nms(dets.flatMap(\.box), scores: dets.map(\.score), threshold: settings.nmsThreshold)
+            found += keep.map { (classIndex: k + 1, score: dets[$0].score, box: dets[$0].box) }
+        }
+        // By score, highest first (ties in class then NMS order), the best DETECTIONS_PER_IM.
+        let order = found.indices.sorted { found[$0].score > found[$1].score || (found[$0].score == found[$1].score && $0 < $1) }
+        return order.prefix(settings.detectionsPerImage).map { found[$0] }
+    }
+}
+
+extension TorchvisionSemantics {
+    /// `AnchorGenerator` as `retinanet_resnet50_fpn` makes it: sizes int(stride · ANCHOR_SCALE ·
+    /// 2^(o / SCALES_PER_OCTAVE)) (32, 40, 50 at P3), aspect ratio outer and size inner, rounded.
+    public func retinaNetCellAnchors(stride: Int, octaves: Int, anchorScale: Int, aspectRatios: [Double]) -> [Float] {
+        let sizes = (0..<octaves).map { Double(Int(Double(stride * anchorScale) * pow(2, Double($0) / Double(octaves)))) }
+        return Boxes.torchvisionCellAnchors(sizes: sizes, aspectRatios: aspectRatios)
+    }
+
+    /// A logit for every label, the background's (0) included, as torchvision's RetinaNet has.
+    public func retinaNetClasses(numClasses: Int) -> (perAnchor: Int, firstLabel: Int) { (numClasses, 0) }
+
+    /// `RetinaNet.postprocess_detections`: per level, the scores above RETINANET.INFERENCE_TH (every
+    /// level), the best PRE_NMS_TOP_N in torchvision's flattened order ((y·W + x)·A + a)·K + k,
+    /// decoded from anchors on strides of input size ÷ map size, clipped to the resized image; then
+    /// `batched_nms` by label over all levels and the best DETECTIONS_PER_IM.
+    public func retinaNetDetections(_ levels: [DenseLevelOutputs], _ input: PreparedInput, _ settings: TestSettings)
+        -> [(classIndex: Int, score: Float, box: [Float])] {
+        var boxes: [Float] = [], scores: [Float] = [], labels: [Int] = []
+        for lv in levels {
+            let (K, A, plane) = (lv.classesPerAnchor, lv.anchorsPerCell, lv.height * lv.width)
+            // (score, torchvision's flat index, our index) of the scores above the threshold.
+            var candidates: [(score: Float, flat: Int, index: Int)] = []
+            for (i, v) in lv.probs.enumerated() where v > settings.retinaNetThreshold {
+                let (ak, pos) = (i / plane, i % plane)
+                candidates.append((v, (pos * A + ak / K) * K + ak % K, i))
+            }
+            candidates.sort { $0.score > $1.score || ($0.score == $1.score && $0.flat < $1.flat) }
+            if candidates.count > settings.retinaNetPreNMSTopN { candidates.removeLast(candidates.count - settings.retinaNetPreNMSTopN) }
+            let (strideY, strideX) = (lv.inputHeight / lv.height, lv.inputWidth / lv.width)
+            var refs: [Float] = [], ds: [Float] = []
+            for c in candidates {
+                let (a, pos) = (c.index / plane / K, c.index % plane)
+                refs += lv.anchor(a, x: pos % lv.width, y: pos / lv.width, strideX: strideX, strideY: strideY)
+                ds += lv.deltas(a, at: pos)
+            }
+            var decoded = Boxes.decode(refs, deltas: ds, clip: settings.bboxTransformClip, convention: .torchvision)
+            Boxes.clip(&decoded, height: input.clipHeight, width: input.clipWidth, convention: .torchvision)
+            boxes += decoded
+            scores += candidates.map(\.score)
+            labels += candidates.map { ($0.index / plane) % K }
+        }
+        var keep = Boxes.batchedNMS(boxes, scores: scores, groups: labels, threshold: settings.nmsThreshold)
+        if settings.detectionsPerImage > 0 { keep = Array(keep.prefix(settings.detectionsPerImage)) }
+        return keep.map { (classIndex: labels[$0], score: scores[$0], box: Array(boxes[4 * $0..<4 * $0 + 4])) }
     }
 }

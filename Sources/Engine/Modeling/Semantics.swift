@@ -19,6 +19,9 @@ public struct TestSettings: Sendable {
     public var nmsThreshold: Float
     public var detectionsPerImage: Int
     public var numClasses: Int
+    /// RetinaNet: the score a level's candidates must exceed, and how many of them each level keeps.
+    public var retinaNetThreshold: Float
+    public var retinaNetPreNMSTopN: Int
 
     public init(_ cfg: Config) {
         scale = cfg.int("TEST.SCALE")
@@ -35,6 +38,8 @@ public struct TestSettings: Sendable {
         nmsThreshold = Float(cfg.double("TEST.NMS"))
         detectionsPerImage = cfg.int("TEST.DETECTIONS_PER_IM")
         numClasses = cfg.int("MODEL.NUM_CLASSES")
+        retinaNetThreshold = Float(cfg.double("RETINANET.INFERENCE_TH"))
+        retinaNetPreNMSTopN = cfg.int("RETINANET.PRE_NMS_TOP_N")
     }
 }
 
@@ -89,6 +94,15 @@ public protocol DetectionSemantics: Sendable {
     /// Final detections from per-class boxes (R, 4K, clipped, in the prepared frame) and
     /// class probabilities (R, K).
     func detections(scores: [Float], boxes: [Float], rows: Int, _ settings: TestSettings) -> [(classIndex: Int, score: Float, box: [Float])]
+    // RetinaNet's rules; Detectron's are the default (`RetinaNet.swift`).
+    /// RetinaNet's A cell anchors of a level: `octaves` sizes stride · `anchorScale` · 2^(o/octaves)
+    /// for each aspect ratio, in the order the heads' channels follow.
+    func retinaNetCellAnchors(stride: Int, octaves: Int, anchorScale: Int, aspectRatios: [Double]) -> [Float]
+    /// RetinaNet's sigmoid classifier: the classes per anchor for MODEL.NUM_CLASSES, and the label of its first.
+    func retinaNetClasses(numClasses: Int) -> (perAnchor: Int, firstLabel: Int)
+    /// RetinaNet's detections from every level's outputs (coarsest last), in the prepared frame, clipped.
+    func retinaNetDetections(_ levels: [DenseLevelOutputs], _ input: PreparedInput, _ settings: TestSettings)
+        -> [(classIndex: Int, score: Float, box: [Float])]
 }
 
 /// Detectron's rules: `im_detect_bbox` and `box_results_with_nms_and_limit`.

@@ -86,12 +86,15 @@ public final class Detector {
     }
 
     /// A blob of the last image's run, for comparisons with other implementations: any blob of
-    /// the net by name, or `p2`…`p6` (the FPN outputs), `proposals` (the collected rois' boxes,
-    /// (R, 4)) and `proposal_scores` (their RPN probabilities, (R)).
+    /// the net by name, or `p2`…`p7` (the FPN outputs the heads read), `proposals` (the collected
+    /// rois' boxes, (R, 4)) and `proposal_scores` (their RPN probabilities, (R)).
     public func inspect(_ name: String) throws -> (shape: [Int], values: [Float]) {
-        if name.count == 2, name.first == "p", let level = Int(name.dropFirst()),
-           let conv = model.net.ops.first(where: { $0.type == "Conv" && $0.outputs == ["conv_rpn_fpn\(level)"] }) {
-            return try inspect(conv.inputs[0])
+        if name.count == 2, name.first == "p", let level = Int(name.dropFirst()) {
+            // The input of the level's first head conv: the RPN's, or RetinaNet's class tower (or predictor).
+            let heads = ["conv_rpn_fpn\(level)", "retnet_cls_conv_n0_fpn\(level)", "retnet_cls_pred_fpn\(level)"]
+            if let conv = model.net.ops.first(where: { $0.type == "Conv" && heads.contains($0.outputs[0]) }) {
+                return try inspect(conv.inputs[0])
+            }
         }
         switch name {
         case "proposals":

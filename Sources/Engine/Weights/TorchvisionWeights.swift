@@ -1,6 +1,6 @@
 import Foundation
 
-/// torchvision's `fasterrcnn_resnet50_fpn` `state_dict` names mapped to this engine's (Detectron's)
+/// torchvision's `fasterrcnn_resnet50_fpn` and `retinanet_resnet50_fpn` `state_dict` names mapped to this engine's (Detectron's)
 /// blob names, with each `FrozenBatchNorm2d` folded into the `AffineChannel` it is:
 /// scale = weight / √(running_var + 1e−5), bias = bias − running_mean · scale (float32, as
 /// torchvision computes it in `forward`).
@@ -10,10 +10,12 @@ import Foundation
 /// | `backbone.body.conv1`, `.bn1` | `conv1`, `res_conv1_bn` |
 /// | `backbone.body.layerL.i.conv{1,2,3}`, `.bn{1,2,3}` | `res{L+1}_i_branch2{a,b,c}`, `…_bn` |
 /// | `backbone.body.layerL.i.downsample.{0,1}` | `res{L+1}_i_branch1`, `…_bn` |
-/// | `backbone.fpn.inner_blocks.{0,1,2}[.0]`, `.3[.0]` | `fpn_inner_res{2,3,4}_N_sum_lateral`, `fpn_inner_res5_N_sum` |
+/// | `backbone.fpn.inner_blocks.{0,1,2}[.0]`, `.3[.0]` | `fpn_inner_res{2,3,4}_N_sum_lateral`, `fpn_inner_res5_N_sum` (RetinaNet: from res3, three blocks) |
 /// | `backbone.fpn.layer_blocks.k[.0]` | `fpn_res{k+2}_N_sum` |
 /// | `rpn.head.conv[.0.0]`, `.cls_logits`, `.bbox_pred` | `conv_rpn_fpn2`, `rpn_cls_logits_fpn2`, `rpn_bbox_pred_fpn2` |
 /// | `roi_heads.box_head.fc6`, `.fc7`; `roi_heads.box_predictor.cls_score`, `.bbox_pred` | `fc6`, `fc7`, `cls_score`, `bbox_pred` |
+/// | `backbone.fpn.extra_blocks.p6`, `.p7` (RetinaNet) | `fpn_6`, `fpn_7` |
+/// | `head.{classification,regression}_head.conv.i[.0]`, `.cls_logits`, `.bbox_reg` | `retnet_{cls,bbox}_conv_n{i}_fpn3`, `retnet_{cls,bbox}_pred_fpn3` |
 ///
 /// `.weight` becomes `_w` and `.bias` `_b`; N is the last block of the stage. Names it does not
 /// know (a `module.` prefix is dropped first) are kept as they are, so the loader lists them as
@@ -33,13 +35,15 @@ enum TorchvisionWeights {
         -> [String: (shape: [Int], values: [Float])] {
         var byName: [String: (shape: [Int], values: [Float])] = [:]
         for (name, t) in tensors where !name.hasSuffix("num_batches_tracked") { byName[strip(name)] = t }
-        // Blocks per stage, from the names: layerL.i.…
-        var blocks: [Int: Int] = [:]
+        // Blocks per stage, from the names: layerL.i.…; and how many FPN inner blocks there are
+        // (4 from C2 for Faster and Mask R-CNN, 3 from C3 for RetinaNet).
+        var blocks: [Int: Int] = [:], innerBlocks = 0
         for name in byName.keys {
             let p = name.split(separator: ".")
             if p.count > 3, p[0] == "backbone", p[1] == "body", p[2].hasPrefix("layer"), let l = Int(p[2].dropFirst(5)), let i = Int(p[3]) {
                 blocks[l + 1] = max(blocks[l + 1] ?? 0, i + 1)
             }
+            if p.count > 3, p[0] == "backbone", p[1] == "fpn", p[2] == "inner_blocks", let k = Int(p[3]) { innerBlocks = max(innerBlocks, k + 1) }
         }
         func stageBlob(_ stage: Int) throws(WeightsError) -> String {
             guard let n = blocks[stage] else { throw .malformed(file: file, reason: "torchvision state_dict without backbone.body.layer\(stage - 1)") }
@@ -51,7 +55,7 @@ enum TorchvisionWeights {
             let parts = name.split(separator: ".").map(String.init)
             guard let leaf = parts.last, parts.count >= 2 else { out[name] = byName[name]; continue }
             let module = parts.dropLast().joined(separator: ".")
-            guard let ours = try blobPrefix(module: Array(parts.dropLast()), stageBlob: stageBlob) else {
+            guard let ours = try blobPrefix(module: Array(parts.dropLast()), firstFPNStage: 6 - innerBlocks, stageBlob: stageBlob) else {
                 out[name] = byName[name]
                 continue
             }
@@ -80,11 +84,12 @@ enum TorchvisionWeights {
     }
 
     /// Our blob prefix for a torchvision module path, or nil when it is not one of the model's.
-    private static func blobPrefix(module p: [String], stageBlob: (Int) throws(WeightsError) -> String) throws(WeightsError) -> String? {
+    private static func blobPrefix(module p: [String], firstFPNStage: Int, stageBlob: (Int) throws(WeightsError) -> String) throws(WeightsError) -> String? {
         // Newer torchvision wraps FPN and RPN convs in Conv2dNormActivation (`.0` suffixes).
         var p = p
         if p.count == 5 && p[1] == "fpn" && p[4] == "0" { p.removeLast() }
         if p.count == 5 && p[1] == "head" && p[2] == "conv" && p[3] == "0" && p[4] == "0" { p.removeLast(2) }
+        if p.first == "head", p.count >= 3 { return retinaNetHead(p) }
         switch (p.first, p.count) {
         case ("backbone", 3) where p[1] == "body":
             return ["conv1": "conv1", "bn1": "res_conv1_bn"][p[2]]
@@ -98,16 +103,36 @@ enum TorchvisionWeights {
             }
             if p.count == 6, p[4] == "downsample" { return p[5] == "0" ? block + "_branch1" : (p[5] == "1" ? block + "_branch1_bn" : nil) }
             return nil
+        case ("backbone", 4) where p[1] == "fpn" && p[2] == "extra_blocks":
+            return ["p6": "fpn_6", "p7": "fpn_7"][p[3]]
         case ("backbone", 4) where p[1] == "fpn":
-            guard let k = Int(p[3]), (0...3).contains(k) else { return nil }
-            let stage = try stageBlob(k + 2)
-            if p[2] == "inner_blocks" { return k == 3 ? "fpn_inner_" + stage : "fpn_inner_" + stage + "_lateral" }
+            guard let k = Int(p[3]), (2...5).contains(firstFPNStage + k) else { return nil }
+            let stage = try stageBlob(firstFPNStage + k)
+            if p[2] == "inner_blocks" { return firstFPNStage + k == 5 ? "fpn_inner_" + stage : "fpn_inner_" + stage + "_lateral" }
             return p[2] == "layer_blocks" ? "fpn_" + stage : nil
         case ("rpn", 3) where p[1] == "head":
             return ["conv": "conv_rpn_fpn2", "cls_logits": "rpn_cls_logits_fpn2", "bbox_pred": "rpn_bbox_pred_fpn2"][p[2]]
         case ("roi_heads", 3):
             return ["box_head.fc6": "fc6", "box_head.fc7": "fc7", "box_predictor.cls_score": "cls_score",
                     "box_predictor.bbox_pred": "bbox_pred"][p[1] + "." + p[2]]
+        default:
+            return nil
+        }
+    }
+
+    /// `retinanet_resnet50_fpn`'s head (`head.classification_head.…`, `head.regression_head.…`): the
+    /// tower convs `conv.i.0` (`conv.2i` in v1 checkpoints) and the predictors, onto Detectron's
+    /// RetinaNet parameters, which are named at P3 and shared by the levels above.
+    private static func retinaNetHead(_ p: [String]) -> String? {
+        guard let kind = ["classification_head": "cls", "regression_head": "bbox"][p[1]] else { return nil }
+        switch (p[2], p.count) {
+        case ("cls_logits", 3) where kind == "cls", ("bbox_reg", 3) where kind == "bbox":
+            return "retnet_\(kind)_pred_fpn3"
+        case ("conv", 4):
+            guard let j = Int(p[3]), j % 2 == 0 else { return nil }
+            return "retnet_\(kind)_conv_n\(j / 2)_fpn3"
+        case ("conv", 5) where p[4] == "0":
+            return Int(p[3]).map { "retnet_\(kind)_conv_n\($0)_fpn3" }
         default:
             return nil
         }
