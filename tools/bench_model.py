@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""R-50-FPN on this machine: `detectron benchmark` against torchvision's fasterrcnn_resnet50_fpn.
+"""R-50-FPN on this machine: `detectron benchmark` against torchvision's fasterrcnn_resnet50_fpn or
+retinanet_resnet50_fpn.
 
-Same input (a 640×480 test pattern, or --image), same size rule (shorter side 500, longer ≤ 833),
-1,000 proposals at test; inference seconds per image and training seconds per iteration (2 images,
-one box each, one SGD step), with 1 and 2 threads; medians after a warm-up, and each run's peak
-resident memory (every torchvision measurement runs in its own process; its RSS includes torch's
-~690 MB of libraries). Random weights on both sides (timing does not depend on them; nothing is
-downloaded). Prints a Markdown table.
+--model fasterrcnn (default): same input (a 640×480 test pattern, or --image), same size rule
+(shorter side 500, longer ≤ 833), 1,000 proposals at test; inference seconds per image and training
+seconds per iteration (2 images, one box each, one SGD step), with 1 and 2 threads.
+
+--model retinanet: inference at torchvision's default size (shorter side 800, longer ≤ 1,333) on the
+same test pattern, ours running configs/torchvision/retinanet_resnet50_fpn.yaml (the same model and
+post-processing), with 1 and 2 threads.
+
+Medians after a warm-up, and each run's peak resident memory (every torchvision measurement runs in
+its own process; its RSS includes torch's ~690 MB of libraries). Random weights on both sides (timing
+does not depend on them; nothing is downloaded). Prints a Markdown table.
 
     swift build -c release --product detectron
     /tmp/venv/bin/pip install torch torchvision numpy
-    /tmp/venv/bin/python tools/bench_model.py [--runs 5]
+    /tmp/venv/bin/python tools/bench_model.py [--model fasterrcnn|retinanet] [--runs 5]
 """
 import argparse
 import json
@@ -28,9 +34,14 @@ import torchvision
 ap = argparse.ArgumentParser()
 ap.add_argument("--runs", type=int, default=5)
 ap.add_argument("--detectron", default=os.path.join(os.path.dirname(__file__), "..", ".build", "release", "detectron"))
-ap.add_argument("--cfg", default=os.path.join(os.path.dirname(__file__), "..", "configs", "getting_started", "tutorial_1gpu_e2e_faster_rcnn_R-50-FPN.yaml"))
+ap.add_argument("--model", choices=("fasterrcnn", "retinanet"), default="fasterrcnn")
+ap.add_argument("--cfg", help="our config (default: the model's; see above)")
 ap.add_argument("--child", nargs=2, metavar=("MODE", "THREADS"), help=argparse.SUPPRESS)  # one torchvision measurement
 args = ap.parse_args()
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+if args.cfg is None:
+    args.cfg = os.path.join(CONFIGS, "getting_started", "tutorial_1gpu_e2e_faster_rcnn_R-50-FPN.yaml") if args.model == "fasterrcnn" \
+        else os.path.join(CONFIGS, "torchvision", "retinanet_resnet50_fpn.yaml")
 
 # The same test pattern as `detectron benchmark` (BGR there; RGB here, same values per channel order).
 ys, xs = np.mgrid[0:480, 0:640]
@@ -47,9 +58,12 @@ def ours(train, threads):
 def torchvision_time(train, threads):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, min_size=500, max_size=833,
-        rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000, box_batch_size_per_image=256)
+    if args.model == "fasterrcnn":
+        model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+            weights=None, weights_backbone=None, min_size=500, max_size=833,
+            rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000, box_batch_size_per_image=256)
+    else:
+        model = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None)
     times = []
     if train:
         model.train()
@@ -77,7 +91,7 @@ def torchvision_time(train, threads):
 
 def torchvision_child(train, threads):
     """One torchvision measurement in its own process, so that its peak RSS is that run's alone."""
-    cmd = [sys.executable, __file__, "--runs", str(args.runs), "--child", "train" if train else "infer", str(threads)]
+    cmd = [sys.executable, __file__, "--model", args.model, "--runs", str(args.runs), "--child", "train" if train else "infer", str(threads)]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
 
@@ -88,7 +102,7 @@ if args.child:
 
 print("| run | threads | torchvision (s) | ours (s) | ratio ours/torchvision | peak RSS torchvision / ours (MB) |")
 print("|---|---:|---:|---:|---:|---:|")
-for train in (False, True):
+for train in (False, True) if args.model == "fasterrcnn" else (False,):
     for threads in (1, 2):
         tv = torchvision_child(train, threads)
         o = ours(train, threads)

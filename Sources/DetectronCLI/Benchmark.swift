@@ -17,18 +17,19 @@ struct BenchmarkModel: ParsableCommand {
     @Option(help: "Timed runs after one warm-up.") var runs = 5
     @Option(help: "Threads (default: the usable cores; DETECTRON_NUM_THREADS also works).") var threads: Int?
     @Flag(help: "Also print the time per run of each op type, largest first (Caffe2's prof_dag); the JSON line stays last.") var profile = false
+    @Flag(help: "With --profile, one row per op (its type and first output) instead of per op type.") var perOp = false
     @Argument(parsing: .captureForPassthrough, help: "KEY VALUE overrides.") var overrides: [String] = []
 
     func run() throws {
         let c = try ConfigOptions.load(file: cfg, overrides: overrides, print: false)
         let imgs = try images.isEmpty ? [ModelBenchmark.syntheticImage()] : images.map { try ImageFile.decode(contentsOf: $0, order: .bgr) }
-        let ops = profile ? OpProfile() : nil
+        let ops = profile ? OpProfile(perOp: perOp) : nil
         let r = train ? try ModelBenchmark.training(c, images: imgs, runs: runs, threads: threads, profile: ops)
                       : try ModelBenchmark.inference(c, images: imgs, runs: runs, threads: threads, profile: ops)
         if let ops {
             let total = ops.entries.reduce(0) { $0 + $1.seconds }
             let width = max(7, ops.entries.map(\.type.count).max() ?? 0)
-            print("op type".padding(toLength: width, withPad: " ", startingAt: 0) + "   ms/run   share  ops/run")
+            print((perOp ? "op" : "op type").padding(toLength: width, withPad: " ", startingAt: 0) + "   ms/run   share  ops/run")
             for e in ops.entries {
                 print(e.type.padding(toLength: width, withPad: " ", startingAt: 0)
                       + String(format: " %8.1f  %5.1f %%  %7d", 1000 * e.seconds / Double(runs), 100 * e.seconds / max(total, 1e-12), e.count / runs))

@@ -11,9 +11,10 @@ import Storage
 ///   `X_grad`; program order keeps them apart, as in Caffe2.
 ///
 /// Returns the gradient blob of every blob that had one before the net ran (parameters and
-/// external inputs), e.g. `["conv1_w": "conv1_w_grad"]`.
+/// external inputs), e.g. `["conv1_w": "conv1_w_grad"]`. With `wrt`, only those of the blobs
+/// before the net get gradients (makers may skip the others' work: Conv leaves out `data`'s).
 @discardableResult
-public func addGradientOperators(to net: inout NetDef, losses: [String],
+public func addGradientOperators(to net: inout NetDef, losses: [String], wrt: Set<String>? = nil,
                                  registry: OperatorRegistry = .standard) throws(OperatorError) -> [String: String] {
     struct Key: Hashable {
         let blob: String
@@ -78,7 +79,8 @@ public func addGradientOperators(to net: inout NetDef, losses: [String],
         let names = op.inputs.map(temp)
         let result: GradientResult
         do {
-            result = try maker(GradientRequest(def: op, outputGradients: outGrads, inputGradientNames: names))
+            let needs = op.inputs.indices.map { inputVersions[index][$0] > 0 || wrt?.contains(op.inputs[$0]) ?? true }
+            result = try maker(GradientRequest(def: op, outputGradients: outGrads, inputGradientNames: names, inputNeedsGradient: needs))
         } catch {
             throw .badArgument(name: error.argument, at: at, reason: error.reason)
         }

@@ -112,7 +112,7 @@ public final class Net: WorkspaceNet, @unchecked Sendable {
 
     static func runOne(_ op: any Operator, _ ctx: ExecutionContext, profile: OpProfile? = nil) throws(OperatorError) {
         let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-        defer { profile?.add(op.io.def.type, nanoseconds: DispatchTime.now().uptimeNanoseconds - t0) }
+        defer { profile?.add(op.io.def, nanoseconds: DispatchTime.now().uptimeNanoseconds - t0) }
         do {
             try op.run(ctx)
         } catch let e as OpRunError {
@@ -125,18 +125,21 @@ public final class Net: WorkspaceNet, @unchecked Sendable {
     }
 }
 
-/// Wall time per op type, summed over the runs of the nets it is attached to (``Net/profile``).
-/// With the dag executor, ops that overlap each count their own time.
+/// Wall time per op type (or, `perOp`, per op: its type and first output), summed over the runs
+/// of the nets it is attached to (``Net/profile``). With the dag executor, ops that overlap each
+/// count their own time.
 public final class OpProfile: Sendable {
     private let table = Locked<[String: (nanoseconds: UInt64, count: Int)]>([:])
+    public let perOp: Bool
 
-    public init() {}
+    public init(perOp: Bool = false) { self.perOp = perOp }
 
-    func add(_ type: String, nanoseconds: UInt64) {
-        table.withLock { $0[type, default: (0, 0)].nanoseconds += nanoseconds; $0[type, default: (0, 0)].count += 1 }
+    func add(_ def: OperatorDef, nanoseconds: UInt64) {
+        let key = perOp ? def.type + " " + (def.outputs.first ?? "") : def.type
+        table.withLock { $0[key, default: (0, 0)].nanoseconds += nanoseconds; $0[key, default: (0, 0)].count += 1 }
     }
 
-    /// Op types by descending total time: (type, seconds, number of op runs).
+    /// Op types (or ops) by descending total time: (type, seconds, number of op runs).
     public var entries: [(type: String, seconds: Double, count: Int)] {
         table.current.map { (type: $0.key, seconds: Double($0.value.nanoseconds) / 1e9, count: $0.value.count) }
             .sorted { $0.seconds != $1.seconds ? $0.seconds > $1.seconds : $0.type < $1.type }

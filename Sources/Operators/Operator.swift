@@ -210,6 +210,16 @@ public struct GradientRequest: Sendable {
     public let outputGradients: [String?]
     /// `inputGradientNames[i]`: where the gradient of input `i` goes, if the maker gives one.
     public let inputGradientNames: [String]
+    /// `inputNeedsGradient[i]`: whether anything reads the gradient of input `i` (an external input
+    /// the caller did not ask a gradient for, like `data`, needs none); a maker may leave it out.
+    public let inputNeedsGradient: [Bool]
+
+    public init(def: OperatorDef, outputGradients: [String?], inputGradientNames: [String], inputNeedsGradient: [Bool]? = nil) {
+        self.def = def
+        self.outputGradients = outputGradients
+        self.inputGradientNames = inputGradientNames
+        self.inputNeedsGradient = inputNeedsGradient ?? def.inputs.map { _ in true }
+    }
 
     public func input(_ i: Int) -> String { def.inputs[i] }
     public func output(_ i: Int) -> String { def.outputs[i] }
@@ -217,6 +227,7 @@ public struct GradientRequest: Sendable {
     public func outputGradient(_ i: Int) -> String? { outputGradients[i] }
     /// Where to write the gradient of input `i` (`GI(i)`).
     public func inputGradient(_ i: Int) -> String { inputGradientNames[i] }
+    public func needsGradient(_ i: Int) -> Bool { inputNeedsGradient[i] }
 }
 
 /// The ops that compute an op's input gradients, and which inputs get one.
@@ -305,6 +316,7 @@ public struct OperatorRegistry: Sendable {
         registerPooling(&r)
         registerSoftmaxAndLosses(&r)
         registerFocalLosses(&r)
+        registerConvTranspose(&r)
         registerRoIOps(&r)
         registerFillersAndSolver(&r)
         registerDetectionOps(&r)

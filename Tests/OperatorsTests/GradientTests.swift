@@ -97,6 +97,67 @@ struct GradientTests {
         ])
     }
 
+    @Test("ConvTranspose: Caffe2's (C_in, C_out, kH, kW) weights; stride, padding, adj, bias",
+          arguments: [
+            ["kernel": ArgumentValue.int(2), "stride": .int(2)],
+            ["kernel": .int(3), "stride": .int(2), "pad": .int(1), "adj": .int(1)],
+            ["kernel": .int(4), "stride": .int(2), "pad": .int(1)],
+            ["kernels": .ints([3, 2]), "stride_h": .int(1), "stride_w": .int(3), "pad_t": .int(1), "pad_b": .int(0)],
+          ])
+    func convTranspose(_ args: [String: ArgumentValue]) throws {
+        var rng = TestRNG(6)
+        let (kh, kw): (Int, Int) = {
+            if case let .ints(k)? = args["kernels"] { return (k[0], k[1]) }
+            if case let .int(k)? = args["kernel"] { return (k, k) }
+            return (1, 1)
+        }()
+        let (n, c, h, w, m) = (2, 3, 4, 3, 2)
+        try checkGradient(OperatorDef("ConvTranspose", inputs: ["x", "w", "b"], outputs: ["y"], arguments: args), inputs: [
+            CheckInput(name: "x", tensor: tensor(rng.array(n * c * h * w), [n, c, h, w]), check: true),
+            CheckInput(name: "w", tensor: tensor(rng.array(c * m * kh * kw), [c, m, kh, kw]), check: true),
+            CheckInput(name: "b", tensor: tensor(rng.array(m), [m]), check: true),
+        ])
+        try checkGradient(OperatorDef("ConvTranspose", inputs: ["x", "w"], outputs: ["y"], arguments: args), inputs: [
+            CheckInput(name: "x", tensor: tensor(rng.array(n * c * h * w), [n, c, h, w]), check: true),
+            CheckInput(name: "w", tensor: tensor(rng.array(c * m * kh * kw), [c, m, kh, kw]), check: true),
+        ])
+    }
+
+    @Test("ConvTranspose by hand: kernel 2, stride 2 (the mask head's conv5_mask) puts W·x in each 2×2 block, plus the bias; sizes with pad and adj")
+    func convTransposeValues() throws {
+        let ctx = CPUContext(), ws = Workspace(context: ctx)
+        // Two input channels, one output channel, a 1×2 map.
+        ws.feedBlob("x", try Tensor([1, 2, 10, 20] as [Float], shape: [1, 2, 1, 2], context: ctx))
+        ws.feedBlob("w", try Tensor([1, 2, 3, 4, 0.5, 0, 0, -1] as [Float], shape: [2, 1, 2, 2], context: ctx))
+        ws.feedBlob("b", try Tensor([100] as [Float], shape: [1], context: ctx))
+        let op = OperatorDef("ConvTranspose", inputs: ["x", "w", "b"], outputs: ["y"], arguments: ["kernel": .int(2), "stride": .int(2)])
+        try Net(NetDef(name: "t", ops: [op]), workspace: ws).run()
+        let y = try ws.fetchBlob("y")
+        #expect(y.shape == [1, 1, 2, 4])
+        // out[2i + a, 2j + b] = b + Σ_c x[c, i, j]·W[c, 0, a, b].
+        #expect(try y.toArray(as: Float.self) == [106, 102, 112, 104, 103, 94, 106, 88])
+        // Output size (in − 1)·stride + kernel + adj − pads: 1×2 → 2×4 for both.
+        for (k, adj) in [(3, 1), (4, 0)] {
+            ws.feedBlob("w2", try Tensor([Float](repeating: 1, count: 2 * k * k), shape: [2, 1, k, k], context: ctx))
+            let op = OperatorDef("ConvTranspose", inputs: ["x", "w2"], outputs: ["y2"],
+                                 arguments: ["kernel": .int(k), "stride": .int(2), "pad": .int(1), "adj": .int(adj)])
+            try Net(NetDef(name: "t", ops: [op]), workspace: ws).run()
+            #expect(try ws.fetchBlob("y2").shape == [1, 1, 2, 4], "kernel \(k)")
+        }
+    }
+
+    @Test("gradients only with respect to what is asked: Conv skips dX of the net's input (compute_dX 0), parameters still get theirs")
+    func gradientsWithRespectTo() throws {
+        var net = NetDef(name: "n", ops: [OperatorDef("Conv", inputs: ["data", "w1"], outputs: ["h"], arguments: ["kernel": .int(3), "pad": .int(1)]),
+                                          OperatorDef("Conv", inputs: ["h", "w2"], outputs: ["y"], arguments: ["kernel": .int(1)])])
+        let grads = try addGradientOperators(to: &net, losses: ["y"], wrt: ["w1", "w2"])
+        #expect(grads["w1"] == "w1_grad" && grads["w2"] == "w2_grad" && grads["data"] == nil)
+        let first = try #require(net.ops.first { $0.type == "ConvGradient" && $0.inputs.first == "data" })
+        #expect(first.arguments["compute_dX"] == .int(0) && first.outputs == ["w1_grad"])
+        let second = try #require(net.ops.first { $0.type == "ConvGradient" && $0.inputs.first == "h" })
+        #expect(second.arguments["compute_dX"] == nil && second.outputs == ["w2_grad", "h_grad"])
+    }
+
     @Test("FC")
     func fc() throws {
         var rng = TestRNG(5)

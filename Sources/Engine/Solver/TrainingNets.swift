@@ -24,7 +24,8 @@ struct TrainingNets {
 func makeTrainingNet(_ cfg: Config, model: DetectionModel, ws: Workspace, registry: OperatorRegistry) throws -> TrainingNets {
     let ctx = ws.context
     var net = model.net
-    let gradients = try addGradientOperators(to: &net, losses: model.losses, registry: registry)
+    let gradients = try addGradientOperators(to: &net, losses: model.losses, wrt: Set(model.params.filter(\.trainable).map(\.name)),
+                                             registry: registry)
     ws.feedBlob("lr", try Tensor([0] as [Float], shape: [1], context: ctx))
     ws.feedBlob("one", try Tensor([1] as [Float], shape: [1], context: ctx))
     ws.feedBlob("weight_decay", try Tensor([Float(cfg.double("SOLVER.WEIGHT_DECAY"))], shape: [1], context: ctx))

@@ -533,10 +533,17 @@ func registerConvAndFC(_ r: inout OperatorRegistry) {
         if !hasBias { args["no_bias"] = .int(1) }
         var outs = [g.inputGradient(1)]
         if hasBias { outs.append(g.inputGradient(2)) }
-        outs.append(g.inputGradient(0))
+        var inputs = Set(g.def.inputs.indices)
+        if g.needsGradient(0) {
+            outs.append(g.inputGradient(0))
+        } else {
+            // Nothing reads dX (the net's input image): the unfold and GEMM that make it are skipped.
+            args["compute_dX"] = .int(0)
+            inputs.remove(0)
+        }
         return GradientResult(ops: [OperatorDef("ConvGradient", inputs: [g.input(0), g.input(1), g.outputGradient(0)!],
                                                 outputs: outs, arguments: args)],
-                              inputsWithGradient: Set(g.def.inputs.indices))
+                              inputsWithGradient: inputs)
     }) { io throws(OperatorError) in try ConvOp(io) })
     r.register("ConvGradient", OperatorSchema(inputs: 3...3, outputs: 1...3) { io throws(OperatorError) in try ConvGradientOp(io) })
     r.register("FC", OperatorSchema(inputs: 3...3, outputs: 1...1, gradient: { g in

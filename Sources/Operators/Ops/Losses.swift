@@ -115,7 +115,8 @@ final class SoftmaxWithLossOp: Operator, Sendable {
 
 /// `SigmoidCrossEntropyLoss(X, targets; scale=1, normalize=1) -> loss`, Detectron's op: per element
 /// the stable BCE with logits, elements with target −1 ignored; the sum is divided by the number
-/// of valid elements when `normalize`, then multiplied by `scale`.
+/// of valid elements (at least 1e−5) when `normalize`, then multiplied by `scale`. Targets need
+/// X's number of elements, not its shape.
 /// `SigmoidCrossEntropyLossGradient(X, targets, dLoss) -> dX = (σ(x) − t)·scale/normalizer·dLoss`.
 final class SigmoidCrossEntropyLossOp: Operator, Sendable {
     let io: OpIO
@@ -132,7 +133,8 @@ final class SigmoidCrossEntropyLossOp: Operator, Sendable {
     func run(_ ctx: ExecutionContext) throws {
         let (x, xd) = try io.inputData(0)
         let t = try io.input(1)
-        try io.require(t.shape == x.shape, input: 1, "has shape \(t.shape) but the logits have \(x.shape)")
+        // Caffe2 checks the sizes only: Detectron's masks_int32 (R, K·M²) against logits (R, K, M, M).
+        try io.require(t.count == x.count, input: 1, "has shape \(t.shape) (\(t.count) values) but the logits have \(x.shape)")
         let td = try io.check(1, isInput: true) { () throws(StorageError) in try t.data(as: Int32.self) }
         var valid = 0
         for i in 0..<x.count where td[i] != -1 { valid += 1 }
