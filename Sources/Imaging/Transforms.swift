@@ -54,8 +54,20 @@ public enum Resize {
 
     /// Bilinear resize of HWC float pixels by (fx, fy).
     public static func linear(_ src: [Float], width: Int, height: Int, channels: Int, fx: Double, fy: Double) -> (pixels: [Float], width: Int, height: Int) {
+        let (ow, oh) = outputSize(width: width, height: height, fx: fx, fy: fy)
+        return src.withUnsafeBufferPointer { s in
+            resample(width: width, height: height, channels: channels, outWidth: ow, outHeight: oh, fx: fx, fy: fy,
+                     offsets: [Float](repeating: 0, count: channels)) { y, x in s[y * width * channels + x] }
+        }
+    }
+
+    /// Bilinear resize of HWC float pixels to `toWidth` × `toHeight` (`cv2.resize(src, (w, h))`:
+    /// the scale factors are the size ratios).
+    public static func linear(_ src: [Float], width: Int, height: Int, channels: Int, toWidth: Int, toHeight: Int) -> [Float] {
         src.withUnsafeBufferPointer { s in
-            resample(width: width, height: height, channels: channels, fx: fx, fy: fy, offsets: [Float](repeating: 0, count: channels)) { y, x in s[y * width * channels + x] }
+            resample(width: width, height: height, channels: channels, outWidth: toWidth, outHeight: toHeight,
+                     fx: Double(toWidth) / Double(width), fy: Double(toHeight) / Double(height),
+                     offsets: [Float](repeating: 0, count: channels)) { y, x in s[y * width * channels + x] }.pixels
         }
     }
 
@@ -65,9 +77,8 @@ public enum Resize {
     /// from channel c of the result (a mean: bilinear weights sum to 1, so subtracting before or
     /// after resizing is the same).
     @inline(__always)
-    static func resample(width: Int, height: Int, channels: Int, fx: Double, fy: Double, offsets: [Float],
+    static func resample(width: Int, height: Int, channels: Int, outWidth ow: Int, outHeight oh: Int, fx: Double, fy: Double, offsets: [Float],
                          sample: (Int, Int) -> Float) -> (pixels: [Float], width: Int, height: Int) {
-        let (ow, oh) = outputSize(width: width, height: height, fx: fx, fy: fy)
         let xt = taps(source: width, destination: ow, inverseScale: fx)
         let yt = taps(source: height, destination: oh, inverseScale: fy)
         let rowLength = ow * channels

@@ -30,7 +30,7 @@ struct ConfigSupportTests {
     }
 
     @Test("model switches and model types are refused by name with the missing feature (or the inconsistent setting)", arguments: [
-        (["MODEL.MASK_ON", "True"], "config key MODEL.MASK_ON is True: Mask R-CNN is not implemented in this version"),
+        (["MODEL.MASK_ON", "True"], "config key MRCNN.ROI_MASK_HEAD is '': The mask head '' is not implemented"),
         (["MODEL.KEYPOINTS_ON", "True"], "config key MODEL.KEYPOINTS_ON is True: Keypoint R-CNN is not implemented"),
         (["MODEL.RPN_ONLY", "True"], "config key MODEL.RPN_ONLY is True: An RPN-only model"),
         (["RETINANET.RETINANET_ON", "True"], "config key RETINANET.RETINANET_ON: is True, which Detectron pairs with MODEL.TYPE retinanet"),

@@ -92,6 +92,20 @@ extension Config {
             ("FPN.RPN_ANCHOR_START_SIZE", .int(32)), ("FPN.EXTRA_CONV_LEVELS", .bool(false)),
             ("FPN.USE_GN", .bool(false)),
             ("FPN.P6_FROM_P5", .bool(false)),   // ours: P6's convolution reads P5, not C5 (torchvision's LastLevelP6P7(256, 256), retinanet_resnet50_fpn v1)
+            // MRCNN (MODEL.MASK_ON)
+            ("MRCNN.ROI_MASK_HEAD", .string("")),
+            ("MRCNN.RESOLUTION", .int(14)),
+            ("MRCNN.ROI_XFORM_METHOD", .string("RoIAlign")),
+            ("MRCNN.ROI_XFORM_RESOLUTION", .int(7)),
+            ("MRCNN.ROI_XFORM_SAMPLING_RATIO", .int(0)),
+            ("MRCNN.DIM_REDUCED", .int(256)),
+            ("MRCNN.DILATION", .int(2)),
+            ("MRCNN.UPSAMPLE_RATIO", .int(1)),
+            ("MRCNN.USE_FC_OUTPUT", .bool(false)),
+            ("MRCNN.CONV_INIT", .string("GaussianFill")),
+            ("MRCNN.CLS_SPECIFIC_MASK", .bool(true)),
+            ("MRCNN.WEIGHT_LOSS_MASK", .float(1.0)),
+            ("MRCNN.THRESH_BINARIZE", .float(0.5)),
             // RETINANET (model type retinanet)
             ("RETINANET.RETINANET_ON", .bool(false)),
             ("RETINANET.ASPECT_RATIOS", t([.float(0.5), .float(1.0), .float(2.0)])),

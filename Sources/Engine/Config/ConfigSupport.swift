@@ -14,7 +14,6 @@ extension Config {
     }
 
     static let missingFeatures: [MissingFeature] = [
-        MissingFeature(name: "Mask R-CNN", switchKey: "MODEL.MASK_ON", subtrees: ["MRCNN.", "TEST.MASK_AUG."]),
         MissingFeature(name: "Keypoint R-CNN", switchKey: "MODEL.KEYPOINTS_ON", subtrees: ["KRCNN.", "TEST.KPS_AUG."]),
         MissingFeature(name: "An RPN-only model (proposals without a detection head)", switchKey: "MODEL.RPN_ONLY", subtrees: []),
         MissingFeature(name: "Test-time augmentation of boxes", switchKey: "TEST.BBOX_AUG.ENABLED", subtrees: ["TEST.BBOX_AUG."]),
@@ -109,10 +108,10 @@ extension Config {
                                 + "it has no effect (as in Detectron)")
             }
         }
-        // RetinaNet's keys do nothing unless it is on (as in Detectron).
-        if !bool("RETINANET.RETINANET_ON") {
-            for key in changedKeys(from: defaults) where key.hasPrefix("RETINANET.") {
-                warnings.append("config key \(key) is \(value(key)!) but RETINANET.RETINANET_ON is False: it has no effect (as in Detectron)")
+        // RetinaNet's and Mask R-CNN's keys do nothing unless they are on (as in Detectron).
+        for (switchKey, subtree) in [("RETINANET.RETINANET_ON", "RETINANET."), ("MODEL.MASK_ON", "MRCNN.")] where !bool(switchKey) {
+            for key in changedKeys(from: defaults) where key.hasPrefix(subtree) {
+                warnings.append("config key \(key) is \(value(key)!) but \(switchKey) is False: it has no effect (as in Detectron)")
             }
         }
         try modelType.check(components, self)

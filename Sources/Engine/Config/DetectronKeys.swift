@@ -1,6 +1,6 @@
 extension Config {
     /// The keys of Detectron's config tree (`core/config.py`) that this engine does not read, with
-    /// Detectron's defaults: Mask R-CNN (`MRCNN`), Keypoint R-CNN (`KRCNN`), R-FCN,
+    /// Detectron's defaults: Keypoint R-CNN (`KRCNN`), R-FCN,
     /// test-time augmentation, soft-NMS, box voting and a few others. They are part of the tree so
     /// that Detectron's configs merge; ``checkImplemented()`` refuses them by name when they would
     /// change what Detectron computes. Listed by `tools/detectron_config_keys.py`.
@@ -46,19 +46,6 @@ extension Config {
             ("TEST.BBOX_VOTE.VOTE_TH", .float(0.8)),
             ("TEST.BBOX_VOTE.SCORING_METHOD", .string("ID")),
             ("TEST.BBOX_VOTE.SCORING_METHOD_BETA", .float(1.0)),
-            ("MRCNN.ROI_MASK_HEAD", .string("")),
-            ("MRCNN.RESOLUTION", .int(14)),
-            ("MRCNN.ROI_XFORM_METHOD", .string("RoIAlign")),
-            ("MRCNN.ROI_XFORM_RESOLUTION", .int(7)),
-            ("MRCNN.ROI_XFORM_SAMPLING_RATIO", .int(0)),
-            ("MRCNN.DIM_REDUCED", .int(256)),
-            ("MRCNN.DILATION", .int(2)),
-            ("MRCNN.UPSAMPLE_RATIO", .int(1)),
-            ("MRCNN.USE_FC_OUTPUT", .bool(false)),
-            ("MRCNN.CONV_INIT", .string("GaussianFill")),
-            ("MRCNN.CLS_SPECIFIC_MASK", .bool(true)),
-            ("MRCNN.WEIGHT_LOSS_MASK", .float(1.0)),
-            ("MRCNN.THRESH_BINARIZE", .float(0.5)),
             ("KRCNN.ROI_KEYPOINTS_HEAD", .string("")),
             ("KRCNN.HEATMAP_SIZE", .int(-1)),
             ("KRCNN.UP_SCALE", .int(-1)),

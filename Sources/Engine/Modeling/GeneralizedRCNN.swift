@@ -24,6 +24,9 @@ public struct DetectionModel: Sendable {
     /// The model type's reading of a test net's outputs: detections in the prepared frame
     /// (clipped), before the semantics' output scale.
     var readDetections: @Sendable (Workspace, PreparedInput, TestSettings) throws -> [(classIndex: Int, score: Float, box: [Float])]
+    /// Mask R-CNN at test: the mask branch as its own net, run on the final detections
+    /// (`mask_rois_fpnL`, `mask_rois_idx_restore_int32`) after `net` (Detectron's `mask_net`).
+    var maskNet: NetDef? = nil
 }
 
 /// Detectron's `model_builder.generalized_rcnn` with FPN: the body (`MODEL.CONV_BODY`), the RPN
@@ -62,6 +65,7 @@ enum GeneralizedRCNN {
                                   feature: "The RPN head").check(cfg)
         try components.named(components.roiHeads, key: "FAST_RCNN.ROI_BOX_HEAD", feature: "The box head", cfg).check(cfg)
         try cfg.checkChoice("FAST_RCNN.ROI_XFORM_METHOD", among: ["RoIAlign"], feature: "The RoI transform")
+        try MaskRCNN.check(components, cfg)
         _ = try components.semantics(cfg)
     }
 
@@ -78,6 +82,7 @@ enum GeneralizedRCNN {
                                                 value: "\(cfg.bool("FPN.MULTILEVEL_RPN"))", feature: "The RPN head")
         let rpn = rpnHead.build(b, cfg, features, semantics)
         let roiLevels = cfg.int("FPN.ROI_MIN_LEVEL")...cfg.int("FPN.ROI_MAX_LEVEL")
+        let mask = cfg.bool("MODEL.MASK_ON")
         proposals(b, cfg, levels: rpn.levels, roiLevels: roiLevels, train: train, semantics: semantics)
         let roi = roiFeatures(b, cfg, features, roiLevels: roiLevels)
         let head = try components.named(components.roiHeads, key: "FAST_RCNN.ROI_BOX_HEAD", feature: "The box head", cfg).build(b, cfg, roi)
@@ -93,8 +98,25 @@ enum GeneralizedRCNN {
         } else {
             b.op("Softmax", ["cls_score"], ["cls_prob"])
         }
-        b.net.executor = cfg.string("MODEL.EXECUTION_TYPE") == "simple" ? .simple : .dag
-        if !train && cfg.bool("TEST.FUSE_OPS") { b.net = b.net.fusedForInference() }
+        // The mask branch: in the training net, or the ops after `boxOps` that become the mask net.
+        let boxOps = b.net.ops.count
+        if mask {
+            let head = try components.named(components.maskHeads, key: "MRCNN.ROI_MASK_HEAD", feature: "The mask head", cfg)
+                .build(b, cfg, features, roiLevels)
+            if let loss = MaskRCNN.outputs(b, cfg, head: head) { losses.append(loss) }
+        }
+        let executor: NetDef.ExecutorKind = cfg.string("MODEL.EXECUTION_TYPE") == "simple" ? .simple : .dag
+        var maskNet: NetDef?
+        if mask && !train {
+            var m = NetDef(name: b.net.name + "_mask", ops: Array(b.net.ops[boxOps...]), executor: executor)
+            b.net.ops.removeSubrange(boxOps...)
+            let made = Set(m.ops.flatMap(\.outputs))
+            var seen = Set<String>()
+            m.externalInputs = m.ops.flatMap(\.inputs).filter { !made.contains($0) && seen.insert($0).inserted }
+            maskNet = cfg.bool("TEST.FUSE_OPS") ? m.fusedForInference() : m
+        }
+        b.net.executor = executor
+        if !train && cfg.bool("TEST.FUSE_OPS") { b.net = b.net.fusedForInference(keeping: Set(features.blobs.values)) }
         // The blobs the engine feeds: the minibatch (or image), and the anchors.
         b.net.externalInputs = ["data", "im_info"] + rpn.levels.map(DerivedBlobs.anchors)
         if train {
@@ -105,7 +127,8 @@ enum GeneralizedRCNN {
                               rpnLevels: rpn.levels,
                               roiLevels: roiLevels, cellAnchors: rpn.cellAnchors, numClasses: K, semantics: semantics,
                               trainingTargets: train ? .rpn(RPNTargetMaker(cfg: cfg, cellAnchors: rpn.cellAnchors, levels: rpn.levels)) : nil,
-                              readDetections: { ws, input, settings in try detections(ws, input, settings, semantics: semantics) })
+                              readDetections: { ws, input, settings in try detections(ws, input, settings, semantics: semantics) },
+                              maskNet: maskNet)
     }
 
     /// Detectron's `im_detect_bbox` after the net (or torchvision's): each RoI decoded per class
@@ -178,26 +201,40 @@ enum GeneralizedRCNN {
             args["num_classes"] = .int(cfg.int("MODEL.NUM_CLASSES"))
             args["batch_size_per_im"] = .int(cfg.int("TRAIN.BATCH_SIZE_PER_IM"))
             args["bbox_reg_weights"] = .floats(w)
-            b.op("CollectAndSampleFastRcnnRois", inputs + ["roidb"],
-                 ["rois", "labels_int32", "bbox_targets", "bbox_inside_weights", "bbox_outside_weights"] + distributed, args)
+            var outputs = ["rois", "labels_int32", "bbox_targets", "bbox_inside_weights", "bbox_outside_weights"] + distributed
+            if cfg.bool("MODEL.MASK_ON") {
+                args["mask_resolution"] = .int(cfg.int("MRCNN.RESOLUTION"))
+                args["cls_specific_mask"] = .int(cfg.bool("MRCNN.CLS_SPECIFIC_MASK") ? 1 : 0)
+                outputs += MaskRCNN.trainingBlobs(roiLevels: roiLevels)
+            }
+            b.op("CollectAndSampleFastRcnnRois", inputs + ["roidb"], outputs, args)
         } else {
             args["legacy_plus_one"] = plusOne
             b.op("CollectAndDistributeFpnRpnProposals", inputs, ["rois"] + distributed, args)
         }
     }
 
-    /// Multi-level RoIAlign (`FPN.map_rois_to_fpn_levels` and `add_multilevel_roi_blobs` in the
-    /// net): each level's RoIs pooled from its feature map, restored to the RoIs' order.
+    /// The box head's RoI features (`RoIFeatureTransform` on `rois`, FAST_RCNN.ROI_XFORM_*).
     static func roiFeatures(_ b: ModelBuilder, _ cfg: Config, _ features: FeatureMaps, roiLevels: ClosedRange<Int>) -> RoIFeatures {
         let res = cfg.int("FAST_RCNN.ROI_XFORM_RESOLUTION")
+        let blob = roiTransform(b, features, roiLevels: roiLevels, rois: "rois", output: "roi_feat", resolution: res,
+                                samplingRatio: cfg.int("FAST_RCNN.ROI_XFORM_SAMPLING_RATIO"))
+        return RoIFeatures(blob: blob, dim: features.dim, resolution: res)
+    }
+
+    /// Detectron's multi-level `RoIFeatureTransform` (with `FPN.map_rois_to_fpn_levels` and
+    /// `add_multilevel_roi_blobs` done where the RoIs are made): each level's `<rois>_fpnL` pooled
+    /// by RoIAlign from its feature map into `<output>_fpnL`, concatenated into
+    /// `<output>_shuffled` and restored to the RoIs' order by `<rois>_idx_restore_int32`.
+    static func roiTransform(_ b: ModelBuilder, _ features: FeatureMaps, roiLevels: ClosedRange<Int>, rois: String, output: String,
+                             resolution: Int, samplingRatio: Int) -> String {
         var feats: [String] = []
         for level in roiLevels {
-            feats.append(b.op("RoIAlign", [features.blobs[level]!, DerivedBlobs.rois(level)], ["roi_feat_fpn\(level)"],
-                              ["spatial_scale": .float(1.0 / Double(1 << level)), "pooled_h": .int(res), "pooled_w": .int(res),
-                               "sampling_ratio": .int(cfg.int("FAST_RCNN.ROI_XFORM_SAMPLING_RATIO"))]))
+            feats.append(b.op("RoIAlign", [features.blobs[level]!, "\(rois)_fpn\(level)"], ["\(output)_fpn\(level)"],
+                              ["spatial_scale": .float(1.0 / Double(1 << level)), "pooled_h": .int(resolution), "pooled_w": .int(resolution),
+                               "sampling_ratio": .int(samplingRatio)]))
         }
-        b.op("Concat", feats, ["roi_feat_shuffled", "_concat_roi_feat"], ["axis": .int(0)])
-        b.op("BatchPermutation", ["roi_feat_shuffled", "rois_idx_restore_int32"], ["roi_feat"])
-        return RoIFeatures(blob: "roi_feat", dim: features.dim, resolution: res)
+        b.op("Concat", feats, ["\(output)_shuffled", "_concat_\(output)"], ["axis": .int(0)])
+        return b.op("BatchPermutation", ["\(output)_shuffled", "\(rois)_idx_restore_int32"], [output])
     }
 }

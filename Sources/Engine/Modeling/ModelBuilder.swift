@@ -52,7 +52,7 @@ public final class ModelBuilder {
     /// Caffe2 `Conv` with Detectron's naming: weight `<name>_w`, bias `<name>_b` unless `noBias`.
     @discardableResult
     public func conv(_ input: String, _ output: String, dimIn: Int, dimOut: Int, kernel: Int, stride: Int = 1, pad: Int = 0, group: Int = 1,
-              weightFill: (String, [String: ArgumentValue]) = ("XavierFill", [:]), noBias: Bool = false,
+              dilation: Int = 1, weightFill: (String, [String: ArgumentValue]) = ("XavierFill", [:]), noBias: Bool = false,
               biasFill: (String, [String: ArgumentValue]) = ("ConstantFill", ["value": .float(0)]),
               weightName: String? = nil, biasName: String? = nil) -> String {
         let w = weightName ?? output + "_w", b = biasName ?? output + "_b"
@@ -64,8 +64,19 @@ public final class ModelBuilder {
         }
         var args: [String: ArgumentValue] = ["kernel": .int(kernel), "stride": .int(stride), "pad": .int(pad)]
         if group > 1 { args["group"] = .int(group) }
-        if let winograd, kernel == 3 && stride == 1 && group == 1 { args["algo"] = .string(winograd) }
+        if dilation > 1 { args["dilation"] = .int(dilation) }
+        if let winograd, kernel == 3 && stride == 1 && group == 1 && dilation == 1 { args["algo"] = .string(winograd) }
         return op("Conv", inputs, [output], args)
+    }
+
+    /// Caffe2 `ConvTranspose` (weights (dimIn, dimOut, k, k)) with Detectron's naming; `trainable`
+    /// false for fixed weights (Detectron's `do_not_update_params`).
+    @discardableResult
+    public func convTranspose(_ input: String, _ output: String, dimIn: Int, dimOut: Int, kernel: Int, stride: Int, pad: Int,
+                              weightFill: (String, [String: ArgumentValue]), trainable: Bool = true) -> String {
+        param(output + "_w", [dimIn, dimOut, kernel, kernel], .weight, fill: weightFill.0, args: weightFill.1, trainable: trainable)
+        param(output + "_b", [dimOut], .bias, fill: "ConstantFill", args: ["value": .float(0)], trainable: trainable)
+        return op("ConvTranspose", [input, output + "_w", output + "_b"], [output], ["kernel": .int(kernel), "stride": .int(stride), "pad": .int(pad)])
     }
 
     /// Conv then GroupNorm (`ConvGN`): the conv blob `<prefix>`, the normalised one `<prefix>_gn`

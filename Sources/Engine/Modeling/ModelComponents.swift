@@ -76,6 +76,20 @@ public struct RoIHead: Sendable {
     }
 }
 
+/// A mask head (`MRCNN.ROI_MASK_HEAD`): pools its own RoI features from the FPN levels on
+/// `mask_rois` (Detectron's heads name that blob themselves) and returns the blob the mask
+/// predictor reads, (R, dim, M', M').
+public struct MaskHead: Sendable {
+    public var check: @Sendable (Config) throws(ConfigError) -> Void
+    public var build: @Sendable (ModelBuilder, Config, FeatureMaps, _ roiLevels: ClosedRange<Int>) -> HeadOutput
+
+    public init(check: @escaping @Sendable (Config) throws(ConfigError) -> Void = { _ in },
+                build: @escaping @Sendable (ModelBuilder, Config, FeatureMaps, _ roiLevels: ClosedRange<Int>) -> HeadOutput) {
+        self.check = check
+        self.build = build
+    }
+}
+
 /// A model type (`MODEL.TYPE`): checks the components and settings it uses, and builds the net.
 public struct ModelType: Sendable {
     public var check: @Sendable (ModelComponents, Config) throws(ConfigError) -> Void
@@ -106,17 +120,19 @@ public struct ModelComponents: Sendable {
     public var bodies: [String: Body]
     public var rpnHeads: [String: RPNHead]
     public var roiHeads: [String: RoIHead]
+    public var maskHeads: [String: MaskHead]
     /// `MODEL.SEMANTICS` (ours): whose rules the detector follows.
     public var semantics: [String: any DetectionSemantics]
     public var operators: OperatorRegistry
 
     public init(modelTypes: [String: ModelType] = [:], bodies: [String: Body] = [:], rpnHeads: [String: RPNHead] = [:],
-                roiHeads: [String: RoIHead] = [:], semantics: [String: any DetectionSemantics] = [:],
+                roiHeads: [String: RoIHead] = [:], maskHeads: [String: MaskHead] = [:], semantics: [String: any DetectionSemantics] = [:],
                 operators: OperatorRegistry = .engine) {
         self.modelTypes = modelTypes
         self.bodies = bodies
         self.rpnHeads = rpnHeads
         self.roiHeads = roiHeads
+        self.maskHeads = maskHeads
         self.semantics = semantics
         self.operators = operators
     }
@@ -127,6 +143,7 @@ public struct ModelComponents: Sendable {
         bodies: ResNetFPN.bodies,
         rpnHeads: ["FPN.add_fpn_rpn_outputs": FPNRPN.head],
         roiHeads: ["fast_rcnn_heads.add_roi_2mlp_head": BoxHeads.twoMLP, "fast_rcnn_heads.add_roi_Xconv1fc_gn_head": BoxHeads.xconv1fcGN],
+        maskHeads: MaskRCNN.heads,
         semantics: ["detectron": DetectronSemantics(), "torchvision": TorchvisionSemantics()])
 
     /// Checks the config against these components (``Config/checkImplemented(_:)``) and builds

@@ -22,6 +22,9 @@ enum RetinaNet {
             throw .invalid(key: "FPN.MULTILEVEL_ROIS", reason: "is True; RetinaNet has no RoIs and its heads need exactly the levels "
                            + "FPN.RPN_MIN_LEVEL…FPN.RPN_MAX_LEVEL (set it False, as Detectron's RetinaNet configs do)")
         }
+        if cfg.bool("MODEL.MASK_ON") {
+            throw cfg.unsupported("MODEL.MASK_ON", "A mask branch on RetinaNet", hint: "Detectron's RetinaNet has none (its builder and inference ignore the switch)")
+        }
         if cfg.bool("RETINANET.SOFTMAX") {
             throw cfg.unsupported("RETINANET.SOFTMAX", "RetinaNet's softmax classifier (softmax focal loss)")
         }

@@ -7,11 +7,13 @@ import Portability
 import Storage
 
 /// One detection in original image pixels.
-public struct DetectedBox: Sendable, Codable, Equatable {
+public struct DetectedBox: Sendable, Equatable {
     public var bbox: [Double]      // x1, y1, x2, y2
     public var score: Double
     /// Contiguous class 1…K−1.
     public var classIndex: Int
+    /// Mask R-CNN: the detection's binary mask over the image.
+    public var mask: BinaryMask?
 }
 
 /// Runs the test net on images, by the rules of the model's semantics (Detectron's
@@ -24,6 +26,9 @@ public final class Detector {
     let model: DetectionModel
     let ws: Workspace
     let net: Net
+    /// Mask R-CNN's mask settings and net (made on the first detections, whose blobs it reads).
+    let maskSettings: MaskSettings?
+    private var maskNetInstance: Net?
     let pool: ThreadPool
     /// Contiguous class → (JSON category id, name), from the checkpoint (or none).
     public let categories: [Int: (id: Int, name: String)]
@@ -57,12 +62,25 @@ public final class Detector {
         ws.feedBlob("data", try Tensor(.float32, shape: [1, 3, 32, 32], context: ctx))
         ws.feedBlob("im_info", try Tensor([32, 32, 1] as [Float], shape: [1, 3], context: ctx))
         net = try Net(model.net, workspace: ws, registry: session.registry, pool: pool)
+        maskSettings = model.maskNet == nil ? nil : MaskSettings(config)
+    }
+
+    /// The mask net, made on first use (its inputs exist once the box net has run).
+    func maskNet() throws -> Net {
+        if let maskNetInstance { return maskNetInstance }
+        let made = try Net(model.maskNet!, workspace: ws, registry: session.registry, pool: pool)
+        made.profile = net.profile
+        maskNetInstance = made
+        return made
     }
 
     /// Per-op-type wall time of the test net's runs while set (``OpProfile``).
     public var profile: OpProfile? {
         get { net.profile }
-        set { net.profile = newValue }
+        set {
+            net.profile = newValue
+            maskNetInstance?.profile = newValue
+        }
     }
 
     /// The number of proposals the box head saw for the last image.
@@ -77,11 +95,13 @@ public final class Detector {
         if semantics.anchorsFollowInput { try session.feedAnchors(into: ws, paddedHeight: input.data.dim(2), paddedWidth: input.data.dim(3)) }
         try net.run()
         let found = try model.readDetections(ws, input, settings)
-        return found.map { d in
-            let b = d.box
-            return DetectedBox(bbox: [Double(b[0] * input.outputScaleX), Double(b[1] * input.outputScaleY),
-                                      Double(b[2] * input.outputScaleX), Double(b[3] * input.outputScaleY)],
-                               score: Double(d.score), classIndex: d.classIndex)
+        let boxes = found.map { d in
+            [d.box[0] * input.outputScaleX, d.box[1] * input.outputScaleY, d.box[2] * input.outputScaleX, d.box[3] * input.outputScaleY]
+        }
+        let masks = try masks(found, imageBoxes: boxes, input: input, imageHeight: image.height, imageWidth: image.width)
+        return found.indices.map { i in
+            DetectedBox(bbox: boxes[i].map(Double.init), score: Double(found[i].score), classIndex: found[i].classIndex,
+                        mask: masks.isEmpty ? nil : masks[i])
         }
     }
 

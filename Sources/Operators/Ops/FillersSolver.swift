@@ -104,6 +104,25 @@ final class FillOp: Operator, Sendable {
     }
 }
 
+/// `GivenTensorFill(; shape, values) -> Y`: Y of `shape` holding `values` (row-major), as Caffe2's
+/// op (Detectron's fixed bilinear upsampling weights).
+final class GivenTensorFillOp: Operator, Sendable {
+    let io: OpIO
+    let shape: [Int]
+    let values: [Float]
+    init(_ io: OpIO) throws(OperatorError) {
+        self.io = io
+        shape = try io.ints("shape")
+        values = try io.floats("values").map(Float.init)
+        try io.argument("values", shape.allSatisfy { $0 >= 0 } && values.count == shape.reduce(1, *),
+                        "hold \(values.count) values for shape \(shape)")
+    }
+
+    func run(_ ctx: ExecutionContext) throws {
+        _ = try io.outputData(0, shape: shape).1.update(fromContentsOf: values)
+    }
+}
+
 /// `MomentumSGDUpdate(grad, moment, lr, param; momentum=0.9, nesterov=0) -> (grad, moment, param)`,
 /// in place, as Caffe2: `m' = lr·g + μ·m; param −= m'; grad = m'` (Nesterov:
 /// `m' = μ·m + lr·g; g' = (1 + μ)·m' − μ·m; param −= g'`).
@@ -156,6 +175,7 @@ func registerFillersAndSolver(_ r: inout OperatorRegistry) {
                          ("MSRAFill", .msra), ("UniformFill", .uniform)] {
         r.register(name, OperatorSchema(inputs: 0...1, outputs: 1...1) { io throws(OperatorError) in try FillOp(io, kind) })
     }
+    r.register("GivenTensorFill", OperatorSchema(inputs: 0...0, outputs: 1...1) { io throws(OperatorError) in try GivenTensorFillOp(io) })
     r.register("MomentumSGDUpdate", OperatorSchema(inputs: 4...4, outputs: 3...3, allowsInPlace: true) { io throws(OperatorError) in
         try MomentumSGDUpdateOp(io)
     })
