@@ -120,6 +120,20 @@ struct TorchvisionTests {
                           "retnet_cls_conv_n1_fpn3_w", "retnet_cls_pred_fpn3_b", "retnet_bbox_conv_n3_fpn3_w", "retnet_bbox_pred_fpn3_w"])
     }
 
+    @Test("Mask R-CNN: mask_head.mask_fcnN (v1) and mask_head.i.0 (version 2), the predictor's conv5_mask and mask_fcn_logits map onto Detectron's mask blobs")
+    func maskRCNNStateDict() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tv-maskrcnn-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Checkpoint.write([("backbone.body.conv1.weight", [1], [0]), ("roi_heads.mask_head.mask_fcn1.weight", [1], [0]),
+                              ("roi_heads.mask_head.3.0.bias", [1], [0]), ("roi_heads.mask_predictor.conv5_mask.weight", [1], [0]),
+                              ("roi_heads.mask_predictor.mask_fcn_logits.bias", [1], [0])], metadata: [:], to: path)
+        #expect(Set(try Checkpoint.read(path).blobs.keys) == ["conv1_w", "_[mask]_fcn1_w", "_[mask]_fcn4_b", "conv5_mask_w", "mask_fcn_logits_b"])
+        var cfg = Config()
+        try cfg.merge(file: Self.configPath("maskrcnn_resnet50_fpn"))
+        let model = try ModelComponents.standard.build(cfg, train: false)
+        #expect(model.maskNet != nil && model.params.first { $0.name == "mask_fcn_logits_w" }?.shape == [91, 256, 1, 1])
+    }
+
     @Test("the RetinaNet config builds torchvision's model: P6 from P5, a logit per label and anchor (91 · 9), inference only")
     func retinaNetConfig() throws {
         var cfg = Config()

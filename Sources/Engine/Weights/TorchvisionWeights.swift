@@ -1,6 +1,6 @@
 import Foundation
 
-/// torchvision's `fasterrcnn_resnet50_fpn` and `retinanet_resnet50_fpn` `state_dict` names mapped to this engine's (Detectron's)
+/// torchvision's `fasterrcnn_resnet50_fpn`, `maskrcnn_resnet50_fpn` and `retinanet_resnet50_fpn` `state_dict` names mapped to this engine's (Detectron's)
 /// blob names, with each `FrozenBatchNorm2d` folded into the `AffineChannel` it is:
 /// scale = weight / √(running_var + 1e−5), bias = bias − running_mean · scale (float32, as
 /// torchvision computes it in `forward`).
@@ -14,6 +14,7 @@ import Foundation
 /// | `backbone.fpn.layer_blocks.k[.0]` | `fpn_res{k+2}_N_sum` |
 /// | `rpn.head.conv[.0.0]`, `.cls_logits`, `.bbox_pred` | `conv_rpn_fpn2`, `rpn_cls_logits_fpn2`, `rpn_bbox_pred_fpn2` |
 /// | `roi_heads.box_head.fc6`, `.fc7`; `roi_heads.box_predictor.cls_score`, `.bbox_pred` | `fc6`, `fc7`, `cls_score`, `bbox_pred` |
+/// | `roi_heads.mask_head.mask_fcn{1…4}` or `.{0…3}.0`; `roi_heads.mask_predictor.conv5_mask`, `.mask_fcn_logits` | `_[mask]_fcn{1…4}`, `conv5_mask`, `mask_fcn_logits` |
 /// | `backbone.fpn.extra_blocks.p6`, `.p7` (RetinaNet) | `fpn_6`, `fpn_7` |
 /// | `head.{classification,regression}_head.conv.i[.0]`, `.cls_logits`, `.bbox_reg` | `retnet_{cls,bbox}_conv_n{i}_fpn3`, `retnet_{cls,bbox}_pred_fpn3` |
 ///
@@ -112,9 +113,14 @@ enum TorchvisionWeights {
             return p[2] == "layer_blocks" ? "fpn_" + stage : nil
         case ("rpn", 3) where p[1] == "head":
             return ["conv": "conv_rpn_fpn2", "cls_logits": "rpn_cls_logits_fpn2", "bbox_pred": "rpn_bbox_pred_fpn2"][p[2]]
+        case ("roi_heads", 3) where p[1] == "mask_head" && p[2].hasPrefix("mask_fcn"):
+            return Int(p[2].dropFirst(8)).map { "_[mask]_fcn\($0)" }   // maskrcnn v1 checkpoints: mask_fcn1…4
+        case ("roi_heads", 4) where p[1] == "mask_head" && p[3] == "0":
+            return Int(p[2]).map { "_[mask]_fcn\($0 + 1)" }             // MaskRCNNHeads version 2: i.0
         case ("roi_heads", 3):
             return ["box_head.fc6": "fc6", "box_head.fc7": "fc7", "box_predictor.cls_score": "cls_score",
-                    "box_predictor.bbox_pred": "bbox_pred"][p[1] + "." + p[2]]
+                    "box_predictor.bbox_pred": "bbox_pred", "mask_predictor.conv5_mask": "conv5_mask",
+                    "mask_predictor.mask_fcn_logits": "mask_fcn_logits"][p[1] + "." + p[2]]
         default:
             return nil
         }

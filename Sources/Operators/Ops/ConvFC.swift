@@ -159,7 +159,12 @@ struct ConvGeometry: Sendable, Equatable {
                         if iy < 0 || iy >= h || hi <= lo { continue }
                         let dst = plane + iy * w + offset
                         let s = src + (oy - rows.lowerBound) * wo
-                        for ox in lo..<hi { dst[ox * sw] += s[ox] }
+                        if sw == 1 {
+                            // Contiguous: a loop the compiler vectorises.
+                            for ox in lo..<hi { dst[ox] += s[ox] }
+                        } else {
+                            for ox in lo..<hi { dst[ox * sw] += s[ox] }
+                        }
                     }
                     row += 1
                 }
