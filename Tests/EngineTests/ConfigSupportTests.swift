@@ -35,8 +35,6 @@ struct ConfigSupportTests {
         (["MODEL.RPN_ONLY", "True"], "config key MODEL.RPN_ONLY is True: An RPN-only model"),
         (["RETINANET.RETINANET_ON", "True"], "config key RETINANET.RETINANET_ON: is True, which Detectron pairs with MODEL.TYPE retinanet"),
         (["MODEL.TYPE", "retinanet"], "config key RETINANET.RETINANET_ON: is False, but MODEL.TYPE is retinanet"),
-        (["MODEL.TYPE", "retinanet", "RETINANET.RETINANET_ON", "True", "FPN.MULTILEVEL_ROIS", "False", "RETINANET.SOFTMAX", "True"],
-         "config key RETINANET.SOFTMAX is True: RetinaNet's softmax classifier (softmax focal loss) is not implemented"),
         (["MODEL.TYPE", "retinanet", "RETINANET.RETINANET_ON", "True", "FPN.MULTILEVEL_ROIS", "False", "RETINANET.CLASS_SPECIFIC_BBOX", "True"],
          "config key RETINANET.CLASS_SPECIFIC_BBOX is True: Class-specific RetinaNet box regression is not implemented"),
         (["MODEL.TYPE", "rfcn"], "config key MODEL.TYPE is 'rfcn': R-FCN is not implemented"),

@@ -43,6 +43,31 @@ struct RetinaNetTests {
         #expect(!test.net.ops.contains { $0.type.hasSuffix("Loss") })
     }
 
+    @Test("RETINANET.SOFTMAX: a logit per class and the background (81 · 9), the background's prior bias, SoftmaxFocalLoss, GroupSpatialSoftmax at test")
+    func softmax() throws {
+        var cfg = try baseline()
+        try cfg.merge(overrides: ["RETINANET.SOFTMAX", "True"])
+        let train = try ModelComponents.standard.build(cfg, train: true)
+        let pred = try #require(train.params.first { $0.name == "retnet_cls_pred_fpn3_b" })
+        #expect(train.params.first { $0.name == "retnet_cls_pred_fpn3_w" }?.shape == [81 * 9, 256, 3, 3] && pred.fill == "GivenTensorFill")
+        if case let .floats(v)? = pred.fillArguments["values"] {
+            #expect(v.count == 81 * 9 && abs(v[0] - log(80 * 0.99 / 0.01)) < 1e-9 && v[1] == 0 && abs(v[81] - v[0]) < 1e-12)
+        }
+        let loss = try #require(train.net.ops.first { $0.type == "SoftmaxFocalLoss" })
+        #expect(loss.outputs == ["fl_fpn3", "retnet_prob_fpn3"] && loss.arguments["num_classes"] == .int(81))
+        let test = try ModelComponents.standard.build(cfg, train: false)
+        #expect(test.net.ops.contains { $0.type == "GroupSpatialSoftmax" && $0.outputs == ["retnet_cls_prob_fpn7"] })
+        // Inference drops each anchor's background: level 3 with 1 anchor, 2 classes + background on a 1 × 2 map.
+        try cfg.merge(overrides: ["MODEL.NUM_CLASSES", "3", "TEST.DETECTIONS_PER_IM", "10"])
+        let ctx = CPUContext(), ws = Workspace(context: ctx)
+        ws.feedBlob("retnet_cls_prob_fpn3", try Tensor([0.9, 0.2, 0.05, 0.6, 0.05, 0.2] as [Float], shape: [1, 3, 1, 2], context: ctx))
+        ws.feedBlob("retnet_bbox_pred_fpn3", try Tensor([Float](repeating: 0, count: 8), shape: [1, 4, 1, 2], context: ctx))
+        let inference = RetinaNet.Inference(levels: 3...3, cellAnchors: [3: [0, 0, 7, 7]], semantics: DetectronSemantics(), softmax: true)
+        let input = PreparedInput(data: try Tensor(.float32, shape: [1, 3, 8, 16], context: ctx), imInfo: [8, 16, 1], clipHeight: 8, clipWidth: 16)
+        let found = try inference.detections(ws, input, TestSettings(cfg))
+        #expect(found.map(\.classIndex) == [1, 2, 1, 2] && found.map(\.score) == [0.6, 0.2, 0.05, 0.05])
+    }
+
     @Test("cell anchors: octave-major, the config's aspect order, Detectron's sizes (P3: 32², 24×48, 44×24, …; P7: 512², 364×728, 724×360)")
     func anchors() throws {
         let cells = RetinaNet.cellAnchors(try baseline(), levels: 3...7, semantics: DetectronSemantics())

@@ -65,6 +65,56 @@ struct FocalLossTests {
         ], eps: 1e-3)
     }
 
+    @Test("SoftmaxFocalLoss: per anchor −(1 − p_t)^γ·log p_t, α for classes and 1 − α for the background, −1 ignored, / max(fg_num, 1); P its per-anchor softmax")
+    func softmaxFocalValues() throws {
+        // One image, 2 anchors × 3 classes (background first), one position.
+        let x: [Float] = [0.5, -1.0, 2.0, 0.25, 1.5, -0.5]
+        let (alpha, gamma) = (0.25, 2.0)
+        func softmax(_ v: ArraySlice<Float>) -> [Double] {
+            let e = v.map { exp(Double($0)) }
+            return e.map { $0 / e.reduce(0, +) }
+        }
+        let p0 = softmax(x[0..<3]), p1 = softmax(x[3..<6])
+        func term(_ p: Double, _ z: Double) -> Double { -pow(1 - p, gamma) * log(p) * z }
+        let def = OperatorDef("SoftmaxFocalLoss", inputs: ["x", "t", "n"], outputs: ["l", "p"],
+                              arguments: ["num_classes": .int(3), "gamma": .float(gamma), "alpha": .float(alpha), "scale": .float(0.5)])
+        for (labels, fg, expected) in [
+            ([2, 0] as [Int32], Float(4), (term(p0[2], alpha) + term(p1[0], 1 - alpha)) / 4 * 0.5),
+            ([-1, 1], 0.5, term(p1[1], alpha) * 0.5),
+        ] {
+            let ws = Workspace(context: CPUContext())
+            ws.feedBlob("x", try tensor(x, [1, 6, 1, 1]))
+            ws.feedBlob("t", try intTensor(labels, [1, 2, 1, 1]))
+            ws.feedBlob("n", try tensor([fg], [1]))
+            try Net(NetDef(name: "n", ops: [def]), workspace: ws).run()
+            let got = try ws.fetchBlob("l").toArray(as: Float.self)[0]
+            #expect(abs(Double(got) - expected) < 1e-6 * max(1, expected), "labels \(labels): \(got) vs \(expected)")
+            let probs = try ws.fetchBlob("p").toArray(as: Float.self)
+            #expect(zip(probs, p0 + p1).allSatisfy { abs(Double($0) - $1) < 1e-6 })
+        }
+        // GroupSpatialSoftmax gives the same per-anchor softmax.
+        let ws = Workspace(context: CPUContext())
+        ws.feedBlob("x", try tensor(x, [1, 6, 1, 1]))
+        try Net(NetDef(name: "n", ops: [OperatorDef("GroupSpatialSoftmax", inputs: ["x"], outputs: ["p"], arguments: ["num_classes": .int(3)])]),
+                workspace: ws).run()
+        #expect(zip(try ws.fetchBlob("p").toArray(as: Float.self), p0 + p1).allSatisfy { abs(Double($0) - $1) < 1e-6 })
+    }
+
+    @Test("SoftmaxFocalLoss gradient against central differences (γ 0 and 2)")
+    func softmaxFocalGradient() throws {
+        var rng = TestRNG(22)
+        let (n, a, c, h, w) = (2, 2, 3, 2, 3)
+        let labels = (0..<(n * a * h * w)).map { Int32($0 % 4) - 1 }   // −1, 0, 1, 2
+        for gamma in [0.0, 2.0] {
+            try checkGradient(OperatorDef("SoftmaxFocalLoss", inputs: ["x", "t", "n"], outputs: ["l", "p"],
+                                          arguments: ["num_classes": .int(c), "gamma": .float(gamma), "alpha": .float(0.25), "scale": .float(0.5)]), inputs: [
+                CheckInput(name: "x", tensor: tensor(rng.array(n * a * c * h * w, -3, 3), [n, a * c, h, w]), check: true),
+                CheckInput(name: "t", tensor: intTensor(labels, [n, a, h, w]), check: false),
+                CheckInput(name: "n", tensor: tensor([5], [1]), check: false),
+            ], eps: 1e-3, tolerance: 1e-2)
+        }
+    }
+
     @Test("SelectSmoothL1Loss: the selected coordinates by hand; no rows give 0; a row outside the map is an error naming it")
     func selectValues() throws {
         var p = [Float](repeating: 0, count: 1 * 4 * 2 * 2)

@@ -25,8 +25,9 @@ enum RetinaNet {
         if cfg.bool("MODEL.MASK_ON") {
             throw cfg.unsupported("MODEL.MASK_ON", "A mask branch on RetinaNet", hint: "Detectron's RetinaNet has none (its builder and inference ignore the switch)")
         }
-        if cfg.bool("RETINANET.SOFTMAX") {
-            throw cfg.unsupported("RETINANET.SOFTMAX", "RetinaNet's softmax classifier (softmax focal loss)")
+        if cfg.bool("RETINANET.SOFTMAX") && cfg.string("MODEL.SEMANTICS") != "detectron" {
+            throw cfg.unsupported("RETINANET.SOFTMAX", "RetinaNet's softmax classifier with \(cfg.string("MODEL.SEMANTICS"))'s rules",
+                                  hint: "torchvision's RetinaNet has sigmoid classifiers only")
         }
         if cfg.bool("RETINANET.CLASS_SPECIFIC_BBOX") {
             throw cfg.unsupported("RETINANET.CLASS_SPECIFIC_BBOX", "Class-specific RetinaNet box regression",
@@ -59,7 +60,9 @@ enum RetinaNet {
         let features = try components.named(components.bodies, key: "MODEL.CONV_BODY", feature: "The body", cfg).build(b, cfg)
         let levels = cfg.int("FPN.RPN_MIN_LEVEL")...cfg.int("FPN.RPN_MAX_LEVEL")
         let anchors = cellAnchors(cfg, levels: levels, semantics: semantics)
-        let A = anchors[levels.lowerBound]!.count / 4, K = semantics.retinaNetClasses(numClasses: numClasses).perAnchor
+        // Logits per anchor: the semantics' sigmoid classes, or with RETINANET.SOFTMAX every class with the background.
+        let softmax = cfg.bool("RETINANET.SOFTMAX")
+        let A = anchors[levels.lowerBound]!.count / 4, K = softmax ? numClasses : semantics.retinaNetClasses(numClasses: numClasses).perAnchor
         heads(b, cfg, features, levels: levels, anchorsPerCell: A, classes: K)
         var losses: [String] = []
         if train { losses = self.losses(b, cfg, levels: levels, classes: K) }
@@ -68,7 +71,7 @@ enum RetinaNet {
         b.net.externalInputs = ["data", "im_info"]
         if train { b.net.externalInputs += [DerivedBlobs.retinaNetForegroundCount] + levels.flatMap(DerivedBlobs.retinaNetTargets) }
         b.net.externalInputs += b.params.map(\.name)
-        let inference = Inference(levels: levels, cellAnchors: anchors, semantics: semantics)
+        let inference = Inference(levels: levels, cellAnchors: anchors, semantics: semantics, softmax: softmax)
         return DetectionModel(net: b.net, initNet: b.initNet(), params: b.params, losses: losses,
                               metrics: train ? [DerivedBlobs.retinaNetForegroundCount] : [], rpnLevels: levels, roiLevels: levels,
                               cellAnchors: anchors, numClasses: numClasses, semantics: semantics,
@@ -78,10 +81,17 @@ enum RetinaNet {
 
     /// The two towers and predictors per level (`add_fpn_retinanet_outputs`): parameters named at
     /// the lowest level (`retnet_cls_conv_n{i}_fpn3_w` …) and shared by the levels above;
-    /// Gaussian 0.01 weights, zero biases, the classifier's bias −log((1 − π)/π).
+    /// Gaussian 0.01 weights, zero biases, the classifier's bias −log((1 − π)/π) — with
+    /// RETINANET.SOFTMAX, log((C − 1)(1 − π)/π) on each anchor's background and 0 on its classes
+    /// (`get_retinanet_bias_init`), and a per-anchor softmax at test.
     static func heads(_ b: ModelBuilder, _ cfg: Config, _ features: FeatureMaps, levels: ClosedRange<Int>, anchorsPerCell A: Int, classes K: Int) {
         let dim = features.dim, low = levels.lowerBound
-        let prior = cfg.double("RETINANET.PRIOR_PROB")
+        let prior = cfg.double("RETINANET.PRIOR_PROB"), softmax = cfg.bool("RETINANET.SOFTMAX")
+        var priorBias: (String, [String: ArgumentValue]) = ("ConstantFill", ["value": .float(-log((1 - prior) / prior))])
+        if softmax {
+            let anchorBias = [log(Double(K - 1) * (1 - prior) / prior)] + [Double](repeating: 0, count: K - 1)
+            priorBias = ("GivenTensorFill", ["values": .floats(Array((0..<A).map { _ in anchorBias }.joined()))])
+        }
         let gauss = ParamInfo.gauss(0.01)
         let share = cfg.bool("RETINANET.SHARE_CLS_BBOX_TOWER"), gn = cfg.bool("RETINANET.USE_GN")
         func tower(_ kind: String, _ level: Int) -> String {
@@ -104,9 +114,11 @@ enum RetinaNet {
             let x = tower("cls", level)
             let pred = "retnet_cls_pred_fpn\(level)", base = "retnet_cls_pred_fpn\(low)"
             // The classifier's bias starts at the prior: everything background with probability 1 − π.
-            b.conv(x, pred, dimIn: dim, dimOut: K * A, kernel: 3, pad: 1, weightFill: gauss,
-                   biasFill: ("ConstantFill", ["value": .float(-log((1 - prior) / prior))]), weightName: base + "_w", biasName: base + "_b")
-            if !b.train { b.op("Sigmoid", [pred], [DerivedBlobs.retinaNetOutputs(level).probs]) }
+            b.conv(x, pred, dimIn: dim, dimOut: K * A, kernel: 3, pad: 1, weightFill: gauss, biasFill: priorBias, weightName: base + "_w", biasName: base + "_b")
+            if !b.train {
+                let probs = DerivedBlobs.retinaNetOutputs(level).probs
+                if softmax { b.op("GroupSpatialSoftmax", [pred], [probs], ["num_classes": .int(K)]) } else { b.op("Sigmoid", [pred], [probs]) }
+            }
             if share { boxFeatures[level] = x }
         }
         if !share { for level in levels { boxFeatures[level] = tower("bbox", level) } }
@@ -128,11 +140,14 @@ enum RetinaNet {
                                ["retnet_loss_bbox_fpn\(level)"],
                                ["beta": .float(cfg.double("RETINANET.BBOX_REG_BETA")), "scale": .float(scale * cfg.double("RETINANET.BBOX_REG_WEIGHT"))]))
         }
+        let softmax = cfg.bool("RETINANET.SOFTMAX")
         for level in levels {
             let t = DerivedBlobs.retinaNetTargets(level)
-            losses.append(b.op("SigmoidFocalLoss", ["retnet_cls_pred_fpn\(level)", t[0], DerivedBlobs.retinaNetForegroundCount], ["fl_fpn\(level)"],
-                               ["gamma": .float(cfg.double("RETINANET.LOSS_GAMMA")), "alpha": .float(cfg.double("RETINANET.LOSS_ALPHA")),
-                                "num_classes": .int(K), "scale": .float(scale)]))
+            let args: [String: ArgumentValue] = ["gamma": .float(cfg.double("RETINANET.LOSS_GAMMA")), "alpha": .float(cfg.double("RETINANET.LOSS_ALPHA")),
+                                                 "num_classes": .int(K), "scale": .float(scale)]
+            let inputs = ["retnet_cls_pred_fpn\(level)", t[0], DerivedBlobs.retinaNetForegroundCount]
+            losses.append(softmax ? b.op("SoftmaxFocalLoss", inputs, ["fl_fpn\(level)", "retnet_prob_fpn\(level)"], args)
+                                  : b.op("SigmoidFocalLoss", inputs, ["fl_fpn\(level)"], args))
         }
         return losses
     }
@@ -142,19 +157,27 @@ enum RetinaNet {
         let levels: ClosedRange<Int>
         let cellAnchors: [Int: [Float]]
         let semantics: any DetectionSemantics
+        /// RETINANET.SOFTMAX: the net gives each anchor's background too; it is dropped here.
+        var softmax = false
 
         func detections(_ ws: Workspace, _ input: PreparedInput, _ settings: TestSettings) throws -> [(classIndex: Int, score: Float, box: [Float])] {
-            let K = semantics.retinaNetClasses(numClasses: settings.numClasses).perAnchor
+            let K = semantics.retinaNetClasses(numClasses: settings.numClasses).perAnchor, netK = softmax ? K + 1 : K
             let outputs = try levels.map { level throws -> DenseLevelOutputs in
                 let names = DerivedBlobs.retinaNetOutputs(level)
                 let probs = try ws.fetchBlob(names.probs), deltas = try ws.fetchBlob(names.deltas)
                 let cell = cellAnchors[level]!, A = cell.count / 4
                 let (h, w) = (probs.dim(2), probs.dim(3))
-                guard probs.dim(1) == A * K, deltas.shape == [1, 4 * A, h, w] else {
-                    throw EngineError.data("\(names.probs) \(probs.shape) and \(names.deltas) \(deltas.shape) do not hold \(K) classes and 4 box "
+                guard probs.dim(1) == A * netK, deltas.shape == [1, 4 * A, h, w] else {
+                    throw EngineError.data("\(names.probs) \(probs.shape) and \(names.deltas) \(deltas.shape) do not hold \(netK) classes and 4 box "
                                            + "deltas for each of the level's \(A) anchors: MODEL.NUM_CLASSES or the anchors do not match the net")
                 }
-                return DenseLevelOutputs(level: level, probs: try probs.toArray(as: Float.self), deltas: try deltas.toArray(as: Float.self),
+                var p = try probs.toArray(as: Float.self)
+                if softmax {
+                    // Each anchor's channels 1…K (`cls_prob[:, :, 1::]`).
+                    let plane = h * w
+                    p = (0..<A).flatMap { a in p[(a * netK + 1) * plane..<(a + 1) * netK * plane] }
+                }
+                return DenseLevelOutputs(level: level, probs: p, deltas: try deltas.toArray(as: Float.self),
                                          height: h, width: w, anchorsPerCell: A, classesPerAnchor: K, cellAnchors: cell,
                                          inputHeight: input.data.dim(2), inputWidth: input.data.dim(3))
             }

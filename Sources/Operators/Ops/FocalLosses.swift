@@ -150,7 +150,138 @@ final class SelectSmoothL1LossOp: Operator, Sendable {
     }
 }
 
+/// The per-anchor softmax of RetinaNet's softmax classifier: X (N, A·C, H, W), each anchor's C
+/// channels normalised (max subtracted, as Caffe2's `SpatialSoftmaxKernel`).
+func groupSpatialSoftmax(_ x: UnsafeBufferPointer<Float>, into p: UnsafeMutableBufferPointer<Float>, n: Int, groups a: Int, classes c: Int, plane: Int) {
+    for img in 0..<n {
+        for anchor in 0..<a {
+            let base = (img * a + anchor) * c * plane
+            for pos in 0..<plane {
+                var m = -Float.greatestFiniteMagnitude
+                for k in 0..<c { m = max(m, x[base + k * plane + pos]) }
+                var sum: Float = 0
+                for k in 0..<c {
+                    let e = exp(x[base + k * plane + pos] - m)
+                    p[base + k * plane + pos] = e
+                    sum += e
+                }
+                for k in 0..<c { p[base + k * plane + pos] /= sum }
+            }
+        }
+    }
+}
+
+/// `GroupSpatialSoftmax(X; num_classes) -> P`: ``groupSpatialSoftmax(_:into:n:groups:classes:plane:)``
+/// (Detectron's RetinaNet with RETINANET.SOFTMAX, at test).
+final class GroupSpatialSoftmaxOp: Operator, Sendable {
+    let io: OpIO
+    let numClasses: Int
+    init(_ io: OpIO) throws(OperatorError) {
+        self.io = io
+        numClasses = try io.int("num_classes")
+        try io.argument("num_classes", numClasses >= 1, "must be ≥ 1")
+    }
+
+    func run(_ ctx: ExecutionContext) throws {
+        let (x, xd) = try io.inputData(0)
+        try io.require(x.rank == 4 && x.shape[1] % numClasses == 0, input: 0, "must be (N, A·\(numClasses), H, W), has shape \(x.shape)")
+        let (_, p) = try io.outputData(0, shape: x.shape)
+        groupSpatialSoftmax(xd, into: p, n: x.shape[0], groups: x.shape[1] / numClasses, classes: numClasses, plane: x.shape[2] * x.shape[3])
+    }
+}
+
+/// `SoftmaxFocalLoss(X, labels, fg_num; scale=1, gamma=2, alpha=0.25, num_classes) -> (loss, P)`,
+/// Detectron's RetinaNet loss with RETINANET.SOFTMAX (Caffe2's `modules/detectron` op): X is
+/// (N, A·C, H, W) with C = `num_classes` (the background's 0 included), P its per-anchor softmax,
+/// labels (N, A, H, W). Per anchor with label t ≥ 0: −(1 − p_t)^γ·log(max(p_t, FLT_MIN))·z, z =
+/// (1 − α) for the background (t = 0), α otherwise, over max(fg_num, 1); t = −1 contributes 0; the
+/// sum times `scale`.
+/// `SoftmaxFocalLossGradient(X, labels, fg_num, P, dLoss) -> dX`: for the anchor's class k,
+/// dLoss·scale·w·([k = t] − p_k) with w = z·(γ(1 − p_t)^(γ−1)·p_t·log p_t − (1 − p_t)^γ).
+final class SoftmaxFocalLossOp: Operator, Sendable {
+    let io: OpIO
+    let scale: Double
+    let gamma: Double
+    let alpha: Double
+    let numClasses: Int
+    let gradient: Bool
+    init(_ io: OpIO, gradient: Bool) throws(OperatorError) {
+        self.io = io
+        self.gradient = gradient
+        scale = try io.float("scale", 1)
+        gamma = try io.float("gamma", 2)
+        alpha = try io.float("alpha", 0.25)
+        numClasses = try io.int("num_classes")
+        try io.argument("num_classes", numClasses >= 2, "must count the background too (≥ 2)")
+        try io.argument("gamma", gamma >= 0, "must be ≥ 0")
+    }
+
+    func run(_ ctx: ExecutionContext) throws {
+        let (x, xd) = try io.inputData(0)
+        let t = try io.input(1)
+        let c = numClasses
+        try io.require(x.rank == 4 && x.shape[1] % c == 0, input: 0, "must be (N, A·\(c), H, W), has shape \(x.shape)")
+        let (n, a, h, w) = (x.shape[0], x.shape[1] / c, x.shape[2], x.shape[3])
+        try io.require(t.shape == [n, a, h, w], input: 1, "has shape \(t.shape) but the logits need (\(n), \(a), \(h), \(w))")
+        let td = try io.check(1, isInput: true) { () throws(StorageError) in try t.data(as: Int32.self) }
+        let np = try foregroundNormalizer(io, 2), plane = h * w
+        try io.require(td.allSatisfy { $0 >= -1 && Int($0) < c }, input: 1, "holds a label outside −1…\(c - 1)")
+        /// (label, the flat index of its probability) of anchor (img, anchor, pos).
+        func label(_ img: Int, _ anchor: Int, _ pos: Int) -> Int { Int(td[(img * a + anchor) * plane + pos]) }
+        func z(_ label: Int) -> Double { (label == 0 ? 1 - alpha : alpha) / np }
+        if !gradient {
+            let (_, p) = try io.outputData(1, shape: x.shape)
+            groupSpatialSoftmax(xd, into: p, n: n, groups: a, classes: c, plane: plane)
+            var sum = 0.0
+            for img in 0..<n {
+                for anchor in 0..<a {
+                    for pos in 0..<plane {
+                        let l = label(img, anchor, pos)
+                        guard l >= 0 else { continue }
+                        let pt = Double(p[((img * a + anchor) * c + l) * plane + pos])
+                        sum -= pow(1 - pt, gamma) * log(max(pt, Double(Float.leastNormalMagnitude))) * z(l)
+                    }
+                }
+            }
+            let (_, out) = try io.outputData(0, shape: [])
+            out[0] = Float(sum * scale)
+        } else {
+            let (pt, pd) = try io.inputData(3)
+            try io.require(pt.shape == x.shape, input: 3, "has shape \(pt.shape) but the logits have \(x.shape)")
+            let g = Double(try lossGradient(io, 4)) * scale
+            let (_, dx) = try io.outputData(0, shape: x.shape)
+            for img in 0..<n {
+                for anchor in 0..<a {
+                    let base = (img * a + anchor) * c * plane
+                    for pos in 0..<plane {
+                        let l = label(img, anchor, pos)
+                        guard l >= 0 else {
+                            for k in 0..<c { dx[base + k * plane + pos] = 0 }
+                            continue
+                        }
+                        let p = Double(pd[base + l * plane + pos]), onemp = 1 - p
+                        let focal = gamma == 0 ? 0 : gamma * pow(onemp, gamma - 1) * p * log(max(p, Double(Float.leastNormalMagnitude)))
+                        let weight = (focal - pow(onemp, gamma)) * z(l)
+                        for k in 0..<c {
+                            dx[base + k * plane + pos] = Float(g * weight * ((k == l ? 1 : 0) - Double(pd[base + k * plane + pos])))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 func registerFocalLosses(_ r: inout OperatorRegistry) {
+    r.register("GroupSpatialSoftmax", OperatorSchema(inputs: 1...1, outputs: 1...1) { io throws(OperatorError) in try GroupSpatialSoftmaxOp(io) })
+    r.register("SoftmaxFocalLoss", OperatorSchema(inputs: 3...3, outputs: 2...2, gradient: { g in
+        guard let dl = g.outputGradient(0) else { return .none }
+        return GradientResult(ops: [OperatorDef("SoftmaxFocalLossGradient", inputs: g.def.inputs + [g.output(1), dl],
+                                                outputs: [g.inputGradient(0)], arguments: g.def.arguments)], inputsWithGradient: [0])
+    }) { io throws(OperatorError) in try SoftmaxFocalLossOp(io, gradient: false) })
+    r.register("SoftmaxFocalLossGradient", OperatorSchema(inputs: 5...5, outputs: 1...1) { io throws(OperatorError) in
+        try SoftmaxFocalLossOp(io, gradient: true)
+    })
     r.register("SigmoidFocalLoss", OperatorSchema(inputs: 3...3, outputs: 1...1, gradient: { g in
         GradientResult(ops: [OperatorDef("SigmoidFocalLossGradient", inputs: g.def.inputs + [g.outputGradient(0)!],
                                          outputs: [g.inputGradient(0)], arguments: g.def.arguments)], inputsWithGradient: [0])
