@@ -201,6 +201,9 @@ final class ConvOp: Operator, @unchecked Sendable {
     let fusedRelu: Bool
     /// Floats of im2col columns per band.
     static let bandFloats = 1 << 21
+    /// The fewest output columns a thread's own band may have: below this the sgemm's 32-column
+    /// panels run mostly empty, and splitting by output channels pays more.
+    static let minBandColumns = 256
 
     init(_ io: OpIO) throws(OperatorError) {
         self.io = io
@@ -311,24 +314,25 @@ final class ConvOp: Operator, @unchecked Sendable {
     }
 
     /// Y (m × ho·wo, one group of one image) = W (m × k) · im2col(X), a band of output rows at a
-    /// time. With several threads the bands are made small enough that each thread gets at least
-    /// two, and each thread unfolds and multiplies its own bands (single-threaded sgemm, no
-    /// synchronisation between the two steps); otherwise each band's im2col and sgemm are split
-    /// across the pool.
+    /// time. With several threads, when bands of at least ``minBandColumns`` columns can be dealt
+    /// out evenly (a multiple of the threads, rows shared out to ±1), each thread unfolds and
+    /// multiplies its own bands (single-threaded sgemm, no synchronisation between the two
+    /// steps); otherwise (small maps) each band's im2col and sgemm are split across the pool, the
+    /// sgemm by output channels.
     private func unfoldAndMultiply(_ ctx: ExecutionContext, _ scratch: ScratchBuffers, x: UnsafePointer<Float>, channels: Int, h: Int, w: Int,
                                    weights: UnsafePointer<Float>, m: Int, y: UnsafeMutablePointer<Float>, ho: Int, wo: Int,
                                    epilogue: ConvEpilogue) throws {
         let k = channels * geo.kh * geo.kw, hw = ho * wo
         let bandRows = max(1, min(ho, Self.bandFloats / max(1, k * wo)))
         let threads = (ctx.pool?.liveThreadCount ?? 0) + 1
-        let rowsPerBand = max(1, min(bandRows, ho / (2 * threads)))
-        let bands = (ho + rowsPerBand - 1) / rowsPerBand
-        if threads > 1 && bands >= 2 * threads {
+        let bands = threads * (((ho + bandRows - 1) / bandRows + threads - 1) / threads)
+        let rowsPerBand = (ho + bands - 1) / bands
+        if threads > 1 && ho >= bands && rowsPerBand * wo >= Self.minBandColumns {
             let bandSize = k * rowsPerBand * wo
             try scratch.withBuffer(count: threads * bandSize) { buffer in
                 ctx.parallelFor(threads) { p in
                     for band in stride(from: p, to: bands, by: threads) {
-                        let y0 = band * rowsPerBand, rows = y0..<min(ho, y0 + rowsPerBand), col = buffer + p * bandSize
+                        let rows = (ho * band / bands)..<(ho * (band + 1) / bands), col = buffer + p * bandSize, y0 = rows.lowerBound
                         geo.im2col(x, channels: channels, h: h, w: w, ho: ho, wo: wo, rows: rows, col: col)
                         BLAS.sgemm(.none, .none, m: m, n: rows.count * wo, k: k, alpha: 1, a: weights, lda: k, b: col, ldb: rows.count * wo,
                                    beta: 0, c: y + y0 * wo, ldc: hw)
