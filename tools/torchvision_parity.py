@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Parity of our engine with torchvision's fasterrcnn_resnet50_fpn or retinanet_resnet50_fpn (v1) on the same random weights.
+"""Parity of our engine with torchvision's fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn or retinanet_resnet50_fpn (v1) on the same random weights.
 
-  make     writes three test JPEGs, a seeded random model (--model fasterrcnn or retinanet; every BN
+  make     writes three test JPEGs, a seeded random model (--model fasterrcnn, maskrcnn or retinanet; every BN
            statistic and the class predictor randomised so they matter), its state_dict (.pth, and
            .safetensors when the safetensors package is importable), and torchvision's intermediates
            and detections for each image under DIR/torchvision/.
@@ -11,8 +11,10 @@
            images with --save-blobs, then compare.
 
 The intermediates compared: the input blob, the FPN levels, and then per model the RPN's proposals and
-their scores (fasterrcnn) or every level's class probabilities and box deltas (retinanet:
-retnet_cls_prob_fpnL, retnet_bbox_pred_fpnL).
+their scores (fasterrcnn, maskrcnn), the mask head's probabilities of the detections (maskrcnn:
+mask_fcn_probs) or every level's class probabilities and box deltas (retinanet: retnet_cls_prob_fpnL,
+retnet_bbox_pred_fpnL). For maskrcnn, each matched detection's binary mask (torchvision's
+paste_masks_in_image output > 0.5 against our RLE, decoded by pycocotools) must have IoU ≥ --mask-iou.
 
 make also reruns torchvision in float64 and compares it with its float32 results the same way: the
 agreement a faithful float32 re-implementation can expect (--no-noise-floor skips it).
@@ -68,6 +70,9 @@ MODELS = {
     "fasterrcnn": {"builder": "fasterrcnn_resnet50_fpn", "cfg": os.path.join("configs", "torchvision", "fasterrcnn_resnet50_fpn.yaml"),
                    "levels": (("p2", "0"), ("p3", "1"), ("p4", "2"), ("p5", "3"), ("p6", "pool")),
                    "cls_score": 0.01},
+    "maskrcnn": {"builder": "maskrcnn_resnet50_fpn", "cfg": os.path.join("configs", "torchvision", "maskrcnn_resnet50_fpn.yaml"),
+                 "levels": (("p2", "0"), ("p3", "1"), ("p4", "2"), ("p5", "3"), ("p6", "pool")),
+                 "cls_score": 0.01},
     "retinanet": {"builder": "retinanet_resnet50_fpn", "cfg": os.path.join("configs", "torchvision", "retinanet_resnet50_fpn.yaml"),
                   "levels": (("p3", "0"), ("p4", "1"), ("p5", "2"), ("p6", "p6"), ("p7", "p7")),
                   "cls_score": 0.01, "cls_bias": -3.0},
@@ -156,7 +161,7 @@ def build_model(model_name, cls_score_std):
                 m.running_mean.normal_(0, 0.05)
                 m.running_var.uniform_(0.8, 1.25)
                 count += 1
-        if model_name == "fasterrcnn":
+        if model_name in ("fasterrcnn", "maskrcnn"):
             predictor = model.roi_heads.box_predictor
             predictor.cls_score.weight.normal_(0, cls_score_std)
             predictor.cls_score.bias.normal_(0, BIAS_STD)
@@ -216,6 +221,8 @@ def forward(model, image):
             return boxes, scores
 
         rpn.filter_proposals = capture_proposals
+        if getattr(model.roi_heads, "mask_predictor", None) is not None:
+            hooks.append(model.roi_heads.mask_predictor.register_forward_hook(appender("mask_logits")))
     else:
         # RetinaNet's predictors run once per level, finest first.
         hooks.append(model.head.classification_head.cls_logits.register_forward_hook(appender("cls_logits")))
@@ -233,6 +240,11 @@ def forward(model, image):
     order = torch.argsort(result["scores"], descending=True, stable=True).tolist()
     detections = [{"bbox": result["boxes"][i].tolist(), "score": result["scores"][i].item(), "category_id": int(result["labels"][i])}
                   for i in order]
+    if "masks" in result:
+        # paste_masks_in_image's probabilities, binarised as torchvision's reference evaluation does (> 0.5).
+        binary = (result["masks"][:, 0] > 0.5).numpy()
+        for d, i in zip(detections, order):
+            d["mask"] = binary[i]
     return detections, captured
 
 
@@ -258,6 +270,8 @@ def run_torchvision(model, model_name, path, out_dir):
     if "proposals" in captured:
         blobs["proposals"] = captured["proposals"]
         blobs["proposal_scores"] = captured["proposal_scores"]
+    if "mask_logits" in captured:
+        blobs["mask_fcn_probs"] = torch.sigmoid(captured["mask_logits"][0])
     for (name, _), logits, deltas in zip(levels, captured.get("cls_logits", []), captured.get("bbox_reg", [])):
         level = name[1:]
         blobs["retnet_cls_prob_fpn" + level] = torch.sigmoid(logits)
@@ -269,6 +283,9 @@ def run_torchvision(model, model_name, path, out_dir):
     height, width = pixels.shape[1:]
     resized = [int(v) for v in images.image_sizes[0]]
     padded = [int(v) for v in images.tensors.shape[2:]]
+    masks = [d.pop("mask") for d in detections if "mask" in d]
+    if masks:
+        np.save(os.path.join(out_dir, base + "_masks.npy"), np.stack(masks))
     with open(os.path.join(out_dir, base + ".json"), "w") as f:
         json.dump({"image": path, "model": model_name, "width": int(width), "height": int(height), "resized": resized, "padded": padded,
                    "detections": detections}, f, indent=1)
@@ -364,6 +381,8 @@ def expected_shape(name):
         return (None,)
     if name.startswith("retnet_"):
         return (1, None, None, None)
+    if name == "mask_fcn_probs":
+        return (None, None, None, None)
     return (1, 256, None, None)
 
 
@@ -371,7 +390,7 @@ def blob_names(tv_dir, base):
     """The intermediates make wrote for an image, in a fixed order: data, the levels, the rest."""
     prefix = base + "_"
     names = [os.path.basename(p)[len(prefix):-4] for p in glob.glob(os.path.join(tv_dir, prefix + "*.npy"))]
-    names = [n for n in names if n != "pixels"]
+    names = [n for n in names if n not in ("pixels", "masks")]
     def key(n):
         if n == "data":
             return (0, n)
@@ -542,6 +561,9 @@ def compare_image(tv_dir, ours_dir, base, args):
     for j in extra[:WORST]:
         print("    ours  #%-3d %s  has no match" % (j, describe(o_dets[j])))
 
+    masks_path = os.path.join(tv_dir, base + "_masks.npy")
+    if os.path.exists(masks_path):
+        failures += compare_masks(np.load(masks_path), o_dets, pairs, args.mask_iou)
     if len(t_dets) != len(o_dets):
         failures.append("count %d vs %d" % (len(t_dets), len(o_dets)))
     if lost or extra:
@@ -551,6 +573,27 @@ def compare_image(tv_dir, ours_dir, base, args):
     if max_score > args.score_tol:
         failures.append("max Δscore %.3g > %g" % (max_score, args.score_tol))
     return row, failures
+
+
+def compare_masks(theirs, ours, pairs, threshold):
+    """Each matched pair's binary masks: torchvision's paste_masks_in_image > 0.5 against ours (the
+    RLE `segmentation` of our detection, decoded with pycocotools). Returns the failures."""
+    from pycocotools import mask as mask_util
+    ious = []
+    for i, j, _, _ in pairs:
+        seg = ours[j].get("segmentation")
+        if seg is None:
+            return ["ours has no segmentation on detection %d" % j]
+        mine = mask_util.decode({"size": seg["size"], "counts": seg["counts"].encode()}).astype(bool)
+        t = theirs[i]
+        union = np.logical_or(mine, t).sum()
+        ious.append(1.0 if union == 0 else np.logical_and(mine, t).sum() / union)
+    if not ious:
+        return []
+    worst = int(np.argmin(ious))
+    print("  masks           %d pairs; IoU min %.4f (pair %d), median %.4f; %d below %.2f"
+          % (len(ious), ious[worst], worst, float(np.median(ious)), sum(v < threshold for v in ious), threshold))
+    return ["%d masks with IoU < %g" % (sum(v < threshold for v in ious), threshold)] if min(ious) < threshold else []
 
 
 def compare(out, args):
@@ -623,6 +666,7 @@ def main():
             p.add_argument("--box-tol", type=float, default=0.01, help="largest |Δ| of a box coordinate, px")
             p.add_argument("--score-tol", type=float, default=1e-4, help="largest |Δscore|")
             p.add_argument("--match-radius", type=float, default=4.0, help="farthest box (max |Δ| of a coordinate, px) a detection may match")
+            p.add_argument("--mask-iou", type=float, default=0.99, help="least IoU of a matched detection's binary masks (maskrcnn)")
         if name == "run":
             p.add_argument("--detectron", required=True, help="the detectron executable")
             p.add_argument("--cfg", default=None, help="config for our engine (default: the model's under configs/torchvision; "
