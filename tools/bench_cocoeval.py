@@ -1,61 +1,128 @@
 #!/usr/bin/env python3
-"""COCO box AP: pycocotools against `detectron evaluate`, on the same files, in one run.
+"""COCO box or mask AP: pycocotools against `detectron evaluate`, on the same files, in one run.
 
-Makes a val2017-sized ground truth (5,000 images, ~36k boxes with polygons, 80 categories) and
-5,000 × 100 detections, then times pycocotools (load, loadRes, evaluate, accumulate, summarize)
-and the release `detectron evaluate` (same work), checks the 12 stats agree, and prints both.
+Makes a val2017-sized ground truth (5,000 images, ~36k objects with polygons, 80 categories) and
+5,000 × 100 detections — boxes, or with --iou-type segm masks (compressed RLE, Detectron's
+segmentation results: no bbox) — then times pycocotools (load, loadRes, evaluate, accumulate,
+summarize) and the release `detectron evaluate` (same work), checks the 12 stats agree, and
+prints both.
 
     swift build -c release --product detectron
-    /tmp/venv/bin/python tools/bench_cocoeval.py [--images 5000]
+    /work/venv/bin/python tools/bench_cocoeval.py [--images 5000] [--iou-type segm]
 """
 import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import random
 import subprocess
 import tempfile
 import time
 
+import numpy as np
+from pycocotools import mask as maskUtils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--images", type=int, default=5000)
+ap.add_argument("--iou-type", choices=["bbox", "segm"], default="bbox")
 ap.add_argument("--detectron", default=os.path.join(os.path.dirname(__file__), "..", ".build", "release", "detectron"))
 args = ap.parse_args()
 rng = random.Random(0)
 cats = [{"id": c, "name": "c%d" % c, "supercategory": "s"} for c in range(1, 91) if c % 9 != 0][:80]
-images, anns, dets = [], [], []
-for i in range(1, args.images + 1):
-    w, h = rng.choice([(640, 480), (480, 640), (640, 427)])
-    images.append({"id": i, "file_name": "%012d.jpg" % i, "width": w, "height": h})
-    gts = []
-    for _ in range(rng.randint(1, 13)):
-        bw, bh = rng.uniform(4, w / 2), rng.uniform(4, h / 2)
-        b = [round(rng.uniform(0, w - bw), 2), round(rng.uniform(0, h - bh), 2), round(bw, 2), round(bh, 2)]
-        poly = [round(rng.uniform(0, w), 2) for _ in range(rng.randint(8, 40))]
-        a = {"id": len(anns) + 1, "image_id": i, "category_id": rng.choice(cats)["id"], "bbox": b, "area": round(bw * bh * 0.7, 2),
-             "iscrowd": 1 if rng.random() < 0.01 else 0, "segmentation": [poly]}
-        anns.append(a)
-        gts.append(a)
-    for k in range(100):
-        if k < len(gts) and rng.random() < 0.7:
-            g = gts[k]
-            b = [round(g["bbox"][0] + rng.uniform(-5, 5), 2), round(g["bbox"][1] + rng.uniform(-5, 5), 2), g["bbox"][2], g["bbox"][3]]
-            cat = g["category_id"]
-        else:
+
+
+def random_box(w, h):
+    bw, bh = rng.uniform(4, w / 2), rng.uniform(4, h / 2)
+    return [round(rng.uniform(0, w - bw), 2), round(rng.uniform(0, h - bh), 2), round(bw, 2), round(bh, 2)]
+
+
+def outline(cx, cy, rx, ry):
+    """A star-shaped polygon (COCO-like: 8 to 40 vertices, 2 decimals)."""
+    n = rng.randint(8, 40)
+    pts = []
+    for k in range(n):
+        a, r = 2 * math.pi * k / n, rng.uniform(0.65, 1.0)
+        pts += [round(cx + rx * r * math.cos(a), 2), round(cy + ry * r * math.sin(a), 2)]
+    return pts
+
+
+def bbox_case():
+    images, anns, dets = [], [], []
+    for i in range(1, args.images + 1):
+        w, h = rng.choice([(640, 480), (480, 640), (640, 427)])
+        images.append({"id": i, "file_name": "%012d.jpg" % i, "width": w, "height": h})
+        gts = []
+        for _ in range(rng.randint(1, 13)):
             bw, bh = rng.uniform(4, w / 2), rng.uniform(4, h / 2)
             b = [round(rng.uniform(0, w - bw), 2), round(rng.uniform(0, h - bh), 2), round(bw, 2), round(bh, 2)]
-            cat = rng.choice(cats)["id"]
-        dets.append({"image_id": i, "category_id": cat, "bbox": b, "score": round(rng.random(), 4)})
+            poly = [round(rng.uniform(0, w), 2) for _ in range(rng.randint(8, 40))]
+            a = {"id": len(anns) + 1, "image_id": i, "category_id": rng.choice(cats)["id"], "bbox": b, "area": round(bw * bh * 0.7, 2),
+                 "iscrowd": 1 if rng.random() < 0.01 else 0, "segmentation": [poly]}
+            anns.append(a)
+            gts.append(a)
+        for k in range(100):
+            if k < len(gts) and rng.random() < 0.7:
+                g = gts[k]
+                b = [round(g["bbox"][0] + rng.uniform(-5, 5), 2), round(g["bbox"][1] + rng.uniform(-5, 5), 2), g["bbox"][2], g["bbox"][3]]
+                cat = g["category_id"]
+            else:
+                b, cat = random_box(w, h), rng.choice(cats)["id"]
+            dets.append({"image_id": i, "category_id": cat, "bbox": b, "score": round(rng.random(), 4)})
+    return images, anns, dets
+
+
+def segm_case():
+    """Polygons (crowds: uncompressed RLE, as COCO) and 100 masks per image, 70 % of the first
+    ones near an object of the image."""
+    images, anns, dets = [], [], []
+    for i in range(1, args.images + 1):
+        w, h = rng.choice([(640, 480), (480, 640), (640, 427)])
+        images.append({"id": i, "file_name": "%012d.jpg" % i, "width": w, "height": h})
+        gts = []
+        for _ in range(rng.randint(1, 13)):
+            b = random_box(w, h)
+            cx, cy = b[0] + b[2] / 2, b[1] + b[3] / 2
+            crowd = rng.random() < 0.01
+            poly = outline(cx, cy, b[2] / 2, b[3] / 2)
+            rle = maskUtils.merge(maskUtils.frPyObjects([poly], h, w))
+            if crowd:
+                flat = maskUtils.decode(rle).flatten(order="F")
+                edges = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+                counts = ([0] if flat[0] else []) + [int(c) for c in np.diff(edges)]
+                segm = {"size": [h, w], "counts": counts}
+            else:
+                segm = [poly]
+            a = {"id": len(anns) + 1, "image_id": i, "category_id": rng.choice(cats)["id"], "segmentation": segm,
+                 "area": float(maskUtils.area(rle)), "bbox": [float(v) for v in maskUtils.toBbox(rle)], "iscrowd": int(crowd)}
+            anns.append(a)
+            gts.append((a, b))
+        polys = []
+        for k in range(100):
+            if k < len(gts) and rng.random() < 0.7:
+                a, b = gts[k]
+                cx, cy = b[0] + b[2] / 2 + rng.uniform(-5, 5), b[1] + b[3] / 2 + rng.uniform(-5, 5)
+                polys.append((outline(cx, cy, b[2] / 2, b[3] / 2), a["category_id"]))
+            else:
+                b = random_box(w, h)
+                polys.append((outline(b[0] + b[2] / 2, b[1] + b[3] / 2, b[2] / 2, b[3] / 2), rng.choice(cats)["id"]))
+        rles = maskUtils.frPyObjects([p for p, _ in polys], h, w)
+        for rle, (_, cat) in zip(rles, polys):
+            dets.append({"image_id": i, "category_id": cat, "segmentation": {"size": [h, w], "counts": rle["counts"].decode()},
+                         "score": round(rng.random(), 4)})
+    return images, anns, dets
+
+
+images, anns, dets = segm_case() if args.iou_type == "segm" else bbox_case()
 tmp = tempfile.mkdtemp()
 gt_path, dt_path = os.path.join(tmp, "gt.json"), os.path.join(tmp, "dt.json")
 json.dump({"images": images, "annotations": anns, "categories": cats}, open(gt_path, "w"))
 json.dump(dets, open(dt_path, "w"))
-print("%d images, %d boxes, %d detections; gt %.1f MB, results %.1f MB" % (
-    len(images), len(anns), len(dets), os.path.getsize(gt_path) / 1e6, os.path.getsize(dt_path) / 1e6))
+print("%s: %d images, %d objects, %d detections; gt %.1f MB, results %.1f MB" % (
+    args.iou_type, len(images), len(anns), len(dets), os.path.getsize(gt_path) / 1e6, os.path.getsize(dt_path) / 1e6))
 
 t0 = time.time()
 with contextlib.redirect_stdout(io.StringIO()):
@@ -63,19 +130,21 @@ with contextlib.redirect_stdout(io.StringIO()):
 t_load = time.time() - t0
 with contextlib.redirect_stdout(io.StringIO()):
     res = gt.loadRes(dt_path)
-    ev = COCOeval(gt, res, "bbox")
+    ev = COCOeval(gt, res, args.iou_type)
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
 t_py = time.time() - t0
 
 t0 = time.time()
-out = subprocess.run([args.detectron, "evaluate", "--gt", gt_path, "--results", dt_path, "--json", "--timing"],
+out = subprocess.run([args.detectron, "evaluate", "--gt", gt_path, "--results", dt_path, "--iou-type", args.iou_type, "--json", "--timing"],
                      check=True, capture_output=True, text=True)
 t_sd = time.time() - t0
 ours = json.loads(out.stdout.strip().splitlines()[-1])
 names = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 worst = max(abs(ours[n] - float(s)) for n, s in zip(names, ev.stats))
+per_cat = max(abs(ours["per_category"][str(c)] - float(np.mean(p[p > -1]) if (p := ev.eval["precision"][:, :, k, 0, 2])[p > -1].size else -1))
+              for k, c in enumerate(ev.params.catIds))
 print("pycocotools: load gt %.2f s, total %.2f s" % (t_load, t_py))
 print("detectron evaluate: total %.2f s (%s)" % (t_sd, out.stderr.strip()))
-print("speed-up: %.1fx; largest stat difference %.2e; AP %.4f" % (t_py / t_sd, worst, ours["AP"]))
+print("speed-up: %.1fx; largest stat difference %.2e, per-category %.2e; AP %.4f" % (t_py / t_sd, worst, per_cat, ours["AP"]))

@@ -9,6 +9,8 @@ public enum COCOError: Error, Equatable, Sendable, CustomStringConvertible {
     case missingImage(file: String, imageID: Int, path: String)
     case unknownDataset(name: String, known: [String])
     case unwritable(file: String, reason: String)
+    /// An annotation or detection whose mask cannot be made for segm evaluation.
+    case badSegmentation(entry: String, reason: String)
 
     public var description: String {
         switch self {
@@ -21,6 +23,7 @@ public enum COCOError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .missingImage(file, img, path): return "\(file): image \(img) is missing: \(path) does not exist (check the image directory or DETECTRON_DATA)"
         case let .unknownDataset(name, known): return "unknown dataset '\(name)' (known: \(known.joined(separator: ", ")); or pass an annotation file and an image directory)"
         case let .unwritable(file, reason): return "\(file): cannot write: \(reason)"
+        case let .badSegmentation(entry, reason): return "\(entry): \(reason)"
         }
     }
 }

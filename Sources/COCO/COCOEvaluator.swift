@@ -1,10 +1,15 @@
 import Foundation
 
-/// COCO box AP, computed exactly as pycocotools' `COCOeval(gt, dt, 'bbox')` does: 10 IoU
-/// thresholds 0.50:0.05:0.95 (numpy `linspace` values), 101 recall points, area ranges all /
-/// small / medium / large, maxDets 1 / 10 / 100, crowd regions matched with IoU over the
-/// detection's area, ties in score kept in input order (mergesort), and pycocotools' quirks — a
-/// ground truth's `ignore` flag is replaced by its `iscrowd`, detections get `area = w·h`.
+/// COCO box and mask AP, computed exactly as pycocotools' `COCOeval(gt, dt, 'bbox')` and
+/// `COCOeval(gt, dt, 'segm')` do: 10 IoU thresholds 0.50:0.05:0.95 (numpy `linspace` values),
+/// 101 recall points, area ranges all / small / medium / large, maxDets 1 / 10 / 100, crowd
+/// regions matched with IoU over the detection's area, ties in score kept in input order
+/// (mergesort), and pycocotools' quirks — a ground truth's `ignore` flag is replaced by its
+/// `iscrowd`, and its area is the file's `area` in both modes; a detection's area is w·h of its
+/// box when the first result has a bbox, else its mask's pixel count (`loadRes`).
+///
+/// The two modes differ only in the IoU: boxes (`bbIou`) or masks (`rleIou`, ground-truth
+/// polygons rasterised at their image's size and merged as `annToRLE` does).
 public struct COCOEvaluator: Sendable {
     public static let iouThresholds: [Double] = linspace(0.5, 0.95, 10)
     public static let recallThresholds: [Double] = linspace(0, 1, 101)
@@ -21,12 +26,89 @@ public struct COCOEvaluator: Sendable {
         return v
     }
 
+    /// What the IoU compares: COCOeval's `iouType`.
+    public enum IoUType: String, Sendable, CaseIterable {
+        /// Boxes [x, y, w, h]; a mask result's box is its mask's (``RLE/toBbox()``).
+        case bbox
+        /// Masks; a box result's mask is its box rasterised (``RLE/frBbox(_:height:width:)``).
+        case segm
+    }
+
     public let groundTruth: COCOFile
     public let detections: [Detection]
+    public private(set) var iouType: IoUType
+    /// Each detection's box and area as pycocotools' `loadRes` makes them.
+    private let boxes: [[Double]]
+    private let areas: [Double]
+    /// segm: the masks of the annotations and detections (nil where unused) and their boxes
+    /// (``RLE/toBbox()``, which `rleIou` checks first); empty for bbox.
+    private var gtMasks: [RLE?] = [], gtMaskBoxes: [[Double]] = []
+    private var dtMasks: [RLE?] = [], dtMaskBoxes: [[Double]] = []
 
+    /// Box AP.
     public init(groundTruth: COCOFile, detections: [Detection]) {
         self.groundTruth = groundTruth
         self.detections = detections
+        iouType = .bbox
+        (boxes, areas) = Self.boxesAndAreas(detections)
+    }
+
+    /// Box or mask AP. For masks, every annotation needs a segmentation pycocotools can
+    /// rasterise; errors name the annotation or detection.
+    public init(groundTruth: COCOFile, detections: [Detection], iouType: IoUType) throws(COCOError) {
+        self.init(groundTruth: groundTruth, detections: detections)
+        guard iouType == .segm else { return }
+        var sizes: [Int: (Int, Int)] = [:]
+        for img in groundTruth.images { sizes[img.id] = (img.height, img.width) }
+        var gtMasks: [RLE?] = []
+        gtMasks.reserveCapacity(groundTruth.annotations.count)
+        for a in groundTruth.annotations {
+            guard let (h, w) = sizes[a.imageID] else { gtMasks.append(nil); continue }
+            guard let segmentation = a.segmentation else {
+                throw .badSegmentation(entry: "annotation \(a.id)", reason: "it has no segmentation (segm evaluation needs one for every annotation, as pycocotools' annToRLE)")
+            }
+            do throws(MaskError) {
+                gtMasks.append(try segmentation.rle(imageHeight: h, imageWidth: w))
+            } catch {
+                throw .badSegmentation(entry: "annotation \(a.id) (image \(a.imageID))", reason: error.description)
+            }
+        }
+        var dtMasks: [RLE?] = []
+        dtMasks.reserveCapacity(detections.count)
+        for (i, d) in detections.enumerated() {
+            guard let (h, w) = sizes[d.imageID] else { dtMasks.append(nil); continue }
+            if let rle = d.segmentation {
+                dtMasks.append(rle)
+                continue
+            }
+            // loadRes gives a box result the polygon of its box.
+            do throws(MaskError) {
+                dtMasks.append(try RLE.frBbox(boxes[i], height: h, width: w))
+            } catch {
+                throw .badSegmentation(entry: "detection #\(i) (image \(d.imageID))", reason: error.description)
+            }
+        }
+        self.iouType = .segm
+        self.gtMasks = gtMasks
+        self.dtMasks = dtMasks
+        gtMaskBoxes = gtMasks.map { $0?.toBbox() ?? [] }
+        // A mask result's box is already its mask's.
+        dtMaskBoxes = zip(detections, zip(dtMasks, boxes)).map { d, mb in d.bbox == nil ? mb.1 : mb.0?.toBbox() ?? [] }
+    }
+
+    /// `loadRes`: with a bbox in the first result, boxes from the file and area w·h; else boxes
+    /// from the masks where absent and area the mask's pixel count.
+    static func boxesAndAreas(_ detections: [Detection]) -> ([[Double]], [Double]) {
+        let boxResults = detections.first?.bbox != nil
+        var boxes: [[Double]] = [], areas: [Double] = []
+        boxes.reserveCapacity(detections.count)
+        areas.reserveCapacity(detections.count)
+        for d in detections {
+            let box = d.bbox ?? d.segmentation?.toBbox() ?? [0, 0, 0, 0]
+            boxes.append(box)
+            areas.append(boxResults ? box[2] * box[3] : Double(d.segmentation?.area ?? 0))
+        }
+        return (boxes, areas)
     }
 
     /// The result: pycocotools' 12 summary stats, per-category AP and the raw arrays.
@@ -63,28 +145,9 @@ public struct COCOEvaluator: Sendable {
         }
     }
 
-    /// One image × category × area range, as `evaluateImg` returns it; per-threshold rows are
-    /// flattened [t · D + d].
-    private struct ImageEval {
-        var dtMatched: [Bool]
-        var dtIgnore: [Bool]
-        var unignoredGT: Int
-    }
-
     /// Indices in descending score, ties in input order (numpy's stable mergesort on −score).
     static func stableDescending(_ scores: [Double]) -> [Int] {
         scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
-    }
-
-    /// IoU of boxes in xywh (pycocotools' `bbIou`): crowd gt divides by the detection's area.
-    static func iou(_ d: [Double], _ g: [Double], crowd: Bool) -> Double {
-        let w = min(d[0] + d[2], g[0] + g[2]) - max(d[0], g[0])
-        guard w > 0 else { return 0 }
-        let h = min(d[1] + d[3], g[1] + g[3]) - max(d[1], g[1])
-        guard h > 0 else { return 0 }
-        let inter = w * h
-        let union = crowd ? d[2] * d[3] : d[2] * d[3] + g[2] * g[3] - inter
-        return inter / union
     }
 
     public func evaluate() -> Result {
@@ -95,101 +158,109 @@ public struct COCOEvaluator: Sendable {
         let T = Self.iouThresholds.count, R = Self.recallThresholds.count, K = categoryIDs.count
         let A = Self.areaRanges.count, M = Self.maxDets.count
         let maxDet = Self.maxDets.last!
-        // Per category, per image: ground truth and detections (detections keep file order).
-        var gts = [[Int: [COCOFile.Annotation]]](repeating: [:], count: K)
-        for a in groundTruth.annotations {
+        // Per category, per image: indices of the ground truth and of the detections (in file order).
+        var gts = [[Int: [Int]]](repeating: [:], count: K)
+        for (n, a) in groundTruth.annotations.enumerated() {
             guard let k = categoryIndex[a.categoryID], let i = imageIndex[a.imageID] else { continue }
-            gts[k][i, default: []].append(a)
+            gts[k][i, default: []].append(n)
         }
-        var dts = [[Int: [Detection]]](repeating: [:], count: K)
-        for d in detections {
+        var dts = [[Int: [Int]]](repeating: [:], count: K)
+        for (n, d) in detections.enumerated() {
             guard let k = categoryIndex[d.categoryID], let i = imageIndex[d.imageID] else { continue }
-            dts[k][i, default: []].append(d)
+            dts[k][i, default: []].append(n)
         }
+        let gtCrowd = groundTruth.annotations.map(\.isCrowd), gtArea = groundTruth.annotations.map(\.evaluationArea)
+        let gtID = groundTruth.annotations.map(\.id)
 
         var precision = [Double](repeating: -1, count: T * R * K * A * M)
         var recall = [Double](repeating: -1, count: T * K * A * M)
+        // Scratch space reused across images and categories.
+        var ignored: [Bool] = [], gtOrder: [Int] = [], gtMatched: [Bool] = [], rc: [Double] = [], pr: [Double] = []
         for k in 0..<K {
             // The images with anything to evaluate, in image-id order (evaluateImg's non-None ones).
             let images = Set(gts[k].keys).union(dts[k].keys).sorted()
             if images.isEmpty { continue }
-            // Detections of each image, best first (stable), at most maxDet; and their IoUs.
-            var scores: [Double] = [], rank: [Int] = [], imageOf: [Int] = []
-            var evals = [[ImageEval]](repeating: [], count: A)
-            for (slot, img) in images.enumerated() {
+            // evaluateImg for each image and area range: every image's detections, best first
+            // (stable), at most maxDet, appended to `scores`; whether each is matched and whether
+            // it is ignored at each threshold, [area][j · T + t] for the j-th of `scores`.
+            var scores: [Double] = [], rank: [Int] = []
+            var dtMatched = [[Bool]](repeating: [], count: A), dtIgnore = [[Bool]](repeating: [], count: A)
+            var unignoredGT = [Int](repeating: 0, count: A)
+            for img in images {
                 let gt = gts[k][img] ?? []
                 let dtAll = dts[k][img] ?? []
-                let dt = Self.stableDescending(dtAll.map(\.score)).prefix(maxDet).map { dtAll[$0] }
-                let D = dt.count, G = gt.count
+                let dt = Self.stableDescending(dtAll.map { detections[$0].score }).prefix(maxDet).map { dtAll[$0] }
+                let D = dt.count, G = gt.count, base = scores.count
                 for (r, d) in dt.enumerated() {
-                    scores.append(d.score)
+                    scores.append(detections[d].score)
                     rank.append(r)
-                    imageOf.append(slot)
                 }
-                var ious = [Double](repeating: 0, count: D * G)
-                for di in 0..<D { for gi in 0..<G { ious[di * G + gi] = Self.iou(dt[di].bbox, gt[gi].bbox, crowd: gt[gi].isCrowd) } }
+                let ious: [Double] = if D == 0 || G == 0 {
+                    []
+                } else if iouType == .bbox {
+                    RLE.iou(boxes: dt.map { boxes[$0] }, gt.map { groundTruth.annotations[$0].bbox }, isCrowd: gt.map { gtCrowd[$0] })
+                } else {
+                    RLE.iou(dt.map { dtMasks[$0]! }, gt.map { gtMasks[$0]! }, dtBoxes: dt.map { dtMaskBoxes[$0] },
+                            gtBoxes: gt.map { gtMaskBoxes[$0] }, isCrowd: gt.map { gtCrowd[$0] })
+                }
                 for (a, range) in Self.areaRanges.enumerated() {
-                    let ignore = gt.map { g in g.isCrowd || g.evaluationArea < range.1 || g.evaluationArea > range.2 }
-                    let gtOrder = gt.indices.sorted { (ignore[$0] ? 1 : 0, $0) < (ignore[$1] ? 1 : 0, $1) }
-                    let gtIgnore = gtOrder.map { ignore[$0] }
-                    let gtCrowd = gtOrder.map { gt[$0].isCrowd }
-                    var gtMatched = [Bool](repeating: false, count: T * G)
-                    var dtMatched = [Bool](repeating: false, count: T * D)
-                    var dtIgnore = [Bool](repeating: false, count: T * D)
+                    // Ground truth not ignored first, each group in file order (a stable sort on ignore).
+                    ignored.removeAll(keepingCapacity: true)
+                    for g in gt { ignored.append(gtCrowd[g] || gtArea[g] < range.1 || gtArea[g] > range.2) }
+                    gtOrder.removeAll(keepingCapacity: true)
+                    for pass in [false, true] { for gi in 0..<G where ignored[gi] == pass { gtOrder.append(gi) } }
+                    unignoredGT[a] += ignored.filter { !$0 }.count
+                    gtMatched.removeAll(keepingCapacity: true)
+                    gtMatched.append(contentsOf: repeatElement(false, count: T * G))
+                    dtMatched[a].append(contentsOf: repeatElement(false, count: T * D))
+                    dtIgnore[a].append(contentsOf: repeatElement(false, count: T * D))
                     if D > 0 && G > 0 {
                         for (t, thr) in Self.iouThresholds.enumerated() {
                             for di in 0..<D {
                                 var best = min(thr, 1 - 1e-10)
                                 var m = -1
-                                for gi in 0..<G {
-                                    if gtMatched[t * G + gi] && !gtCrowd[gi] { continue }
-                                    if m > -1 && !gtIgnore[m] && gtIgnore[gi] { break }
-                                    let v = ious[di * G + gtOrder[gi]]
+                                for oi in 0..<G {
+                                    let gi = gtOrder[oi]
+                                    if gtMatched[t * G + oi] && !gtCrowd[gt[gi]] { continue }
+                                    if m > -1 && !ignored[gtOrder[m]] && ignored[gi] { break }
+                                    let v = ious[di * G + gi]
                                     if v < best { continue }
                                     best = v
-                                    m = gi
+                                    m = oi
                                 }
                                 if m == -1 { continue }
-                                dtIgnore[t * D + di] = gtIgnore[m]
+                                let cell = (base + di) * T + t
+                                dtIgnore[a][cell] = ignored[gtOrder[m]]
                                 // pycocotools stores gt ids; an id of 0 reads as "unmatched".
-                                dtMatched[t * D + di] = gt[gtOrder[m]].id != 0
+                                dtMatched[a][cell] = gtID[gt[gtOrder[m]]] != 0
                                 gtMatched[t * G + m] = true
                             }
                         }
                     }
-                    for di in 0..<D {
-                        let area = dt[di].bbox[2] * dt[di].bbox[3]
-                        if area < range.1 || area > range.2 {
-                            for t in 0..<T where !dtMatched[t * D + di] { dtIgnore[t * D + di] = true }
-                        }
+                    // Unmatched detections outside the area range are ignored.
+                    for di in 0..<D where areas[dt[di]] < range.1 || areas[dt[di]] > range.2 {
+                        for t in 0..<T where !dtMatched[a][(base + di) * T + t] { dtIgnore[a][(base + di) * T + t] = true }
                     }
-                    evals[a].append(ImageEval(dtMatched: dtMatched, dtIgnore: dtIgnore, unignoredGT: gtIgnore.filter { !$0 }.count))
                 }
             }
             // accumulate: one stable sort of all kept detections serves every area range and,
             // filtered by rank within the image, every maxDets.
             let order = Self.stableDescending(scores)
-            var offsets = [Int](repeating: 0, count: images.count + 1)
-            for slot in imageOf { offsets[slot + 1] += 1 }
-            for s in 0..<images.count { offsets[s + 1] += offsets[s] }
-            for a in 0..<A {
-                let npig = evals[a].reduce(0) { $0 + $1.unignoredGT }
-                if npig == 0 { continue }
-                for (m, md) in Self.maxDets.enumerated() {
-                    let kept = order.filter { rank[$0] < md }
+            let kept = Self.maxDets.map { md in order.filter { rank[$0] < md } }
+            for a in 0..<A where unignoredGT[a] > 0 {
+                let npig = Double(unignoredGT[a])
+                for m in 0..<M {
                     for t in 0..<T {
                         var tp = 0.0, fp = 0.0
-                        var rc = [Double](), pr = [Double]()
-                        rc.reserveCapacity(kept.count)
-                        pr.reserveCapacity(kept.count)
-                        for j in kept {
-                            let e = evals[a][imageOf[j]]
-                            let D = offsets[imageOf[j] + 1] - offsets[imageOf[j]]
-                            let cell = t * D + rank[j]
-                            if !e.dtIgnore[cell] {
-                                if e.dtMatched[cell] { tp += 1 } else { fp += 1 }
+                        rc.removeAll(keepingCapacity: true)
+                        pr.removeAll(keepingCapacity: true)
+                        let ignore = dtIgnore[a], matched = dtMatched[a]
+                        for j in kept[m] {
+                            let cell = j * T + t
+                            if !ignore[cell] {
+                                if matched[cell] { tp += 1 } else { fp += 1 }
                             }
-                            rc.append(tp / Double(npig))
+                            rc.append(tp / npig)
                             pr.append(tp / (fp + tp + Double.ulpOfOne))
                         }
                         let nd = rc.count

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The parts of a COCO instances file that detection uses. Segmentation is skipped.
+/// The parts of a COCO instances file that detection and segmentation use.
 public struct COCOFile: Sendable, Equatable {
     public struct Image: Sendable, Equatable, Codable {
         public var id: Int
@@ -44,8 +44,11 @@ public struct COCOFile: Sendable, Equatable {
         public var isCrowd: Bool
         /// Detectron skips annotations with `ignore: 1` when it builds the roidb.
         public var ignore: Bool
+        /// Polygons, or an RLE (crowd regions); nil when the file has none.
+        public var segmentation: Segmentation?
 
-        public init(id: Int, imageID: Int, categoryID: Int, bbox: [Double], area: Double? = nil, isCrowd: Bool = false, ignore: Bool = false) {
+        public init(id: Int, imageID: Int, categoryID: Int, bbox: [Double], area: Double? = nil, isCrowd: Bool = false, ignore: Bool = false,
+                    segmentation: Segmentation? = nil) {
             self.id = id
             self.imageID = imageID
             self.categoryID = categoryID
@@ -53,10 +56,11 @@ public struct COCOFile: Sendable, Equatable {
             self.area = area
             self.isCrowd = isCrowd
             self.ignore = ignore
+            self.segmentation = segmentation
         }
 
         enum CodingKeys: String, CodingKey {
-            case id, bbox, area, iscrowd, ignore
+            case id, bbox, area, iscrowd, ignore, segmentation
             case imageID = "image_id"
             case categoryID = "category_id"
         }
@@ -70,6 +74,7 @@ public struct COCOFile: Sendable, Equatable {
             area = try c.decodeIfPresent(Double.self, forKey: .area)
             isCrowd = (try c.decodeIfPresent(Int.self, forKey: .iscrowd) ?? 0) != 0
             ignore = (try c.decodeIfPresent(Int.self, forKey: .ignore) ?? 0) != 0
+            segmentation = try c.decodeIfPresent(Segmentation.self, forKey: .segmentation)
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -81,6 +86,7 @@ public struct COCOFile: Sendable, Equatable {
             try c.encode(area ?? bbox[2] * bbox[3], forKey: .area)
             try c.encode(isCrowd ? 1 : 0, forKey: .iscrowd)
             if ignore { try c.encode(1, forKey: .ignore) }
+            try c.encodeIfPresent(segmentation, forKey: .segmentation)
         }
 
         /// The area COCOeval uses.
@@ -109,9 +115,14 @@ public struct COCOFile: Sendable, Equatable {
 
     /// Parses and checks COCO JSON; `source` names the file in errors.
     public static func parse(_ data: Data, source: String) throws(COCOError) -> COCOFile {
-        if let fast = scan(data) {
+        switch scan(data, source: source) {
+        case let .success(fast)?:
             try fast.validate(source: source)
             return fast
+        case let .failure(error)?:
+            throw error
+        case nil:
+            break
         }
         // Malformed somewhere: JSONDecoder finds and names the place.
         let wire: Wire

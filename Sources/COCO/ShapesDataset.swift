@@ -6,9 +6,14 @@ import Portability
 /// with no download.
 ///
 /// Circles, squares, triangles and stars in varied colours on textured, noisy backgrounds;
-/// small, medium and large objects (COCO's area ranges), partial overlaps — each box and area is
-/// that of the *visible* part — some crowd regions of tiny shapes, image sizes of both
-/// orientations. Deterministic for a seed. Easy enough to learn in minutes on a CPU, hard enough
+/// small, medium and large objects (COCO's area ranges), partial overlaps — each box, area and
+/// mask is that of the *visible* part — some crowd regions of tiny shapes, image sizes of both
+/// orientations. Deterministic for a seed.
+///
+/// Masks: an object's segmentation is polygons, the outline of each 4-connected visible part
+/// (``MaskOutline``); a crowd region's is a compressed RLE of its shapes' visible pixels. Both are
+/// made from the id mask after the drawing, so the random stream — and the images, boxes and
+/// areas — are those of the dataset without masks. Easy enough to learn in minutes on a CPU, hard enough
 /// that AP is not trivially 1.
 public struct ShapesDataset: Sendable {
     public static let categories = ["circle", "square", "triangle", "star"]
@@ -56,14 +61,17 @@ public struct ShapesDataset: Sendable {
         }
     }
 
-    /// One generated image and its annotations (boxes xywh of the visible part).
+    /// One generated image and its annotations (box xywh, area and mask of the visible part).
     public struct Sample: Sendable {
         public var image: Image
-        public var annotations: [(category: Int, bbox: [Double], area: Double, crowd: Bool)]
+        public var annotations: [(category: Int, bbox: [Double], area: Double, crowd: Bool, segmentation: COCOFile.Segmentation)]
     }
 
     /// Image `index` of the split named `split` ("train" or "val" give different streams).
-    public func sample(split: String, index: Int) -> Sample {
+    public func sample(split: String, index: Int) -> Sample { render(split: split, index: index).sample }
+
+    /// The sample, and for each annotation the visible pixels its mask describes (row-major).
+    func render(split: String, index: Int) -> (sample: Sample, visible: [[Bool]]) {
         var rng = SplitMix64(seed: seed &* 0x9E37_79B9 &+ UInt64(index) &* 0x85EB_CA6B &+ (split == "train" ? 1 : 0x1234_5678))
         let landscape = rng.unit() < 0.6
         let long = rng.int(320, 448), short = rng.int(224, 320)
@@ -84,13 +92,16 @@ public struct ShapesDataset: Sendable {
         for (k, s) in shapes.enumerated() {
             paint(s, into: &img, mask: &mask, id: Int16(k), rng: &rng)
         }
-        var annotations: [(Int, [Double], Double, Bool)] = []
+        var annotations: [(Int, [Double], Double, Bool, COCOFile.Segmentation)] = []
+        var visible: [[Bool]] = []
         for (k, s) in shapes.enumerated() {
             guard let (box, area) = visibleBox(mask: mask, width: w, height: h, id: Int16(k)) else { continue }
             let full = Double.pi * s.r * s.r * 0.6
             // Shapes hidden for the most part are left out, as annotators would.
             if area < 20 || area < 0.25 * full { continue }
-            annotations.append((s.category, box, area, false))
+            let pixels = mask.map { $0 == Int16(k) }
+            annotations.append((s.category, box, area, false, .polygons(Self.outline(pixels, width: w, height: h, box: box))))
+            visible.append(pixels)
         }
         // Sometimes a crowd: a cluster of tiny shapes of one class, annotated as one region.
         if rng.unit() < 0.12 {
@@ -111,9 +122,28 @@ public struct ShapesDataset: Sendable {
                     area += a
                 }
             }
-            if area > 0 { annotations.append((category, [x1, y1, x2 - x1, y2 - y1], area, true)) }
+            if area > 0 {
+                let pixels = mask.map { $0 >= Int16(first) }
+                // A 0/1 mask of the image's size: encode cannot fail.
+                let rle = try! RLE.encode(pixels.map { $0 ? 1 : 0 }, height: h, width: w, order: .rowMajor)
+                annotations.append((category, [x1, y1, x2 - x1, y2 - y1], area, true, .compressedRLE(rle)))
+                visible.append(pixels)
+            }
         }
-        return Sample(image: img, annotations: annotations.map { (category: $0.0, bbox: $0.1, area: $0.2, crowd: $0.3) })
+        let sample = Sample(image: img, annotations: annotations.map { (category: $0.0, bbox: $0.1, area: $0.2, crowd: $0.3, segmentation: $0.4) })
+        return (sample, visible)
+    }
+
+    /// The polygons of the visible pixels inside `box` (xywh), traced in the box grown by 3
+    /// pixels — more than the outline's simplification moves a vertex — and moved back.
+    static func outline(_ pixels: [Bool], width w: Int, height h: Int, box: [Double]) -> [[Double]] {
+        let x0 = max(0, Int(box[0]) - 3), y0 = max(0, Int(box[1]) - 3)
+        let x1 = min(w, Int(box[0] + box[2]) + 3), y1 = min(h, Int(box[1] + box[3]) + 3)
+        var crop = [Bool](repeating: false, count: (x1 - x0) * (y1 - y0))
+        for y in y0..<y1 { for x in x0..<x1 { crop[(y - y0) * (x1 - x0) + x - x0] = pixels[y * w + x] } }
+        return MaskOutline(width: x1 - x0, height: y1 - y0, mask: crop).polygons().map { polygon in
+            polygon.enumerated().map { $0.offset % 2 == 0 ? $0.element + Double(x0) : $0.element + Double(y0) }
+        }
     }
 
     func brightColor(_ rng: inout SplitMix64) -> Color {
@@ -202,7 +232,7 @@ public struct ShapesDataset: Sendable {
             images.append(COCOFile.Image(id: i + 1, fileName: name, width: s.image.width, height: s.image.height))
             for a in s.annotations {
                 annotations.append(COCOFile.Annotation(id: annotations.count + 1, imageID: i + 1, categoryID: a.category,
-                                                       bbox: a.bbox, area: a.area, isCrowd: a.crowd))
+                                                       bbox: a.bbox, area: a.area, isCrowd: a.crowd, segmentation: a.segmentation))
             }
         }
         let file = COCOFile(images: images, annotations: annotations,

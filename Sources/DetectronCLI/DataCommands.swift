@@ -26,15 +26,16 @@ struct MakeShapes: ParsableCommand {
     }
 }
 
-/// `detectron evaluate`: COCO box AP of a results file, as pycocotools computes it.
+/// `detectron evaluate`: COCO box or mask AP of a results file, as pycocotools computes it.
 struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "COCO box AP of a detections file against ground truth (equal to pycocotools).",
-        discussion: "Prints pycocotools' summary table, or with --json one object: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl (fractions, -1 where undefined) and per_category (category id → AP)."
+        abstract: "COCO box or mask AP of a results file against ground truth (equal to pycocotools).",
+        discussion: "Prints pycocotools' summary table, or with --json one object: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl (fractions, -1 where undefined) and per_category (category id → AP). --iou-type segm compares masks (COCOeval(gt, dt, 'segm')): the results' segmentations (compressed RLE) against the annotations' polygons or RLE."
     )
 
     @Option(help: "Ground-truth COCO annotation file.") var gt: String
     @Option(help: "Detections in COCO results format.") var results: String
+    @Option(help: "What the IoU compares: bbox (boxes) or segm (masks), as COCOeval's iouType.") var iouType: COCOEvaluator.IoUType = .bbox
     @Flag(help: "Print one JSON object instead of the table.") var json = false
     @Flag(help: "Print the time spent loading and evaluating to standard error.") var timing = false
 
@@ -44,7 +45,7 @@ struct Evaluate: ParsableCommand {
         let t1 = Date()
         let dets = try Detection.load(results, groundTruth: truth)
         let t2 = Date()
-        let r = COCOEvaluator(groundTruth: truth, detections: dets).evaluate()
+        let r = try COCOEvaluator(groundTruth: truth, detections: dets, iouType: iouType).evaluate()
         let t3 = Date()
         print(json ? EvaluationJSON.object(r) : r.summary)
         if timing {
@@ -54,3 +55,5 @@ struct Evaluate: ParsableCommand {
     }
 
 }
+
+extension COCOEvaluator.IoUType: ExpressibleByArgument {}
