@@ -14,9 +14,12 @@ public struct RoidbEntry: Sendable, Equatable {
     public var gtClasses: [Int32]
     public var isCrowd: [Bool]
     public var segAreas: [Float]
+    /// Each box's segmentation as the file gives it (nil when it has none; polygons of fewer than
+    /// 6 numbers dropped, as Detectron's roidb drops them), in this entry's frame (flipped too).
+    public var segms: [COCOFile.Segmentation?]
 
     public init(imageID: Int, image: String, width: Int, height: Int, flipped: Bool, boxes: [Float], gtClasses: [Int32],
-                isCrowd: [Bool], segAreas: [Float]) {
+                isCrowd: [Bool], segAreas: [Float], segms: [COCOFile.Segmentation?]? = nil) {
         self.imageID = imageID
         self.image = image
         self.width = width
@@ -26,6 +29,7 @@ public struct RoidbEntry: Sendable, Equatable {
         self.gtClasses = gtClasses
         self.isCrowd = isCrowd
         self.segAreas = segAreas
+        self.segms = segms ?? gtClasses.map { _ in nil }
     }
 
     public var boxCount: Int { gtClasses.count }
@@ -33,7 +37,8 @@ public struct RoidbEntry: Sendable, Equatable {
     /// Max overlap of each gt with its own class: 1 for a regular box, −1 for a crowd region.
     public var maxOverlaps: [Float] { isCrowd.map { $0 ? -1 : 1 } }
 
-    /// The horizontally flipped copy: x1' = W − x2 − 1, x2' = W − x1 − 1.
+    /// The horizontally flipped copy: x1' = W − x2 − 1, x2' = W − x1 − 1; polygon x' = W − x − 1
+    /// and RLE masks mirrored (Detectron's `segms.flip_segms`).
     public func flippedCopy() -> RoidbEntry {
         var e = self
         e.flipped.toggle()
@@ -42,6 +47,7 @@ public struct RoidbEntry: Sendable, Equatable {
             e.boxes[4 * i] = Float(width) - x2 - 1
             e.boxes[4 * i + 2] = Float(width) - x1 - 1
         }
+        e.segms = segms.map { $0.map { $0.flipped(imageWidth: width) } }
         return e
     }
 }
@@ -132,6 +138,11 @@ public struct JSONDataset: Sendable {
                 e.gtClasses.append(contiguousID[a.categoryID]!)
                 e.isCrowd.append(a.isCrowd)
                 e.segAreas.append(Float(area))
+                if case let .polygons(parts)? = a.segmentation {
+                    e.segms.append(.polygons(parts.filter { $0.count >= 6 }))
+                } else {
+                    e.segms.append(a.segmentation)
+                }
             }
             entries.append(e)
         }

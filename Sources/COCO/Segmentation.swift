@@ -41,6 +41,28 @@ extension COCOFile {
     }
 }
 
+extension COCOFile.Segmentation {
+    /// Mirrored left to right in an image `imageWidth` wide, as Detectron's `flip_segms`: polygon
+    /// x' = W − x − 1; an RLE decoded, mirrored and encoded again (compressed or not as it was).
+    public func flipped(imageWidth: Int) -> COCOFile.Segmentation {
+        func mirror(_ rle: RLE) -> RLE {
+            // Column-major: column x becomes column W − 1 − x, each column's runs unchanged.
+            let h = rle.height, w = rle.width
+            let cols = rle.decode()
+            var out = [UInt8](repeating: 0, count: cols.count)
+            for x in 0..<w { out[x * h..<(x + 1) * h] = cols[(w - 1 - x) * h..<(w - x) * h] }
+            return (try? RLE.encode(out, height: h, width: w)) ?? rle
+        }
+        switch self {
+        case let .polygons(parts):
+            let W = Double(imageWidth)
+            return .polygons(parts.map { p in p.enumerated().map { $0.offset % 2 == 0 ? W - $0.element - 1 : $0.element } })
+        case let .uncompressedRLE(rle): return .uncompressedRLE(mirror(rle))
+        case let .compressedRLE(rle): return .compressedRLE(mirror(rle))
+        }
+    }
+}
+
 extension COCOFile.Segmentation: Codable {
     enum RLEKeys: String, CodingKey { case counts, size }
 

@@ -90,6 +90,45 @@ struct MaskRCNNTests {
         #expect(throws: ConfigError.self) { try ModelComponents.standard.build(retina, train: false) }
     }
 
+    @Test("targets: polygons rasterised in the RoI's frame as polys_to_mask_wrt_box (square, concave, two parts, box larger than the polygon, box cutting it, box under a pixel) and each RoI's ground truth by +1 IoU with the polygon boxes")
+    func targets() throws {
+        struct Case: Decodable { var name: String; var polygons: [[Double]]; var box: [Float]; var resolution: Int; var mask: String }
+        struct File: Decodable {
+            var polygons: [[[Double]]]; var boxes: [[Float]]; var cases: [Case]
+            var match_rois: [[Float]]; var match_overlaps: [[Float]]; var match: [Int]
+        }
+        let f = try fixture("targets", as: File.self)
+        for c in f.cases {
+            let got = try MaskTargets.rasterise(c.polygons, box: c.box, resolution: c.resolution)
+            #expect(got == bits(c.mask).map(Int32.init), "\(c.name): \(zip(got, bits(c.mask)).filter { $0 != Int32($1) }.count) pixels differ")
+        }
+        // The same matching the op does, on the fixture's RoIs and polygon boxes.
+        let entry = MinibatchRoidb.Entry(boxes: f.boxes.flatMap { $0 }, classes: f.polygons.map { _ in 1 }, crowd: f.polygons.map { _ in false },
+                                         scale: 2, polygons: f.polygons)
+        var masks = MaskTargets()
+        try masks.add(image: 0, entry: entry, candidates: f.match_rois.flatMap { $0 }, fg: Array(f.match_rois.indices),
+                      fgLabels: f.match_rois.map { _ in 1 }, bg: [], resolution: 8, classes: nil)
+        for (i, roi) in f.match_rois.enumerated() {
+            let overlaps = f.boxes.map { Boxes.iou((roi[0], roi[1], roi[2], roi[3]), ($0[0], $0[1], $0[2], $0[3])) }
+            #expect(overlaps == f.match_overlaps[i], "roi \(i)")
+            let expected = try MaskTargets.rasterise(f.polygons[f.match[i]], box: roi, resolution: 8)
+            #expect(Array(masks.targets[(64 * i)..<(64 * i + 64)]) == expected, "roi \(i) matched another ground truth")
+        }
+        #expect(masks.rois.count == 5 * f.match_rois.count && masks.rois[1] == 2 * f.match_rois[0][0] && masks.hasMask.allSatisfy { $0 == 1 })
+    }
+
+    @Test("targets: class-specific expansion (−1 outside the RoI's class block) and the no-foreground case (the first background RoI, all −1)")
+    func targetLayout() throws {
+        let square: [[Double]] = [[0, 0, 10, 0, 10, 10, 0, 10]]
+        let entry = MinibatchRoidb.Entry(boxes: [0, 0, 10, 10], classes: [2], crowd: [false], scale: 1, polygons: [square])
+        var masks = MaskTargets()
+        try masks.add(image: 0, entry: entry, candidates: [0, 0, 10, 10, 20, 20, 30, 30], fg: [0], fgLabels: [2], bg: [1], resolution: 2, classes: 3)
+        #expect(masks.targets == [-1, -1, -1, -1, -1, -1, -1, -1, 1, 1, 1, 1] && masks.hasMask == [1, 0])
+        var none = MaskTargets()
+        try none.add(image: 1, entry: entry, candidates: [20, 20, 30, 30, 40, 40, 50, 50], fg: [], fgLabels: [], bg: [1, 0], resolution: 2, classes: 3)
+        #expect(none.rois == [1, 40, 40, 50, 50] && none.targets == [Int32](repeating: -1, count: 12) && none.hasMask == [1, 0])
+    }
+
     @Test("segm_results: pad, expand by (M + 2)/M, truncate, INTER_LINEAR to the box, > 0.5, paste clipped — equal to Detectron's on constructed masks")
     func segmResults() throws {
         struct Case: Decodable { var resolution: Int; var box: [Float]; var probs: [Double]; var mask: String }

@@ -175,6 +175,9 @@ public struct MinibatchRoidb: Sendable {
         public var classes: [Int32]
         public var crowd: [Bool]
         public var scale: Float
+        /// Mask R-CNN: each box's polygons in original image space ([] for crowd regions, and
+        /// for every box when the model has no masks).
+        public var polygons: [[[Double]]] = []
     }
     public var entries: [Entry]
     public var seed: UInt64
@@ -196,6 +199,9 @@ final class CollectAndSampleOp: Operator, Sendable {
     let bgLo: Float
     let bboxThresh: Float
     let weights: (Float, Float, Float, Float)
+    /// Mask R-CNN: the targets' side M (`mask_resolution`) and whether they are per class.
+    let maskResolution: Int?
+    let classSpecificMask: Bool
 
     init(_ io: OpIO) throws(OperatorError) {
         self.io = io
@@ -212,6 +218,9 @@ final class CollectAndSampleOp: Operator, Sendable {
         let w = try io.floats("bbox_reg_weights")
         try io.argument("bbox_reg_weights", w.count == 4, "must hold 4 values, got \(w.count)")
         weights = (Float(w[0]), Float(w[1]), Float(w[2]), Float(w[3]))
+        maskResolution = io.has("mask_resolution") ? try io.int("mask_resolution") : nil
+        classSpecificMask = try io.bool("cls_specific_mask", true)
+        if let m = maskResolution { try io.argument("mask_resolution", m > 0, "must be positive") }
     }
 
     func run(_ ctx: ExecutionContext) throws {
@@ -225,6 +234,7 @@ final class CollectAndSampleOp: Operator, Sendable {
         let order = Boxes.descendingOrder(probs).prefix(topN)
         var rng = SampleRNG(seed: roidb.seed)
         var outRois: [Float] = [], outLabels: [Int32] = [], outTargets: [Float] = [], outIn: [Float] = [], outOut: [Float] = []
+        var masks = MaskTargets()
         let K = numClasses
         for (imageIndex, entry) in roidb.entries.enumerated() {
             // Candidates: the gt boxes, then this image's proposals in original space.
@@ -276,6 +286,10 @@ final class CollectAndSampleOp: Operator, Sendable {
             var bg = (0..<n).filter { maxOverlap[$0] < bgHi && maxOverlap[$0] >= bgLo }
             shuffle(&bg, &rng)
             bg = Array(bg.prefix(min(batchPerImage - fg.count, bg.count)))
+            if let m = maskResolution {
+                try masks.add(image: imageIndex, entry: entry, candidates: boxes, fg: fg, fgLabels: fg.map { maxClass[$0] }, bg: bg,
+                              resolution: m, classes: classSpecificMask ? K : nil)
+            }
             for (k, i) in (fg + bg).enumerated() {
                 let isFG = k < fg.count
                 outRois += [Float(imageIndex)] + boxes[4 * i..<4 * i + 4].map { $0 * entry.scale }
@@ -296,16 +310,29 @@ final class CollectAndSampleOp: Operator, Sendable {
         }
         let r = outLabels.count
         try write(0, outRois, [r, 5])
-        let lab = try io.output(1, shape: [r], dtype: .int32)
-        _ = try io.check(1, isInput: false) { () throws(StorageError) in try lab.mutableData(as: Int32.self) }.update(fromContentsOf: outLabels)
+        try writeInt32(1, outLabels, [r])
         try write(2, outTargets, [r, 4 * K])
         try write(3, outIn, [r, 4 * K])
         try write(4, outOut, [r, 4 * K])
         // Distribute to levels, as at test time.
         let (perLevel, restore) = Boxes.distribute(outRois, minLevel: minLevel, maxLevel: maxLevel)
         for (k, rows) in perLevel.enumerated() { try write(5 + k, rows, [rows.count / 5, 5]) }
-        let t = try io.output(io.outputCount - 1, shape: [r], dtype: .int32)
-        _ = try io.check(io.outputCount - 1, isInput: false) { () throws(StorageError) in try t.mutableData(as: Int32.self) }.update(fromContentsOf: restore)
+        let roiLevelCount = maxLevel - minLevel + 1
+        try writeInt32(5 + roiLevelCount, restore, [r])
+        guard maskResolution != nil else { return }
+        // mask_rois, roi_has_mask_int32, masks_int32, mask_rois_fpnL…, mask_rois_idx_restore_int32.
+        let base = 6 + roiLevelCount, n = masks.rois.count / 5
+        try write(base, masks.rois, [n, 5])
+        try writeInt32(base + 1, masks.hasMask, [r])
+        try writeInt32(base + 2, masks.targets, [n, n == 0 ? 0 : masks.targets.count / n])
+        let (maskLevels, maskRestore) = Boxes.distribute(masks.rois, minLevel: minLevel, maxLevel: maxLevel)
+        for (k, rows) in maskLevels.enumerated() { try write(base + 3 + k, rows, [rows.count / 5, 5]) }
+        try writeInt32(base + 3 + roiLevelCount, maskRestore, [n])
+    }
+
+    private func writeInt32(_ i: Int, _ values: [Int32], _ shape: [Int]) throws(OpRunError) {
+        let t = try io.output(i, shape: shape, dtype: .int32)
+        _ = try io.check(i, isInput: false) { () throws(StorageError) in try t.mutableData(as: Int32.self) }.update(fromContentsOf: values)
     }
 
     private func write(_ i: Int, _ values: [Float], _ shape: [Int]) throws(OpRunError) {

@@ -45,6 +45,9 @@ struct TrainingDataset: Dataset {
     let maxSize: Int
     let pixelMeans: [Float]
     let targets: TrainingTargets
+    /// Mask R-CNN: the minibatch roidb carries the boxes' polygons (the mask targets are made
+    /// from them after the RoIs are sampled).
+    var masks = false
 
     var count: Int { roidb.count }
 
@@ -66,9 +69,36 @@ struct TrainingDataset: Dataset {
         // im_info in training: the unpadded scaled size.
         let h = Int((Double(e.height) * s).rounded(.toNearestOrEven)), w = Int((Double(e.width) * s).rounded(.toNearestOrEven))
         let computed = targets.compute(gt: gt, classes: classes, height: h, width: w, rng: &rng)
-        return TrainSample(image: prepared, scale: Float(s), targets: computed,
-                           entry: MinibatchRoidb.Entry(boxes: e.boxes, classes: e.gtClasses, crowd: e.isCrowd, scale: Float(s)),
-                           seed: rng.next())
+        var entry = MinibatchRoidb.Entry(boxes: e.boxes, classes: e.gtClasses, crowd: e.isCrowd, scale: Float(s))
+        if masks {
+            entry.polygons = e.segms.enumerated().map { i, segm in
+                if case let .polygons(p)? = segm, !e.isCrowd[i] { return p }
+                return []
+            }
+        }
+        return TrainSample(image: prepared, scale: Float(s), targets: computed, entry: entry, seed: rng.next())
+    }
+
+    /// Mask R-CNN's targets are rasterised from polygons (`segms.polys_to_mask_wrt_box`): every
+    /// non-crowd ground truth needs at least one polygon of 3 points. Detectron fails on the
+    /// others deep in its loader; here the image and the annotation are named before training.
+    static func checkMaskGroundTruth(_ roidb: [RoidbEntry]) throws {
+        for e in roidb where !e.flipped {
+            for i in 0..<e.boxCount where e.gtClasses[i] > 0 && !e.isCrowd[i] {
+                switch e.segms[i] {
+                case let .polygons(p)? where !p.isEmpty:
+                    continue
+                case .polygons?:
+                    throw EngineError.data("image \(e.imageID) (\(e.image)): ground truth \(i) (non-crowd) has no polygon of at least 3 points; "
+                                           + "Mask R-CNN's targets are made from its polygons (Detectron fails on it): fix the annotation or mark it iscrowd")
+                case .uncompressedRLE?, .compressedRLE?:
+                    throw EngineError.data("image \(e.imageID) (\(e.image)): ground truth \(i) is not a crowd region but its segmentation is an RLE; "
+                                           + "Detectron's Mask R-CNN targets are made from polygons (it fails on this): convert it to polygons or mark it iscrowd")
+                case nil:
+                    throw EngineError.data("image \(e.imageID) (\(e.image)): ground truth \(i) has no segmentation, which Mask R-CNN (MODEL.MASK_ON) needs")
+                }
+            }
+        }
     }
 }
 
@@ -85,7 +115,14 @@ extension TrainingDataset: TransportableDataset {
             w.write(UInt8(e.flipped ? 1 : 0))
             w.write(array: e.boxes); w.write(array: e.gtClasses); w.write(array: e.isCrowd.map { UInt8($0 ? 1 : 0) })
             w.write(array: e.segAreas)
+            // Polygons only: they are all training reads (crowd RLEs and boxes without masks go as none).
+            for segm in e.segms {
+                guard case let .polygons(parts)? = segm else { w.write(UInt32.max); continue }
+                w.write(UInt32(parts.count))
+                for p in parts { w.write(array: p) }
+            }
         }
+        w.write(UInt8(masks ? 1 : 0))
         w.write(array: scales.map(Int64.init)); w.write(Int64(maxSize)); w.write(array: pixelMeans)
         func anchors(_ levels: ClosedRange<Int>, _ cells: [Int: [Float]]) {
             w.write(Int32(levels.lowerBound)); w.write(Int32(levels.upperBound))
@@ -117,9 +154,16 @@ extension TrainingDataset: TransportableDataset {
                 let boxes = try r.readArray(of: Float.self), classes = try r.readArray(of: Int32.self)
                 let crowd = try r.readArray(of: UInt8.self).map { $0 != 0 }, areas = try r.readArray(of: Float.self)
                 guard boxes.count == 4 * classes.count, crowd.count == classes.count else { throw ByteReader.Truncated() }
+                var segms: [COCOFile.Segmentation?] = []
+                for _ in 0..<classes.count {
+                    let parts = try r.read(UInt32.self)
+                    if parts == UInt32.max { segms.append(nil); continue }
+                    segms.append(.polygons(try (0..<Int(parts)).map { _ in try r.readArray(of: Double.self) }))
+                }
                 roidb.append(RoidbEntry(imageID: id, image: image, width: width, height: height, flipped: flipped,
-                                        boxes: boxes, gtClasses: classes, isCrowd: crowd, segAreas: areas))
+                                        boxes: boxes, gtClasses: classes, isCrowd: crowd, segAreas: areas, segms: segms))
             }
+            let masks = try r.read(UInt8.self) != 0
             let scales = try r.readArray(of: Int64.self).map(Int.init), maxSize = Int(try r.read(Int64.self))
             let means = try r.readArray(of: Float.self)
             let kind = try r.read(UInt8.self)
@@ -140,7 +184,7 @@ extension TrainingDataset: TransportableDataset {
             default:
                 throw ByteReader.Truncated()
             }
-            out = TrainingDataset(roidb: roidb, scales: scales, maxSize: maxSize, pixelMeans: means, targets: targets)
+            out = TrainingDataset(roidb: roidb, scales: scales, maxSize: maxSize, pixelMeans: means, targets: targets, masks: masks)
         }
         self = out!
     }
@@ -170,6 +214,11 @@ extension TrainSample: ByteCodable {
         }
         w.write(array: entry.boxes); w.write(array: entry.classes); w.write(array: entry.crowd.map { UInt8($0 ? 1 : 0) })
         w.write(entry.scale)
+        w.write(UInt32(entry.polygons.count))
+        for parts in entry.polygons {
+            w.write(UInt32(parts.count))
+            for p in parts { w.write(array: p) }
+        }
     }
 
     init(from r: inout ByteReader) throws(ByteReader.Truncated) {
@@ -201,6 +250,9 @@ extension TrainSample: ByteCodable {
         }
         entry = MinibatchRoidb.Entry(boxes: try r.readArray(of: Float.self), classes: try r.readArray(of: Int32.self),
                                      crowd: try r.readArray(of: UInt8.self).map { $0 != 0 }, scale: try r.read(Float.self))
+        entry.polygons = try (0..<Int(try r.read(UInt32.self))).map { _ throws(ByteReader.Truncated) in
+            try (0..<Int(try r.read(UInt32.self))).map { _ throws(ByteReader.Truncated) in try r.readArray(of: Double.self) }
+        }
     }
 }
 

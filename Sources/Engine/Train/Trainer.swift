@@ -122,8 +122,10 @@ public final class Trainer {
         // The loader: aspect-ratio grouped batches, targets made in its workers.
         let targets = model.trainingTargets!   // a training net's
         let stride = cfg.int("FPN.COARSEST_STRIDE")
+        let masks = cfg.bool("MODEL.MASK_ON")
+        if masks { try TrainingDataset.checkMaskGroundTruth(roidb) }
         let dataset = TrainingDataset(roidb: roidb, scales: cfg.ints("TRAIN.SCALES"), maxSize: cfg.int("TRAIN.MAX_SIZE"),
-                                      pixelMeans: pixelMeans(cfg), targets: targets)
+                                      pixelMeans: pixelMeans(cfg), targets: targets, masks: masks)
         // One loader per replica; replica g of N takes batches g, g + N, … of the one sampled
         // sequence, as Detectron's GPUs take minibatches in turn from its single queue. The
         // sequence is a function of RNG_SEED alone: a resumed run skips the batches it has had.
