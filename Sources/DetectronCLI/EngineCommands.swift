@@ -126,7 +126,7 @@ func npy(shape: [Int], values: [Float]) -> [UInt8] {
 struct Infer: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Detect objects in images (Detectron's infer_simple): per-image JSON and drawn detections.",
-        discussion: "IMAGE.json holds {image, width, height, detections: [{bbox: [x1, y1, x2, y2], score, category_id, category}]} sorted by score."
+        discussion: "IMAGE.json holds {image, width, height, detections: [{bbox: [x1, y1, x2, y2], score, category_id, category}]} sorted by score; with a Mask R-CNN config each detection also has its segmentation, a COCO compressed RLE {size: [h, w], counts}, and the drawing shows the masks as Detectron's vis.py does."
     )
     @Option(help: "A Detectron YAML config file.") var cfg: String
     @Option(help: "Model weights.") var weights: String
@@ -139,6 +139,8 @@ struct Infer: ParsableCommand {
     var saveBlobs: String?
     @Flag(name: .customLong("fail-fast"), help: "Stop at the first image that cannot be read (default: report it, go on, exit non-zero at the end).")
     var failFast = false
+    @Flag(name: .customLong("mask-png"), help: "Mask R-CNN: also write each detection's mask as IMAGE_mask_N.png (N its index in the JSON; 255 inside).")
+    var maskPNG = false
     @Argument(parsing: .captureForPassthrough,
               help: "Images (JPEG or PNG, by content) or directories of them, and KEY VALUE config overrides (e.g. TEST.SCALE 800).")
     var arguments: [String] = []
@@ -202,8 +204,10 @@ struct Infer: ParsableCommand {
         let base = ((file as NSString).lastPathComponent as NSString).deletingPathExtension
         let items: [[String: Any]] = dets.map { d in
             let cat = detector.categories[d.classIndex]
-            return ["bbox": d.bbox, "score": d.score,
-                    "category_id": cat?.id ?? d.classIndex, "category": cat?.name ?? "class \(d.classIndex)"]
+            var item: [String: Any] = ["bbox": d.bbox, "score": d.score,
+                                       "category_id": cat?.id ?? d.classIndex, "category": cat?.name ?? "class \(d.classIndex)"]
+            if let m = d.mask { item["segmentation"] = ["size": [m.height, m.width], "counts": m.compressedCounts] }
+            return item
         }
         let json: [String: Any] = ["image": file, "width": image.width, "height": image.height, "detections": items]
         let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted])
@@ -212,8 +216,21 @@ struct Infer: ParsableCommand {
             let (shape, values) = try detector.inspect(blob)
             try Files.writeAtomically(npy(shape: shape, values: values), to: (outputDir as NSString).appendingPathComponent("\(base)_\(blob).npy"))
         }
+        if maskPNG {
+            for (i, d) in dets.enumerated() {
+                guard let m = d.mask else { continue }
+                let png = try PNG.encode(Image(width: m.width, height: m.height, channels: 1, order: .rgb, pixels: m.decode(order: .rowMajor).map { $0 * 255 }))
+                try Files.writeAtomically(png, to: (outputDir as NSString).appendingPathComponent("\(base)_mask_\(i).png"))
+            }
+        }
         if !jsonOnly {
             var canvas = image
+            // Masks as vis.py's vis_one_image_opencv: largest box first, the colormap's next colour for each mask drawn.
+            let drawn = dets.filter { $0.score >= thresh && $0.mask != nil }
+                .sorted { ($0.bbox[2] - $0.bbox[0]) * ($0.bbox[3] - $0.bbox[1]) > ($1.bbox[2] - $1.bbox[0]) * ($1.bbox[3] - $1.bbox[1]) }
+            for (k, d) in drawn.enumerated() {
+                canvas.drawMask(d.mask!.decode(order: .rowMajor), color: Image.detectronColormap[k % Image.detectronColormap.count])
+            }
             for d in dets.reversed() where d.score >= thresh {
                 let name = detector.categories[d.classIndex]?.name ?? "class \(d.classIndex)"
                 canvas.drawDetection(x1: d.bbox[0], y1: d.bbox[1], x2: d.bbox[2], y2: d.bbox[3],

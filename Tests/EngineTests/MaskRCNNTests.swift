@@ -1,3 +1,4 @@
+import COCO
 @testable import Engine
 import Foundation
 import Operators
@@ -135,11 +136,13 @@ struct MaskRCNNTests {
         struct File: Decodable { var height: Int; var width: Int; var threshold: Float; var cases: [Case] }
         let f = try fixture("segm_results", as: File.self)
         for (i, c) in f.cases.enumerated() {
-            let got = MaskPaste.paste(ArraySlice(c.probs.map { Float($0) }), side: c.resolution, box: c.box, height: f.height, width: f.width,
-                                      threshold: f.threshold)
-            let expected = bits(c.mask)
-            let differ = zip(got.pixels, expected).filter { $0 != $1 }.count
-            #expect(differ == 0 && got.pixels.count == expected.count, "case \(i) (box \(c.box)): \(differ) pixels differ")
+            let rle = try MaskPaste.paste(ArraySlice(c.probs.map { Float($0) }), side: c.resolution, box: c.box, height: f.height, width: f.width,
+                                          threshold: f.threshold)
+            let got = rle.decode(order: .rowMajor), expected = bits(c.mask)
+            let differ = zip(got, expected).filter { $0 != $1 }.count
+            #expect(differ == 0 && got.count == expected.count, "case \(i) (box \(c.box)): \(differ) pixels differ")
+            // Runs as pycocotools encodes them (no empty run after the first).
+            #expect(rle == (try RLE.encode(expected, height: f.height, width: f.width, order: .rowMajor)))
         }
     }
 }

@@ -1,3 +1,4 @@
+import COCO
 import Imaging
 import Operators
 import Storage
@@ -24,21 +25,15 @@ public struct MaskSettings: Sendable {
     }
 }
 
-/// A binary mask over an image: `height` rows of `width` pixels, 1 on.
-public struct BinaryMask: Sendable, Equatable {
-    public var width: Int
-    public var height: Int
-    public var pixels: [UInt8]
-}
-
 enum MaskPaste {
     /// Detectron's `segm_results` for one detection (torchvision's `paste_mask_in_image` with
     /// `> 0.5` is the same arithmetic): the M×M soft mask gets a one-pixel zero border, the box
     /// (x1, y1, x2, y2 in image pixels) is expanded by (M + 2)/M about its centre in float32 and
     /// truncated toward zero, the padded mask is resized bilinearly (OpenCV's INTER_LINEAR) to
     /// the integer box's (x2 − x1 + 1) × (y2 − y1 + 1) (at least 1), binarised by
-    /// `> threshold`, and pasted, clipped, into a zero image of `height` × `width`.
-    static func paste(_ probs: ArraySlice<Float>, side m: Int, box: [Float], height: Int, width: Int, threshold: Float) -> BinaryMask {
+    /// `> threshold`, and pasted, clipped, into a zero image of `height` × `width` — returned as
+    /// its RLE (made column by column from the box, so the rest of the image costs nothing).
+    static func paste(_ probs: ArraySlice<Float>, side m: Int, box: [Float], height: Int, width: Int, threshold: Float) throws(MaskError) -> RLE {
         let padded = m + 2
         var buffer = [Float](repeating: 0, count: padded * padded)
         var p = probs.startIndex
@@ -54,14 +49,31 @@ enum MaskPaste {
         let (bx1, by1, bx2, by2) = (Int(Int32(xc - wHalf)), Int(Int32(yc - hHalf)), Int(Int32(xc + wHalf)), Int(Int32(yc + hHalf)))
         let w = max(bx2 - bx1 + 1, 1), h = max(by2 - by1 + 1, 1)
         let resized = Resize.linear(buffer, width: padded, height: padded, channels: 1, toWidth: w, toHeight: h)
-        var out = BinaryMask(width: width, height: height, pixels: [UInt8](repeating: 0, count: width * height))
         let (x0, x1) = (max(bx1, 0), min(bx2 + 1, width)), (y0, y1) = (max(by1, 0), min(by2 + 1, height))
-        if x0 < x1 && y0 < y1 {
-            for y in y0..<y1 {
-                for x in x0..<x1 where resized[(y - by1) * w + (x - bx1)] > threshold { out.pixels[y * width + x] = 1 }
-            }
+        // Column-major runs, starting with 0s; what lies outside the box only lengthens runs of 0s.
+        var counts: [UInt32] = [], on = false, run = 0
+        func zeros(_ n: Int) {
+            guard n > 0 else { return }
+            if on { counts.append(UInt32(run)); (on, run) = (false, 0) }
+            run += n
         }
-        return out
+        func pixel(_ value: Bool) {
+            if value != on { counts.append(UInt32(run)); (on, run) = (value, 0) }
+            run += 1
+        }
+        if x0 < x1 && y0 < y1 {
+            zeros(x0 * height)
+            for x in x0..<x1 {
+                zeros(y0)
+                for y in y0..<y1 { pixel(resized[(y - by1) * w + (x - bx1)] > threshold) }
+                zeros(height - y1)
+            }
+            zeros((width - x1) * height)
+        } else {
+            zeros(width * height)
+        }
+        counts.append(UInt32(run))
+        return try RLE(height: height, width: width, counts: counts)
     }
 }
 
@@ -71,7 +83,7 @@ extension Detector {
     /// FPN levels by the semantics' rule, the mask net run, and each detection's soft mask (its
     /// class's channel, or the only one) pasted into the image at its box (image frame).
     func masks(_ found: [(classIndex: Int, score: Float, box: [Float])], imageBoxes: [[Float]], input: PreparedInput,
-               imageHeight: Int, imageWidth: Int) throws -> [BinaryMask] {
+               imageHeight: Int, imageWidth: Int) throws -> [RLE] {
         guard let mask = maskSettings, !found.isEmpty else { return [] }
         let ctx = ws.context
         var rois: [Float] = []
@@ -90,11 +102,11 @@ extension Detector {
             throw EngineError.data("mask_fcn_probs holds \(probs.count) values for \(found.count) detections: not \(mask.classSpecific ? settings.numClasses : 1) "
                                    + "masks of \(mask.resolution)×\(mask.resolution) each (MRCNN.RESOLUTION, MODEL.NUM_CLASSES or MRCNN.CLS_SPECIFIC_MASK do not match the net)")
         }
-        return found.indices.map { i in
+        return try found.indices.map { i throws in
             let c = mask.classSpecific ? found[i].classIndex : 0
             let start = (i * channels + c) * plane
-            return MaskPaste.paste(probs[start..<start + plane], side: mask.resolution, box: imageBoxes[i], height: imageHeight, width: imageWidth,
-                                   threshold: mask.threshold)
+            return try MaskPaste.paste(probs[start..<start + plane], side: mask.resolution, box: imageBoxes[i], height: imageHeight,
+                                       width: imageWidth, threshold: mask.threshold)
         }
     }
 }

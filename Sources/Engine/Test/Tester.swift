@@ -12,8 +12,8 @@ public struct DetectedBox: Sendable, Equatable {
     public var score: Double
     /// Contiguous class 1…K−1.
     public var classIndex: Int
-    /// Mask R-CNN: the detection's binary mask over the image.
-    public var mask: BinaryMask?
+    /// Mask R-CNN: the detection's mask over the image.
+    public var mask: RLE?
 }
 
 /// Runs the test net on images, by the rules of the model's semantics (Detectron's
@@ -152,6 +152,8 @@ public struct Tester {
         public var dataset: String
         public var resultsFile: String
         public var evaluation: COCOEvaluator.Result?
+        /// Mask R-CNN: the masks' evaluation (COCOeval `segm`).
+        public var maskEvaluation: COCOEvaluator.Result?
         public var secondsPerImage: Double
     }
 
@@ -162,20 +164,24 @@ public struct Tester {
         for ds in try loadDatasets(cfg, key: "TEST.DATASETS") {
             let (entries, _) = try ds.roidb()
             let selected = range.map { Array(entries[max(0, $0.lowerBound)..<min(entries.count, $0.upperBound)]) } ?? entries
-            var detections: [Detection] = []
+            var detections: [Detection] = [], segmentations: [Detection] = []
             let t0 = Date()
             for (i, e) in selected.enumerated() {
                 let image = try ImageFile.decode(contentsOf: e.image, order: .bgr)
                 for d in try detector.detect(image) {
-                    detections.append(Detection(imageID: e.imageID, categoryID: ds.jsonID[Int32(d.classIndex)]!,
+                    let category = ds.jsonID[Int32(d.classIndex)]!
+                    detections.append(Detection(imageID: e.imageID, categoryID: category,
                                                 x1: d.bbox[0], y1: d.bbox[1], x2: d.bbox[2], y2: d.bbox[3], score: d.score))
+                    // Detectron's segm results: the mask and the box's score, no bbox.
+                    if let mask = d.mask { segmentations.append(Detection(imageID: e.imageID, categoryID: category, segmentation: mask, score: d.score)) }
                 }
                 if (i + 1) % 20 == 0 || i + 1 == selected.count {
                     logger.info("\(String(format: "im_detect: %d/%d  %.3f s/image", i + 1, selected.count, Date().timeIntervalSince(t0) / Double(i + 1)))")
                 }
             }
             let perImage = Date().timeIntervalSince(t0) / Double(max(1, selected.count))
-            outcomes.append(try finish(ds, detections: detections, range: range, secondsPerImage: perImage))
+            outcomes.append(try finish(ds, detections: detections, segmentations: detector.model.maskNet == nil ? nil : segmentations,
+                                       range: range, secondsPerImage: perImage))
         }
         return outcomes
     }
@@ -232,11 +238,14 @@ public struct Tester {
                 }
                 if !pending.isEmpty { usleep(20_000) }
             }
-            var detections: [Detection] = []
-            for w in workers { detections += try Detection.load(resultsFile(ds, range: w.range)) }
+            var detections: [Detection] = [], segmentations: [Detection]? = cfg.bool("MODEL.MASK_ON") ? [] : nil
+            for w in workers {
+                detections += try Detection.load(resultsFile(ds, range: w.range))
+                if segmentations != nil { segmentations! += try Detection.load(resultsFile(ds, range: w.range, kind: .segm)) }
+            }
             let perImage = Date().timeIntervalSince(t0) / Double(max(1, count))
             logger.info("\(String(format: "multi-worker testing: %d images in %.1f s (%.3f s/image)", count, Date().timeIntervalSince(t0), perImage))")
-            outcomes.append(try finish(ds, detections: detections, range: nil, secondsPerImage: perImage))
+            outcomes.append(try finish(ds, detections: detections, segmentations: segmentations, range: nil, secondsPerImage: perImage))
         }
         return outcomes
     }
@@ -245,30 +254,48 @@ public struct Tester {
         ((cfg.string("OUTPUT_DIR") as NSString).appendingPathComponent("test") as NSString).appendingPathComponent(ds.name)
     }
 
-    func resultsFile(_ ds: JSONDataset, range: Range<Int>?) -> String {
+    /// Detectron's results file names: `bbox_<dataset>_results.json`, `segmentations_<dataset>_results.json`.
+    func resultsFile(_ ds: JSONDataset, range: Range<Int>?, kind: COCOEvaluator.IoUType = .bbox) -> String {
         let suffix = range.map { "_range_\($0.lowerBound)_\($0.upperBound)" } ?? ""
-        return (resultsDirectory(ds) as NSString).appendingPathComponent("bbox_\(ds.name)_results\(suffix).json")
+        let prefix = kind == .bbox ? "bbox" : "segmentations"
+        return (resultsDirectory(ds) as NSString).appendingPathComponent("\(prefix)_\(ds.name)_results\(suffix).json")
     }
 
-    /// Writes the results file and, for a whole dataset whose annotation file has an `annotations`
-    /// list, evaluates and writes the summary (an unlabelled split such as COCO's test-dev is not evaluated).
-    func finish(_ ds: JSONDataset, detections: [Detection], range: Range<Int>?, secondsPerImage: Double) throws -> Outcome {
+    /// Writes the results files (boxes, and masks for Mask R-CNN) and, for a whole dataset whose
+    /// annotation file has an `annotations` list, evaluates each and writes its summary:
+    /// `detection_results.json` (boxes) and `segmentation_results.json` (masks). An unlabelled
+    /// split such as COCO's test-dev is not evaluated.
+    func finish(_ ds: JSONDataset, detections: [Detection], segmentations: [Detection]? = nil, range: Range<Int>?,
+                secondsPerImage: Double) throws -> Outcome {
         try Files.makeDirectory(resultsDirectory(ds))
         let file = resultsFile(ds, range: range)
         try Detection.write(detections, to: file)
         logger.info("wrote \(detections.count) detections to \(file)")
-        var evaluation: COCOEvaluator.Result?
-        if range == nil && ds.coco.hasAnnotations {
-            let result = COCOEvaluator(groundTruth: ds.coco, detections: detections).evaluate()
-            evaluation = result
-            logger.info("Evaluating bounding boxes of \(ds.name):\n\(result.summary)")
-            for c in ds.coco.categories {
-                logger.info("\(String(format: "  %-12@ AP %.3f", c.name, result.perCategory[c.id] ?? -1))")
-            }
-            let json = EvaluationJSON.object(result)
-            try Files.writeAtomically(Array(json.utf8), to: (resultsDirectory(ds) as NSString).appendingPathComponent("detection_results.json"))
+        if let segmentations {
+            let segmFile = resultsFile(ds, range: range, kind: .segm)
+            try Detection.write(segmentations, to: segmFile)
+            logger.info("wrote \(segmentations.count) masks to \(segmFile)")
         }
-        return Outcome(dataset: ds.name, resultsFile: file, evaluation: evaluation, secondsPerImage: secondsPerImage)
+        var evaluation: COCOEvaluator.Result?, maskEvaluation: COCOEvaluator.Result?
+        if range == nil && ds.coco.hasAnnotations {
+            evaluation = try evaluate(ds, COCOEvaluator(groundTruth: ds.coco, detections: detections), what: "bounding boxes", file: "detection_results.json")
+            if let segmentations {
+                maskEvaluation = try evaluate(ds, try COCOEvaluator(groundTruth: ds.coco, detections: segmentations, iouType: .segm),
+                                              what: "segmentation masks", file: "segmentation_results.json")
+            }
+        }
+        return Outcome(dataset: ds.name, resultsFile: file, evaluation: evaluation, maskEvaluation: maskEvaluation, secondsPerImage: secondsPerImage)
+    }
+
+    /// Evaluates, logs the table and per-category AP, and writes the stats as JSON under `file`.
+    private func evaluate(_ ds: JSONDataset, _ evaluator: COCOEvaluator, what: String, file: String) throws -> COCOEvaluator.Result {
+        let result = evaluator.evaluate()
+        logger.info("Evaluating \(what) of \(ds.name):\n\(result.summary)")
+        for c in ds.coco.categories {
+            logger.info("\(String(format: "  %-12@ AP %.3f", c.name, result.perCategory[c.id] ?? -1))")
+        }
+        try Files.writeAtomically(Array(EvaluationJSON.object(result).utf8), to: (resultsDirectory(ds) as NSString).appendingPathComponent(file))
+        return result
     }
 }
 
