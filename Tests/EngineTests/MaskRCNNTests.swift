@@ -1,6 +1,7 @@
 import COCO
 @testable import Engine
 import Foundation
+import Imaging
 import Operators
 import Testing
 
@@ -128,6 +129,41 @@ struct MaskRCNNTests {
         var none = MaskTargets()
         try none.add(image: 1, entry: entry, candidates: [20, 20, 30, 30, 40, 40, 50, 50], fg: [], fgLabels: [], bg: [1, 0], resolution: 2, classes: 3)
         #expect(none.rois == [1, 40, 40, 50, 50] && none.targets == [Int32](repeating: -1, count: 12) && none.hasMask == [1, 0])
+    }
+
+    @Test("overfitting one image with polygon masks: each class's best detection has a mask of IoU ≥ 0.8 with its ground truth", .timeLimit(.minutes(5)))
+    func overfit() throws {
+        let dir = NSTemporaryDirectory() + "sd-mask-overfit-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // A triangle and an L on a grey 64 × 64 image, painted where pycocotools rasterises their polygons.
+        let polygons: [[Double]] = [[6, 40, 30, 40, 18, 8], [36, 30, 58, 30, 58, 38, 44, 38, 44, 58, 36, 58]]
+        let masks = try polygons.map { try RLE.frPoly($0, height: 64, width: 64).decode(order: .rowMajor) }
+        var img = Image(width: 64, height: 64, channels: 3, order: .rgb, fill: 40)
+        for (k, m) in masks.enumerated() {
+            for i in m.indices where m[i] != 0 { img.set(x: i % 64, y: i / 64, k == 0 ? Color(230, 40, 40) : Color(40, 60, 230)) }
+        }
+        try JPEG.write(img, to: dir + "/a.jpg", quality: 95)
+        let boxes = try polygons.map { try RLE.frPoly($0, height: 64, width: 64).toBbox() }
+        let file = COCOFile(images: [.init(id: 1, fileName: "a.jpg", width: 64, height: 64)],
+                            annotations: polygons.indices.map { k in
+                                .init(id: k + 1, imageID: 1, categoryID: k + 1, bbox: boxes[k], area: Double(masks[k].filter { $0 != 0 }.count),
+                                      segmentation: .polygons([polygons[k]]))
+                            },
+                            categories: [.init(id: 1, name: "triangle"), .init(id: 2, name: "ell")])
+        try file.encoded().write(to: URL(fileURLWithPath: dir + "/ann.json"))
+        var c = try smallConfig(tinyConfig(dataset: "\(dir)/ann.json::\(dir)", output: dir + "/out", maxIter: 250))
+        try c.merge(overrides: ["TRAIN.AUTO_RESUME", "False", "MODEL.MASK_ON", "True",
+                                "MRCNN.ROI_MASK_HEAD", "mask_rcnn_heads.mask_rcnn_fcn_head_v1up4convs_gn", "MRCNN.RESOLUTION", "14",
+                                "MRCNN.ROI_XFORM_RESOLUTION", "7", "MRCNN.DIM_REDUCED", "16", "MRCNN.DILATION", "1", "MRCNN.CONV_INIT", "MSRAFill"])
+        let final = try Trainer(config: c, logger: .silent).run()
+        let dets = try Detector(config: c, weights: final).detect(try JPEG.decode(contentsOf: dir + "/a.jpg"))
+        for k in polygons.indices {
+            let best = try #require(dets.filter { $0.classIndex == k + 1 }.max { $0.score < $1.score }, "no detection of class \(k + 1)")
+            let mine = try #require(best.mask).decode(order: .rowMajor)
+            let inter = zip(mine, masks[k]).filter { $0 != 0 && $1 != 0 }.count, union = zip(mine, masks[k]).filter { $0 != 0 || $1 != 0 }.count
+            #expect(Double(inter) / Double(max(union, 1)) >= 0.8, "class \(k + 1): mask IoU \(Double(inter) / Double(max(union, 1)))")
+        }
     }
 
     @Test("segm_results: pad, expand by (M + 2)/M, truncate, INTER_LINEAR to the box, > 0.5, paste clipped — equal to Detectron's on constructed masks")
