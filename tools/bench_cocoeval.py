@@ -50,73 +50,67 @@ def outline(cx, cy, rx, ry):
     return pts
 
 
-def bbox_case():
-    images, anns, dets = [], [], []
-    for i in range(1, args.images + 1):
-        w, h = rng.choice([(640, 480), (480, 640), (640, 427)])
-        images.append({"id": i, "file_name": "%012d.jpg" % i, "width": w, "height": h})
-        gts = []
-        for _ in range(rng.randint(1, 13)):
-            bw, bh = rng.uniform(4, w / 2), rng.uniform(4, h / 2)
-            b = [round(rng.uniform(0, w - bw), 2), round(rng.uniform(0, h - bh), 2), round(bw, 2), round(bh, 2)]
-            poly = [round(rng.uniform(0, w), 2) for _ in range(rng.randint(8, 40))]
-            a = {"id": len(anns) + 1, "image_id": i, "category_id": rng.choice(cats)["id"], "bbox": b, "area": round(bw * bh * 0.7, 2),
-                 "iscrowd": 1 if rng.random() < 0.01 else 0, "segmentation": [poly]}
-            anns.append(a)
-            gts.append(a)
-        for k in range(100):
-            if k < len(gts) and rng.random() < 0.7:
-                g = gts[k]
-                b = [round(g["bbox"][0] + rng.uniform(-5, 5), 2), round(g["bbox"][1] + rng.uniform(-5, 5), 2), g["bbox"][2], g["bbox"][3]]
-                cat = g["category_id"]
-            else:
-                b, cat = random_box(w, h), rng.choice(cats)["id"]
-            dets.append({"image_id": i, "category_id": cat, "bbox": b, "score": round(rng.random(), 4)})
-    return images, anns, dets
+def box_object(b, w, h):
+    poly = [round(rng.uniform(0, w), 2) for _ in range(rng.randint(8, 40))]
+    return {"bbox": b, "area": round(b[2] * b[3] * 0.7, 2), "iscrowd": 1 if rng.random() < 0.01 else 0, "segmentation": [poly]}
 
 
-def segm_case():
-    """Polygons (crowds: uncompressed RLE, as COCO) and 100 masks per image, 70 % of the first
-    ones near an object of the image."""
-    images, anns, dets = [], [], []
-    for i in range(1, args.images + 1):
-        w, h = rng.choice([(640, 480), (480, 640), (640, 427)])
-        images.append({"id": i, "file_name": "%012d.jpg" % i, "width": w, "height": h})
-        gts = []
-        for _ in range(rng.randint(1, 13)):
+def mask_object(b, w, h):
+    """A polygon in the box; 1 % crowds, as uncompressed RLE like COCO's."""
+    crowd = rng.random() < 0.01
+    poly = outline(b[0] + b[2] / 2, b[1] + b[3] / 2, b[2] / 2, b[3] / 2)
+    rle = maskUtils.merge(maskUtils.frPyObjects([poly], h, w))
+    segm = [poly]
+    if crowd:
+        flat = maskUtils.decode(rle).flatten(order="F")
+        edges = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+        segm = {"size": [h, w], "counts": ([0] if flat[0] else []) + [int(c) for c in np.diff(edges)]}
+    return {"segmentation": segm, "area": float(maskUtils.area(rle)), "bbox": [float(v) for v in maskUtils.toBbox(rle)], "iscrowd": int(crowd)}
+
+
+def box_detections(i, w, h, gts):
+    """100 boxes, 70 % of the first ones near an object of the image."""
+    dets = []
+    for k in range(100):
+        if k < len(gts) and rng.random() < 0.7:
+            a, _ = gts[k]
+            b = [round(a["bbox"][0] + rng.uniform(-5, 5), 2), round(a["bbox"][1] + rng.uniform(-5, 5), 2), a["bbox"][2], a["bbox"][3]]
+            cat = a["category_id"]
+        else:
+            b, cat = random_box(w, h), rng.choice(cats)["id"]
+        dets.append({"image_id": i, "category_id": cat, "bbox": b, "score": round(rng.random(), 4)})
+    return dets
+
+
+def mask_detections(i, w, h, gts):
+    """100 masks as Detectron writes them (compressed RLE, no bbox), 70 % of the first ones near an object."""
+    polys = []
+    for k in range(100):
+        if k < len(gts) and rng.random() < 0.7:
+            a, b = gts[k]
+            cx, cy = b[0] + b[2] / 2 + rng.uniform(-5, 5), b[1] + b[3] / 2 + rng.uniform(-5, 5)
+            polys.append((outline(cx, cy, b[2] / 2, b[3] / 2), a["category_id"]))
+        else:
             b = random_box(w, h)
-            cx, cy = b[0] + b[2] / 2, b[1] + b[3] / 2
-            crowd = rng.random() < 0.01
-            poly = outline(cx, cy, b[2] / 2, b[3] / 2)
-            rle = maskUtils.merge(maskUtils.frPyObjects([poly], h, w))
-            if crowd:
-                flat = maskUtils.decode(rle).flatten(order="F")
-                edges = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
-                counts = ([0] if flat[0] else []) + [int(c) for c in np.diff(edges)]
-                segm = {"size": [h, w], "counts": counts}
-            else:
-                segm = [poly]
-            a = {"id": len(anns) + 1, "image_id": i, "category_id": rng.choice(cats)["id"], "segmentation": segm,
-                 "area": float(maskUtils.area(rle)), "bbox": [float(v) for v in maskUtils.toBbox(rle)], "iscrowd": int(crowd)}
-            anns.append(a)
-            gts.append((a, b))
-        polys = []
-        for k in range(100):
-            if k < len(gts) and rng.random() < 0.7:
-                a, b = gts[k]
-                cx, cy = b[0] + b[2] / 2 + rng.uniform(-5, 5), b[1] + b[3] / 2 + rng.uniform(-5, 5)
-                polys.append((outline(cx, cy, b[2] / 2, b[3] / 2), a["category_id"]))
-            else:
-                b = random_box(w, h)
-                polys.append((outline(b[0] + b[2] / 2, b[1] + b[3] / 2, b[2] / 2, b[3] / 2), rng.choice(cats)["id"]))
-        rles = maskUtils.frPyObjects([p for p, _ in polys], h, w)
-        for rle, (_, cat) in zip(rles, polys):
-            dets.append({"image_id": i, "category_id": cat, "segmentation": {"size": [h, w], "counts": rle["counts"].decode()},
-                         "score": round(rng.random(), 4)})
-    return images, anns, dets
+            polys.append((outline(b[0] + b[2] / 2, b[1] + b[3] / 2, b[2] / 2, b[3] / 2), rng.choice(cats)["id"]))
+    rles = maskUtils.frPyObjects([p for p, _ in polys], h, w)
+    return [{"image_id": i, "category_id": cat, "segmentation": {"size": [h, w], "counts": rle["counts"].decode()}, "score": round(rng.random(), 4)}
+            for rle, (_, cat) in zip(rles, polys)]
 
 
-images, anns, dets = segm_case() if args.iou_type == "segm" else bbox_case()
+images, anns, dets = [], [], []
+make_object, make_detections = (mask_object, mask_detections) if args.iou_type == "segm" else (box_object, box_detections)
+for i in range(1, args.images + 1):
+    w, h = rng.choice([(640, 480), (480, 640), (640, 427)])
+    images.append({"id": i, "file_name": "%012d.jpg" % i, "width": w, "height": h})
+    gts = []
+    for _ in range(rng.randint(1, 13)):
+        b = random_box(w, h)
+        a = {"id": len(anns) + 1, "image_id": i, "category_id": rng.choice(cats)["id"]}
+        a.update(make_object(b, w, h))
+        anns.append(a)
+        gts.append((a, b))
+    dets += make_detections(i, w, h, gts)
 tmp = tempfile.mkdtemp()
 gt_path, dt_path = os.path.join(tmp, "gt.json"), os.path.join(tmp, "dt.json")
 json.dump({"images": images, "annotations": anns, "categories": cats}, open(gt_path, "w"))
