@@ -82,13 +82,13 @@ def make_case(seed, n_images, n_cats, gt_per_image, det_per_image, crowd_p=0.0, 
     return {"images": images, "annotations": anns, "categories": cats}, dets
 
 
-def evaluate(gt, dets):
+def evaluate(gt, dets, iou_type="bbox"):
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = json.loads(json.dumps(gt))
         coco.createIndex()
         res = coco.loadRes(json.loads(json.dumps(dets)))
-        ev = COCOeval(coco, res, "bbox")
+        ev = COCOeval(coco, res, iou_type)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

@@ -9,18 +9,15 @@ the tests.
 
     /work/venv/bin/python tools/make_mask_fixtures.py     # pycocotools, numpy
 """
-import contextlib
-import io
 import json
 import math
 import os
 import random
 
 import numpy as np
+from make_cocoeval_fixtures import evaluate
 from pycocotools import _mask
 from pycocotools import mask as maskUtils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "Tests", "COCOTests", "Fixtures")
 
@@ -338,24 +335,6 @@ def make_segm_case(seed, n_images, n_cats, gt_per_image, det_per_image, crowd_p=
     return {"images": images, "annotations": anns, "categories": cats}, results
 
 
-def evaluate_segm(gt, dets):
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = json.loads(json.dumps(gt))
-        coco.createIndex()
-        res = coco.loadRes(json.loads(json.dumps(dets)))
-        ev = COCOeval(coco, res, "segm")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    per = {}
-    for k, cat in enumerate(ev.params.catIds):
-        p = ev.eval["precision"][:, :, k, 0, 2]
-        v = p[p > -1]
-        per[str(cat)] = float(np.mean(v)) if v.size else -1.0
-    return {"stats": [float(s) for s in ev.stats], "per_category": per}
-
-
 SEGM_CASES = {
     "basic": dict(seed=1, n_images=6, n_cats=3, gt_per_image=4, det_per_image=3),
     "holes_and_parts": dict(seed=2, n_images=8, n_cats=2, gt_per_image=4, det_per_image=3, holes=True, parts=True),
@@ -389,7 +368,7 @@ def main():
     os.makedirs(segm, exist_ok=True)
     for name, kw in SEGM_CASES.items():
         gt, dets = make_segm_case(**kw)
-        expected = evaluate_segm(gt, dets)
+        expected = evaluate(gt, dets, "segm")
         for suffix, obj in (("gt", gt), ("dt", dets), ("expected", expected)):
             write(os.path.join(segm, "%s_%s.json" % (name, suffix)), obj)
         print("cocoeval_segm/%-24s %3d anns %4d dets  AP %.4f AP50 %.4f AR100 %.4f" % (

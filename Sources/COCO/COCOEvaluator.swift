@@ -65,7 +65,7 @@ public struct COCOEvaluator: Sendable {
         for a in groundTruth.annotations {
             guard let (h, w) = sizes[a.imageID] else { gtMasks.append(nil); continue }
             guard let segmentation = a.segmentation else {
-                throw .badSegmentation(entry: "annotation \(a.id)", reason: "it has no segmentation (segm evaluation needs one for every annotation, as pycocotools' annToRLE)")
+                throw .badSegmentation(entry: "annotation \(a.id) (image \(a.imageID))", reason: "it has no segmentation (segm evaluation needs one for every annotation, as pycocotools' annToRLE)")
             }
             do throws(MaskError) {
                 gtMasks.append(try segmentation.rle(imageHeight: h, imageWidth: w))
@@ -93,7 +93,7 @@ public struct COCOEvaluator: Sendable {
         self.dtMasks = dtMasks
         gtMaskBoxes = gtMasks.map { $0?.toBbox() ?? [] }
         // A mask result's box is already its mask's.
-        dtMaskBoxes = zip(detections, zip(dtMasks, boxes)).map { d, mb in d.bbox == nil ? mb.1 : mb.0?.toBbox() ?? [] }
+        dtMaskBoxes = detections.indices.map { detections[$0].bbox == nil ? boxes[$0] : dtMasks[$0]?.toBbox() ?? [] }
     }
 
     /// `loadRes`: with a bbox in the first result, boxes from the file and area w·h; else boxes
@@ -170,7 +170,7 @@ public struct COCOEvaluator: Sendable {
             dts[k][i, default: []].append(n)
         }
         let gtCrowd = groundTruth.annotations.map(\.isCrowd), gtArea = groundTruth.annotations.map(\.evaluationArea)
-        let gtID = groundTruth.annotations.map(\.id)
+        let gtID = groundTruth.annotations.map(\.id), dtScore = detections.map(\.score)
 
         var precision = [Double](repeating: -1, count: T * R * K * A * M)
         var recall = [Double](repeating: -1, count: T * K * A * M)
@@ -189,10 +189,10 @@ public struct COCOEvaluator: Sendable {
             for img in images {
                 let gt = gts[k][img] ?? []
                 let dtAll = dts[k][img] ?? []
-                let dt = Self.stableDescending(dtAll.map { detections[$0].score }).prefix(maxDet).map { dtAll[$0] }
+                let dt = Self.stableDescending(dtAll.map { dtScore[$0] }).prefix(maxDet).map { dtAll[$0] }
                 let D = dt.count, G = gt.count, base = scores.count
                 for (r, d) in dt.enumerated() {
-                    scores.append(detections[d].score)
+                    scores.append(dtScore[d])
                     rank.append(r)
                 }
                 let ious: [Double] = if D == 0 || G == 0 {
@@ -247,32 +247,39 @@ public struct COCOEvaluator: Sendable {
             // filtered by rank within the image, every maxDets.
             let order = Self.stableDescending(scores)
             let kept = Self.maxDets.map { md in order.filter { rank[$0] < md } }
+            if rc.count < order.count {
+                rc = [Double](repeating: 0, count: order.count)
+                pr = rc
+            }
             for a in 0..<A where unignoredGT[a] > 0 {
                 let npig = Double(unignoredGT[a])
+                let ignore = dtIgnore[a], matched = dtMatched[a]
                 for m in 0..<M {
+                    let nd = kept[m].count
                     for t in 0..<T {
-                        var tp = 0.0, fp = 0.0
-                        rc.removeAll(keepingCapacity: true)
-                        pr.removeAll(keepingCapacity: true)
-                        let ignore = dtIgnore[a], matched = dtMatched[a]
-                        for j in kept[m] {
-                            let cell = j * T + t
-                            if !ignore[cell] {
-                                if matched[cell] { tp += 1 } else { fp += 1 }
+                        // Recall and precision after each detection, precision made monotone from the right.
+                        rc.withUnsafeMutableBufferPointer { rc in
+                            pr.withUnsafeMutableBufferPointer { pr in
+                                var tp = 0.0, fp = 0.0
+                                for (q, j) in kept[m].enumerated() {
+                                    let cell = j * T + t
+                                    if !ignore[cell] {
+                                        if matched[cell] { tp += 1 } else { fp += 1 }
+                                    }
+                                    rc[q] = tp / npig
+                                    pr[q] = tp / (fp + tp + Double.ulpOfOne)
+                                }
+                                recall[((t * K + k) * A + a) * M + m] = nd > 0 ? rc[nd - 1] : 0
+                                if nd > 1 {
+                                    for i in stride(from: nd - 1, to: 0, by: -1) where pr[i] > pr[i - 1] { pr[i - 1] = pr[i] }
+                                }
+                                // searchsorted(rc, recThrs, side='left'); points past the end stay 0.
+                                var pi = 0
+                                for (ri, thr) in Self.recallThresholds.enumerated() {
+                                    while pi < nd && rc[pi] < thr { pi += 1 }
+                                    precision[(((t * R + ri) * K + k) * A + a) * M + m] = pi < nd ? pr[pi] : 0
+                                }
                             }
-                            rc.append(tp / npig)
-                            pr.append(tp / (fp + tp + Double.ulpOfOne))
-                        }
-                        let nd = rc.count
-                        recall[((t * K + k) * A + a) * M + m] = nd > 0 ? rc[nd - 1] : 0
-                        if nd > 1 {
-                            for i in stride(from: nd - 1, to: 0, by: -1) where pr[i] > pr[i - 1] { pr[i - 1] = pr[i] }
-                        }
-                        // searchsorted(rc, recThrs, side='left'); points past the end stay 0.
-                        var pi = 0
-                        for (ri, thr) in Self.recallThresholds.enumerated() {
-                            while pi < nd && rc[pi] < thr { pi += 1 }
-                            precision[(((t * R + ri) * K + k) * A + a) * M + m] = pi < nd ? pr[pi] : 0
                         }
                     }
                 }

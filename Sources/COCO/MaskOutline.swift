@@ -18,25 +18,16 @@ struct MaskOutline {
     func polygons() -> [[Double]] {
         let parts = components().sorted { $0.count > $1.count }
         return parts.map { part in
-            let exact = trace(part)
-            guard let exactRaster = raster([exact]) else { return flat(exact) }
+            let ring = trace(part)
+            let exact = ring.flatMap { [Double($0.0), Double($0.1)] }
+            guard let exactRaster = try? RLE.frPoly(exact, height: height, width: width) else { return exact }
             for tolerance in Self.tolerances {
-                let simple = Self.simplify(exact, tolerance: tolerance)
-                guard simple.count >= 3, let r = raster([simple]) else { continue }
-                if RLE.iou([r], [exactRaster], isCrowd: [false])[0] >= Self.minIoU { return flat(simple) }
+                let simple = Self.simplify(ring, tolerance: tolerance).flatMap { [$0.0, $0.1] }
+                guard simple.count >= 6, let r = try? RLE.frPoly(simple, height: height, width: width) else { continue }
+                if RLE.iou([r], [exactRaster], isCrowd: [false])[0] >= Self.minIoU { return simple }
             }
-            return flat(exact)
+            return exact
         }
-    }
-
-    private func flat(_ ring: [(Int, Int)]) -> [Double] { ring.flatMap { [Double($0.0), Double($0.1)] } }
-
-    private func flat(_ ring: [(Double, Double)]) -> [Double] { ring.flatMap { [$0.0, $0.1] } }
-
-    private func raster(_ rings: [[(Int, Int)]]) -> RLE? { raster(rings.map { $0.map { (Double($0.0), Double($0.1)) } }) }
-
-    private func raster(_ rings: [[(Double, Double)]]) -> RLE? {
-        try? RLE.merge(rings.map { ring throws(MaskError) in try RLE.frPoly(flat(ring), height: height, width: width) })
     }
 
     /// The 4-connected parts, each as its pixels in raster order (the first is the top-left one).

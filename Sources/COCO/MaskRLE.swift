@@ -118,11 +118,22 @@ public struct RLE: Sendable, Hashable {
         // The C's unsigned 32-bit arithmetic, wrap-around included.
         let h = UInt32(height)
         var xs = UInt32(width), ys = h, xe: UInt32 = 0, ye: UInt32 = 0, cc: UInt32 = 0, xp: UInt32 = 0
+        // The column of the last position, to divide only when a run leaves it.
+        var column: UInt32 = 0, columnStart: UInt32 = 0
         for j in 0..<m {
             cc &+= counts[j]
             // The first pixel of a run of 1s (j even) or its last (j odd).
             let t = cc &- UInt32(j % 2)
-            let y = t % h, x = (t - y) / h
+            if t < columnStart || t - columnStart >= h {
+                if t >= columnStart && t - columnStart - h < h {
+                    column += 1
+                    columnStart += h
+                } else {
+                    column = t / h
+                    columnStart = column * h
+                }
+            }
+            let y = t - columnStart, x = column
             if j % 2 == 0 {
                 xp = x
             } else if xp < x {

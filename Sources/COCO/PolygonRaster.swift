@@ -14,7 +14,8 @@ import Foundation
 ///
 /// The C stores every lattice point; this visits only the crossings. On an x-major edge every
 /// step moves x by one, so the crossings are the steps from 5c + 2 to 5c + 3. On a y-major edge x
-/// is monotone in the step, so each column's crossing is found by bisection. The step from one
+/// is monotone in the step, so each column's crossing is the first step past its centre line,
+/// found from the line's equation and checked against the rounded x. The step from one
 /// edge to the next never counts: both points are the shared vertex, or, for a vertex left of
 /// x = 0 (whose rounding truncates), both are left of column 0. The result is the C's, in time
 /// proportional to the columns an edge crosses rather than to its length; the tests compare it
@@ -123,12 +124,13 @@ struct PolygonEdges {
             let s = Double(xe - xs) / Double(dy)
             func u(_ t: Int) -> Int { Int(Double(xs) + s * Double(t) + 0.5) }
             for c in first...last {
-                // The first step t on the far side of column c's centre line.
-                var lower = 0, upper = dy + 1
-                while lower < upper {
-                    let mid = (lower + upper) / 2
-                    if s > 0 ? u(mid) >= 5 * c + 3 : u(mid) <= 5 * c + 2 { upper = mid } else { lower = mid + 1 }
-                }
+                // The first step t on the far side of column c's centre line: estimated from the
+                // line, then moved to where the rounded x says (x is monotone in t).
+                func beyond(_ t: Int) -> Bool { s > 0 ? u(t) >= 5 * c + 3 : u(t) <= 5 * c + 2 }
+                let e = (Double(5 * c) + 2.5 - Double(xs)) / s
+                var lower = Int(min(Double(dy + 1), max(0, s > 0 ? e.rounded(.up) : e.rounded(.down) + 1)))
+                while lower > 0 && beyond(lower - 1) { lower -= 1 }
+                while lower <= dy && !beyond(lower) { lower += 1 }
                 guard lower >= 1, lower <= dy else { continue }
                 // The C's column is min(x) of the pair when x decreases along its walk and the
                 // later x − 1 when it increases: 5c + 2 either way for a step of one column,

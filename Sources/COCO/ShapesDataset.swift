@@ -8,13 +8,14 @@ import Portability
 /// Circles, squares, triangles and stars in varied colours on textured, noisy backgrounds;
 /// small, medium and large objects (COCO's area ranges), partial overlaps — each box, area and
 /// mask is that of the *visible* part — some crowd regions of tiny shapes, image sizes of both
-/// orientations. Deterministic for a seed.
+/// orientations. Deterministic for a seed. Easy enough to learn in minutes on a CPU, hard enough
+/// that AP is not trivially 1.
 ///
 /// Masks: an object's segmentation is polygons, the outline of each 4-connected visible part
 /// (``MaskOutline``); a crowd region's is a compressed RLE of its shapes' visible pixels. Both are
-/// made from the id mask after the drawing, so the random stream — and the images, boxes and
-/// areas — are those of the dataset without masks. Easy enough to learn in minutes on a CPU, hard enough
-/// that AP is not trivially 1.
+/// made from the id mask after the drawing — an object's at the moment its box and area are,
+/// before any crowd is drawn — so the random stream, and the images, boxes and areas, are those
+/// of the dataset without masks.
 public struct ShapesDataset: Sendable {
     public static let categories = ["circle", "square", "triangle", "star"]
 
