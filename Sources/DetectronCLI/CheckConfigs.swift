@@ -61,8 +61,14 @@ struct CheckConfigs: ParsableCommand {
     static func family(_ file: String) -> String {
         let name = (file as NSString).lastPathComponent
         if file.contains("test_time_aug") { return "test-time augmentation" }
-        if name.contains("tutorial") { return name.contains("retinanet") ? "tutorials (RetinaNet)" : "tutorials (Faster R-CNN)" }
-        if name.hasPrefix("fasterrcnn_") { return "torchvision Faster R-CNN" }
+        if name.contains("tutorial") {
+            return name.contains("retinanet") ? "tutorials (RetinaNet)" : (name.contains("mask") ? "tutorials (Mask R-CNN)" : "tutorials (Faster R-CNN)")
+        }
+        if file.hasPrefix("torchvision/") || file.contains("/torchvision/") {
+            for (prefix, model) in [("fasterrcnn_", "Faster R-CNN"), ("maskrcnn_", "Mask R-CNN"), ("retinanet_", "RetinaNet")] where name.hasPrefix(prefix) {
+                return "torchvision " + model
+            }
+        }
         for (prefix, family) in [("retinanet", "RetinaNet"), ("e2e_keypoint_rcnn", "Keypoint R-CNN (end to end)"),
                                  ("keypoint_rcnn", "Keypoint R-CNN (stagewise)"), ("e2e_mask_rcnn", "Mask R-CNN (end to end)"),
                                  ("scratch_e2e_mask_rcnn", "Mask R-CNN (end to end)"), ("mask_rcnn", "Mask R-CNN (stagewise)"),

@@ -17,8 +17,10 @@ func tinyDataset() throws -> (spec: String, boxes: [[Double]], dir: String) {
     img.fill(x1: 36, y1: 30, x2: 57, y2: 55, Color(40, 60, 230))     // class 2
     try JPEG.write(img, to: dir + "/a.jpg", quality: 95)
     let file = COCOFile(images: [.init(id: 1, fileName: "a.jpg", width: 64, height: 64)],
-                        annotations: [.init(id: 1, imageID: 1, categoryID: 1, bbox: [8, 10, 20, 24], area: 480),
-                                      .init(id: 2, imageID: 1, categoryID: 2, bbox: [36, 30, 22, 26], area: 572)],
+                        annotations: [.init(id: 1, imageID: 1, categoryID: 1, bbox: [8, 10, 20, 24], area: 480,
+                                            segmentation: .polygons([[8, 10, 28, 10, 28, 34, 8, 34]])),
+                                      .init(id: 2, imageID: 1, categoryID: 2, bbox: [36, 30, 22, 26], area: 572,
+                                            segmentation: .polygons([[36, 30, 58, 30, 58, 56, 36, 56]]))],
                         categories: [.init(id: 1, name: "red"), .init(id: 2, name: "blue")])
     try file.encoded().write(to: URL(fileURLWithPath: dir + "/ann.json"))
     return ("\(dir)/ann.json::\(dir)", [[8, 10, 27, 33], [36, 30, 57, 55]], dir)
