@@ -57,7 +57,7 @@ public enum ModelBenchmark {
     }
 
     /// Training iterations of `TRAIN.IMS_PER_BATCH` images (each with one centred ground-truth box
-    /// of class 1), forward, backward and update, after warm-up.
+    /// of class 1, its polygon the box), forward, backward and update, after warm-up.
     public static func training(_ cfg: Config, images: [Image], runs: Int, warmup: Int = 1, threads: Int? = nil,
                                 profile: OpProfile? = nil) throws -> BenchmarkResult {
         let session = try ModelSession(cfg, train: true, components: .standard, threads: threads)
@@ -76,8 +76,10 @@ public enum ModelBenchmark {
             let prepared = InputBlob.prepare(img, pixelMeans: pixelMeans(cfg), scale: s)
             let box: [Float] = [Float(img.width) / 3, Float(img.height) / 3, Float(img.width) * 2 / 3, Float(img.height) * 2 / 3]
             let computed = targets.compute(gt: box.map { $0 * Float(s) }, classes: [1], height: prepared.height, width: prepared.width, rng: &rng)
+            // Mask R-CNN: the box as the object's polygon.
+            let polygon = [[box[0], box[1], box[2], box[1], box[2], box[3], box[0], box[3]].map(Double.init)]
             samples.append(TrainSample(image: prepared, scale: Float(s), targets: computed,
-                                       entry: .init(boxes: box, classes: [1], crowd: [false], scale: Float(s)), seed: rng.next()))
+                                       entry: .init(boxes: box, classes: [1], crowd: [false], scale: Float(s), polygons: [polygon]), seed: rng.next()))
         }
         let batch = try MinibatchCollate.collate(samples, targets: targets, stride: cfg.int("FPN.COARSEST_STRIDE"), context: ctx)
         for (name, t) in batch.blobs { ws.feedBlob(name, t) }

@@ -40,7 +40,7 @@ struct MaskTargets {
             return
         }
         // The ground truths with masks (non-crowd, class > 0) and the boxes of their polygons.
-        let withMask = entry.classes.indices.filter { entry.classes[$0] > 0 && !entry.crowd[$0] && !entry.polygons[$0].isEmpty }
+        let withMask = entry.classes.indices.filter { entry.classes[$0] > 0 && !entry.crowd[$0] && $0 < entry.polygons.count && !entry.polygons[$0].isEmpty }
         let polygonBoxes = withMask.map { j -> (Float, Float, Float, Float) in
             let xs = entry.polygons[j].flatMap { p in stride(from: 0, to: p.count, by: 2).map { p[$0] } }
             let ys = entry.polygons[j].flatMap { p in stride(from: 1, to: p.count, by: 2).map { p[$0] } }
