@@ -113,23 +113,45 @@ public enum Boxes {
     /// when its IoU with a kept box is ≥ `threshold`; returns the kept indices in **ascending index
     /// order**, as Detectron does. With torchvision's convention (`torchvision.ops.nms`): IoU >
     /// threshold, equal scores ranked by index (a stable sort), kept indices by descending score.
-    public static func nms(_ boxes: [Float], scores: [Float], threshold: Float, convention: BoxConvention = .detectron) -> [Int] {
+    /// With `limit` > 0, only the first `limit` of that result (Caffe2's `nms_cpu` with `topN`),
+    /// found without visiting the candidates that cannot be among them.
+    public static func nms(_ boxes: [Float], scores: [Float], threshold: Float, convention: BoxConvention = .detectron,
+                           limit: Int = 0) -> [Int] {
         let n = scores.count
         precondition(boxes.count == 4 * n)
         let torchvision = convention == .torchvision
         let order = torchvision ? descendingOrder(scores) : reversedAscendingOrder(scores)
+        // The candidates in processing order as columns, with their areas: the inner loop reads
+        // them contiguously. The IoU is ``iou(_:_:_:)``'s arithmetic, term for term.
+        let o = convention.offset
+        var x1 = [Float](repeating: 0, count: n), y1 = x1, x2 = x1, y2 = x1, area = x1
+        for (r, i) in order.enumerated() {
+            (x1[r], y1[r], x2[r], y2[r]) = (boxes[4 * i], boxes[4 * i + 1], boxes[4 * i + 2], boxes[4 * i + 3])
+            area[r] = (x2[r] - x1[r] + o) * (y2[r] - y1[r] + o)
+        }
         var suppressed = [Bool](repeating: false, count: n)
         var kept: [Int] = []
-        for (rank, i) in order.enumerated() where !suppressed[i] {
-            kept.append(i)
-            let a = (boxes[4 * i], boxes[4 * i + 1], boxes[4 * i + 2], boxes[4 * i + 3])
-            // Only lower-ranked candidates can be suppressed by i.
-            for j in order[(rank + 1)...] where !suppressed[j] {
-                let v = iou(a, (boxes[4 * j], boxes[4 * j + 1], boxes[4 * j + 2], boxes[4 * j + 3]), convention)
-                if v > threshold || (convention.suppressAtThreshold && v == threshold) { suppressed[j] = true }
+        for r in 0..<n where !suppressed[r] {
+            if limit > 0 && kept.count >= limit {
+                // The result's order is the processing order (torchvision), or ascending index
+                // (Detectron: descending score, ties by index): either way a candidate below the
+                // limit-th kept score comes after the first `limit`.
+                if torchvision || scores[order[r]] < scores[kept[limit - 1]] { break }
+            }
+            kept.append(order[r])
+            for q in (r + 1)..<n where !suppressed[q] {
+                let iw = min(x2[r], x2[q]) - max(x1[r], x1[q]) + o
+                let ih = min(y2[r], y2[q]) - max(y1[r], y1[q]) + o
+                var v: Float = 0
+                if iw > 0 && ih > 0 {
+                    let inter = iw * ih
+                    v = inter / (area[r] + area[q] - inter)
+                }
+                if v > threshold || (convention.suppressAtThreshold && v == threshold) { suppressed[q] = true }
             }
         }
-        return torchvision ? kept : kept.sorted()
+        let result = torchvision ? kept : kept.sorted()
+        return limit > 0 ? Array(result.prefix(limit)) : result
     }
 
     /// torchvision's `batched_nms`: NMS within each group (class or level) only; returns the kept

@@ -97,6 +97,30 @@ struct GradientTests {
         ])
     }
 
+    @Test("Conv on many small maps (RoI features) unfolds them into one GEMM: bitwise each image's own result; gradients against central differences")
+    func convManySmallMaps() throws {
+        var rng = TestRNG(7)
+        let (n, c, h, w, m) = (9, 3, 4, 3, 5)
+        let x = rng.array(n * c * h * w), wts = rng.array(m * c * 9), b = rng.array(m)
+        let def = OperatorDef("Conv", inputs: ["x", "w", "b"], outputs: ["y"], arguments: ["kernel": .int(3), "pad": .int(1)])
+        let ctx = CPUContext(), ws = Workspace(context: ctx)
+        ws.feedBlob("x", try tensor(x, [n, c, h, w]))
+        ws.feedBlob("w", try tensor(wts, [m, c, 3, 3]))
+        ws.feedBlob("b", try tensor(b, [m]))
+        try Net(NetDef(name: "t", ops: [def]), workspace: ws).run()
+        let all = try ws.fetchBlob("y").toArray(as: Float.self)
+        for i in 0..<n {
+            ws.feedBlob("x", try tensor(Array(x[(i * c * h * w)..<((i + 1) * c * h * w)]), [1, c, h, w]))
+            try Net(NetDef(name: "t", ops: [def]), workspace: ws).run()
+            #expect(try ws.fetchBlob("y").toArray(as: Float.self) == Array(all[(i * m * h * w)..<((i + 1) * m * h * w)]), "image \(i)")
+        }
+        try checkGradient(def, inputs: [
+            CheckInput(name: "x", tensor: tensor(x, [n, c, h, w]), check: true),
+            CheckInput(name: "w", tensor: tensor(wts, [m, c, 3, 3]), check: true),
+            CheckInput(name: "b", tensor: tensor(b, [m]), check: true),
+        ])
+    }
+
     @Test("ConvTranspose: Caffe2's (C_in, C_out, kH, kW) weights; stride, padding, adj, bias",
           arguments: [
             ["kernel": ArgumentValue.int(2), "stride": .int(2)],

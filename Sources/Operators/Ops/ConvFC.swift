@@ -97,10 +97,11 @@ struct ConvGeometry: Sendable, Equatable {
         }
     }
 
-    /// Unfolds `channels` planes of x (h×w) into col ((channels·kh·kw) × (rows.count·wo)): the
-    /// columns of output rows `rows` (of `ho`).
+    /// Unfolds `channels` planes of x (h×w) into col ((channels·kh·kw) × (rows.count·wo), rows
+    /// `rowStride` apart, rows.count·wo by default): the columns of output rows `rows` (of `ho`).
     func im2col(_ x: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, rows: Range<Int>,
-                col: UnsafeMutablePointer<Float>) {
+                col: UnsafeMutablePointer<Float>, rowStride: Int? = nil) {
+        let rowStride = rowStride ?? rows.count * wo
         // For each kernel column, the output columns whose input column lies inside the plane
         // (the rest are padding zeros), so the copy loop needs no bounds test.
         let inside = (0..<kw).map { kj in validOutputColumns(offset: kj * dw - padL, w: w, wo: wo) }
@@ -109,7 +110,7 @@ struct ConvGeometry: Sendable, Equatable {
             let plane = x + c * h * w
             for ki in 0..<kh {
                 for kj in 0..<kw {
-                    let dst = col + row * rows.count * wo
+                    let dst = col + row * rowStride
                     let (lo, hi) = inside[kj], offset = kj * dw - padL
                     for oy in rows {
                         let iy = oy * sh - padT + ki * dh
@@ -142,17 +143,18 @@ struct ConvGeometry: Sendable, Equatable {
         return (min(lo, wo), max(min(lo, wo), hi))
     }
 
-    /// Folds col (the columns of output rows `rows`) back, adding into dx (the adjoint of
-    /// ``im2col(_:channels:h:w:ho:wo:rows:col:)``).
+    /// Folds col (the columns of output rows `rows`, rows `rowStride` apart) back, adding into dx
+    /// (the adjoint of ``im2col(_:channels:h:w:ho:wo:rows:col:rowStride:)``).
     func col2imAdd(_ col: UnsafePointer<Float>, channels: Int, h: Int, w: Int, ho: Int, wo: Int, rows: Range<Int>,
-                   dx: UnsafeMutablePointer<Float>) {
+                   dx: UnsafeMutablePointer<Float>, rowStride: Int? = nil) {
+        let rowStride = rowStride ?? rows.count * wo
         let inside = (0..<kw).map { kj in validOutputColumns(offset: kj * dw - padL, w: w, wo: wo) }
         var row = 0
         for c in 0..<channels {
             let plane = dx + c * h * w
             for ki in 0..<kh {
                 for kj in 0..<kw {
-                    let src = col + row * rows.count * wo
+                    let src = col + row * rowStride
                     let (lo, hi) = inside[kj], offset = kj * dw - padL
                     for oy in rows {
                         let iy = oy * sh - padT + ki * dh
@@ -276,6 +278,11 @@ final class ConvOp: Operator, @unchecked Sendable {
             }
             return
         }
+        if g == 1 && !geo.isPointwise && Self.batchesImages(n: n, hw: hw) {
+            try batchedForward(ctx, scratch, x: xd.baseAddress!, n: n, c: c, h: h, w: wd, weights: wdata.baseAddress!, m: m,
+                               y: y.baseAddress!, ho: ho, wo: wo, epilogue: epilogue)
+            return
+        }
         for img in 0..<n {
             for gi in 0..<g {
                 let xg = xd.baseAddress! + (img * c + gi * cg) * h * wd
@@ -293,6 +300,36 @@ final class ConvOp: Operator, @unchecked Sendable {
                     }
                 } else {
                     try unfoldAndMultiply(ctx, scratch, x: xg, channels: cg, h: h, w: wd, weights: wg, m: mg, y: yg, ho: ho, wo: wo, epilogue: ep)
+                }
+            }
+        }
+    }
+
+    /// Whether a convolution unfolds several images into one GEMM: many small maps (RoI features
+    /// in the box and mask heads), where one GEMM per image would have a few dozen columns. Never
+    /// for a minibatch of images (they are fewer than this), so training the backbone sums as before.
+    static func batchesImages(n: Int, hw: Int) -> Bool { n >= 8 && hw < minBandColumns }
+
+    /// `n` small images at once: bands of whole images unfolded side by side (channel rows of
+    /// images·hw columns), Y' (m × images·hw) = W · col in one GEMM, then each image's m × hw
+    /// block copied out and finished. Each output is the same sum as one image's GEMM gives.
+    private func batchedForward(_ ctx: ExecutionContext, _ scratch: ScratchBuffers, x: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int,
+                                weights: UnsafePointer<Float>, m: Int, y: UnsafeMutablePointer<Float>, ho: Int, wo: Int,
+                                epilogue: ConvEpilogue) throws {
+        let k = c * geo.kh * geo.kw, hw = ho * wo
+        let perBand = max(1, min(n, Self.bandFloats / max(1, k * hw)))
+        try scratch.withBuffer(count: (k + m) * perBand * hw) { buffer in
+            let col = buffer, out = buffer + k * perBand * hw
+            for first in stride(from: 0, to: n, by: perBand) {
+                let images = min(perBand, n - first), cols = images * hw
+                ctx.parallelFor(images) { i in
+                    geo.im2col(x + (first + i) * c * h * w, channels: c, h: h, w: w, ho: ho, wo: wo, rows: 0..<ho, col: col + i * hw, rowStride: cols)
+                }
+                ctx.gemm(.none, .none, m: m, n: cols, k: k, a: weights, b: col, c: out)
+                ctx.parallelFor(images) { i in
+                    let yi = y + (first + i) * m * hw
+                    for o in 0..<m { (yi + o * hw).update(from: out + o * cols + i * hw, count: hw) }
+                    epilogue.apply(yi, rows: m, stride: hw, count: hw)
                 }
             }
         }
@@ -440,13 +477,63 @@ final class ConvGradientOp: Operator, Sendable {
         let g = geo.group, cg = c / g, mg = m / g, k = cg * geo.kh * geo.kw, hw = ho * wo
         let bandRows = max(1, min(ho, ConvOp.bandFloats / max(1, k * wo)))
         let scratch = ctx.scratch ?? ScratchBuffers(context: io.workspace.context)
+        if g == 1 && !geo.isPointwise && ConvOp.batchesImages(n: n, hw: hw) {
+            try batchedGradient(ctx, scratch, x: xd.baseAddress!, n: n, c: c, h: h, w: wd, weights: wdata.baseAddress!, m: m,
+                                dy: dyd.baseAddress!, ho: ho, wo: wo, dw: dw.baseAddress!, dx: dx?.baseAddress)
+        } else {
+            try perImageGradient(ctx, scratch, xd: xd.baseAddress!, n: n, c: c, h: h, wd: wd, wdata: wdata.baseAddress!, m: m, dyd: dyd.baseAddress!,
+                                 ho: ho, wo: wo, dw: dw.baseAddress!, dx: dx?.baseAddress, bandRows: bandRows)
+        }
+        if let db {
+            for img in 0..<n {
+                for oc in 0..<m {
+                    let p = dyd.baseAddress! + (img * m + oc) * hw
+                    var acc: Float = 0
+                    for i in 0..<hw { acc += p[i] }
+                    db[oc] += acc
+                }
+            }
+        }
+    }
+
+    /// ``ConvOp``'s batched layout backwards: per band of images, dY' (m × images·hw) gathered
+    /// from dY, dW += dY' · colᵀ, and dX's columns W ᵀ · dY' folded back image by image.
+    private func batchedGradient(_ ctx: ExecutionContext, _ scratch: ScratchBuffers, x: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int,
+                                 weights: UnsafePointer<Float>, m: Int, dy: UnsafePointer<Float>, ho: Int, wo: Int,
+                                 dw: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?) throws {
+        let k = c * geo.kh * geo.kw, hw = ho * wo
+        let perBand = max(1, min(n, ConvOp.bandFloats / max(1, k * hw)))
+        try scratch.withBuffer(count: (k + m) * perBand * hw) { buffer in
+            let col = buffer, dyBand = buffer + k * perBand * hw
+            for first in stride(from: 0, to: n, by: perBand) {
+                let images = min(perBand, n - first), cols = images * hw
+                ctx.parallelFor(images) { i in
+                    geo.im2col(x + (first + i) * c * h * w, channels: c, h: h, w: w, ho: ho, wo: wo, rows: 0..<ho, col: col + i * hw, rowStride: cols)
+                    let dyi = dy + (first + i) * m * hw
+                    for o in 0..<m { (dyBand + o * cols + i * hw).update(from: dyi + o * hw, count: hw) }
+                }
+                ctx.gemm(.none, .transpose, m: m, n: k, k: cols, a: dyBand, b: col, beta: 1, c: dw)
+                guard let dx else { continue }
+                ctx.gemm(.transpose, .none, m: k, n: cols, k: m, a: weights, b: dyBand, c: col)
+                ctx.parallelFor(images) { i in
+                    geo.col2imAdd(col + i * hw, channels: c, h: h, w: w, ho: ho, wo: wo, rows: 0..<ho, dx: dx + (first + i) * c * h * w, rowStride: cols)
+                }
+            }
+        }
+    }
+
+    /// One image (and group) at a time, a band of output rows at a time.
+    private func perImageGradient(_ ctx: ExecutionContext, _ scratch: ScratchBuffers, xd: UnsafePointer<Float>, n: Int, c: Int, h: Int, wd: Int,
+                                  wdata: UnsafePointer<Float>, m: Int, dyd: UnsafePointer<Float>, ho: Int, wo: Int,
+                                  dw: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?, bandRows: Int) throws {
+        let g = geo.group, cg = c / g, mg = m / g, k = cg * geo.kh * geo.kw, hw = ho * wo
         for img in 0..<n {
             for gi in 0..<g {
-                let xg = xd.baseAddress! + (img * c + gi * cg) * h * wd
-                let dyg = dyd.baseAddress! + (img * m + gi * mg) * hw
-                let wg = wdata.baseAddress! + gi * mg * k
-                let dwg = dw.baseAddress! + gi * mg * k
-                let dxg = dx.map { $0.baseAddress! + (img * c + gi * cg) * h * wd }
+                let xg = xd + (img * c + gi * cg) * h * wd
+                let dyg = dyd + (img * m + gi * mg) * hw
+                let wg = wdata + gi * mg * k
+                let dwg = dw + gi * mg * k
+                let dxg = dx.map { $0 + (img * c + gi * cg) * h * wd }
                 if geo.isPointwise {
                     // dW_g += dY_g (mg × hw) · Xᵀ (hw × k); dX_g += W_gᵀ (k × mg) · dY_g
                     ctx.gemm(.none, .transpose, m: mg, n: k, k: hw, a: dyg, b: xg, beta: 1, c: dwg)
@@ -465,14 +552,6 @@ final class ConvGradientOp: Operator, Sendable {
                             geo.col2imAdd(ctx, col, channels: cg, h: h, w: wd, ho: ho, wo: wo, rows: rows, dx: dxg)
                         }
                     }
-                }
-            }
-            if let db {
-                for oc in 0..<m {
-                    let p = dyd.baseAddress! + (img * m + oc) * hw
-                    var acc: Float = 0
-                    for i in 0..<hw { acc += p[i] }
-                    db[oc] += acc
                 }
             }
         }

@@ -95,8 +95,11 @@ final class GenerateProposalsOp: Operator, Sendable {
                 }
             }
             var keep = Array(keptScores.indices)
-            if nmsThresh > 0 { keep = Boxes.nms(keptBoxes, scores: keptScores, threshold: nmsThresh, convention: convention) }
-            if postTopN > 0 { keep = Array(keep.prefix(postTopN)) }
+            if nmsThresh > 0 {
+                keep = Boxes.nms(keptBoxes, scores: keptScores, threshold: nmsThresh, convention: convention, limit: max(postTopN, 0))
+            } else if postTopN > 0 {
+                keep = Array(keep.prefix(postTopN))
+            }
             for j in keep {
                 rois += [Float(img)] + keptBoxes[4 * j..<4 * j + 4]
                 probs.append(keptScores[j])
