@@ -6,9 +6,11 @@ retinanet_resnet50_fpn.
 (shorter side 500, longer ≤ 833), 1,000 proposals at test; inference seconds per image and training
 seconds per iteration (2 images, one box each, one SGD step), with 1 and 2 threads.
 
---model retinanet: inference at torchvision's default size (shorter side 800, longer ≤ 1,333) on the
-same test pattern, ours running configs/torchvision/retinanet_resnet50_fpn.yaml (the same model and
-post-processing), with 1 and 2 threads.
+--model retinanet or maskrcnn: inference at torchvision's default size (shorter side 800, longer ≤
+1,333) on the same test pattern, ours running configs/torchvision/<model>_resnet50_fpn.yaml (the same
+model and post-processing), with 1 and 2 threads. For maskrcnn both sides run the same seeded random
+weights (written once as a state_dict for ours), so that both mask heads run on the same 100
+detections; ours prints how many it had.
 
 Medians after a warm-up, and each run's peak resident memory (every torchvision measurement runs in
 its own process; its RSS includes torch's ~690 MB of libraries). Random weights on both sides (timing
@@ -34,14 +36,15 @@ import torchvision
 ap = argparse.ArgumentParser()
 ap.add_argument("--runs", type=int, default=5)
 ap.add_argument("--detectron", default=os.path.join(os.path.dirname(__file__), "..", ".build", "release", "detectron"))
-ap.add_argument("--model", choices=("fasterrcnn", "retinanet"), default="fasterrcnn")
+ap.add_argument("--model", choices=("fasterrcnn", "retinanet", "maskrcnn"), default="fasterrcnn")
 ap.add_argument("--cfg", help="our config (default: the model's; see above)")
 ap.add_argument("--child", nargs=2, metavar=("MODE", "THREADS"), help=argparse.SUPPRESS)  # one torchvision measurement
 args = ap.parse_args()
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 if args.cfg is None:
     args.cfg = os.path.join(CONFIGS, "getting_started", "tutorial_1gpu_e2e_faster_rcnn_R-50-FPN.yaml") if args.model == "fasterrcnn" \
-        else os.path.join(CONFIGS, "torchvision", "retinanet_resnet50_fpn.yaml")
+        else os.path.join(CONFIGS, "torchvision", args.model + "_resnet50_fpn.yaml")
+WEIGHTS = os.path.join("/tmp", "bench_model_maskrcnn_random.pth")   # maskrcnn: the weights both sides run
 
 # The same test pattern as `detectron benchmark` (BGR there; RGB here, same values per channel order).
 ys, xs = np.mgrid[0:480, 0:640]
@@ -51,6 +54,8 @@ image = torch.from_numpy(np.stack([r, g, b]).astype(np.float32) / 255.0)
 
 def ours(train, threads):
     cmd = [args.detectron, "benchmark", "--cfg", args.cfg, "--threads", str(threads), "--runs", str(args.runs)] + (["--train"] if train else [])
+    if args.model == "maskrcnn":
+        cmd += ["--weights", WEIGHTS]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     return json.loads(out)
 
@@ -62,8 +67,13 @@ def torchvision_time(train, threads):
         model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
             weights=None, weights_backbone=None, min_size=500, max_size=833,
             rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000, box_batch_size_per_image=256)
-    else:
+    elif args.model == "retinanet":
         model = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None)
+    else:
+        model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+        if not args.child:
+            torch.save(model.state_dict(), WEIGHTS)
+            return None
     times = []
     if train:
         model.train()
@@ -100,6 +110,8 @@ if args.child:
     print(json.dumps({"median_s": median, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     sys.exit(0)
 
+if args.model == "maskrcnn":
+    torchvision_time(False, 1)   # writes the weights both sides run
 print("| run | threads | torchvision (s) | ours (s) | ratio ours/torchvision | peak RSS torchvision / ours (MB) |")
 print("|---|---:|---:|---:|---:|---:|")
 for train in (False, True) if args.model == "fasterrcnn" else (False,):

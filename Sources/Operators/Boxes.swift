@@ -102,6 +102,30 @@ public enum Boxes {
         scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
     }
 
+    /// The first `count` of ``descendingOrder(_:)`` without sorting the rest: the count-th
+    /// largest score found by selection, then only the scores at or above it sorted.
+    public static func topIndices(_ scores: [Float], count: Int) -> [Int] {
+        guard count > 0 && count < scores.count else { return descendingOrder(scores) }
+        var values = scores
+        // Quickselect for the value of rank `count` − 1 (descending), with middle-of-three pivots.
+        var lo = 0, hi = values.count - 1, k = count - 1
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2
+            let pivot = max(min(values[lo], values[mid]), min(max(values[lo], values[mid]), values[hi]))
+            var i = lo, j = hi
+            while i <= j {
+                while values[i] > pivot { i += 1 }
+                while values[j] < pivot { j -= 1 }
+                if i <= j { values.swapAt(i, j); i += 1; j -= 1 }
+            }
+            if k <= j { hi = j } else if k >= i { lo = i } else { break }
+        }
+        let cut = values[k]
+        let candidates = scores.indices.filter { scores[$0] >= cut }
+        let sorted = candidates.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+        return Array(sorted.prefix(count))
+    }
+
     /// Indices sorted as numpy's `argsort(scores)[::-1]` orders them (NMS): descending score,
     /// equal scores higher index first. (numpy sorts small arrays stably; for large ones its
     /// order of ties is unspecified, so this is the deterministic reading of it.)
@@ -113,8 +137,9 @@ public enum Boxes {
     /// when its IoU with a kept box is ≥ `threshold`; returns the kept indices in **ascending index
     /// order**, as Detectron does. With torchvision's convention (`torchvision.ops.nms`): IoU >
     /// threshold, equal scores ranked by index (a stable sort), kept indices by descending score.
-    /// With `limit` > 0, only the first `limit` of that result (Caffe2's `nms_cpu` with `topN`),
-    /// found without visiting the candidates that cannot be among them.
+    /// With `limit` > 0, only the first `limit` of that result (Caffe2's `nms_cpu` with `topN` on
+    /// GenerateProposals' score-sorted candidates), found without visiting the candidates that
+    /// cannot be among them.
     public static func nms(_ boxes: [Float], scores: [Float], threshold: Float, convention: BoxConvention = .detectron,
                            limit: Int = 0) -> [Int] {
         let n = scores.count
@@ -129,27 +154,30 @@ public enum Boxes {
             (x1[r], y1[r], x2[r], y2[r]) = (boxes[4 * i], boxes[4 * i + 1], boxes[4 * i + 2], boxes[4 * i + 3])
             area[r] = (x2[r] - x1[r] + o) * (y2[r] - y1[r] + o)
         }
-        var suppressed = [Bool](repeating: false, count: n)
+        var suppressed = [UInt8](repeating: 0, count: n)
         var kept: [Int] = []
-        for r in 0..<n where !suppressed[r] {
-            if limit > 0 && kept.count >= limit {
-                // The result's order is the processing order (torchvision), or ascending index
-                // (Detectron: descending score, ties by index): either way a candidate below the
-                // limit-th kept score comes after the first `limit`.
-                if torchvision || scores[order[r]] < scores[kept[limit - 1]] { break }
-            }
-            kept.append(order[r])
-            for q in (r + 1)..<n where !suppressed[q] {
-                let iw = min(x2[r], x2[q]) - max(x1[r], x1[q]) + o
-                let ih = min(y2[r], y2[q]) - max(y1[r], y1[q]) + o
-                var v: Float = 0
-                if iw > 0 && ih > 0 {
+        let atThreshold = convention.suppressAtThreshold
+        // Stopping early is exact when the result's order is the processing order (torchvision),
+        // or when scores do not increase with the index (Detectron's ascending-index result is
+        // then by descending score; ties at the cut are still visited).
+        let stopsEarly = limit > 0 && (torchvision || zip(scores, scores.dropFirst()).allSatisfy { $0 >= $1 })
+        x1.withUnsafeBufferPointer { x1 in y1.withUnsafeBufferPointer { y1 in x2.withUnsafeBufferPointer { x2 in
+        y2.withUnsafeBufferPointer { y2 in area.withUnsafeBufferPointer { area in suppressed.withUnsafeMutableBufferPointer { suppressed in
+            for r in 0..<n where suppressed[r] == 0 {
+                if stopsEarly && kept.count >= limit && (torchvision || scores[order[r]] < scores[kept[limit - 1]]) { break }
+                kept.append(order[r])
+                let (ax1, ay1, ax2, ay2, aa) = (x1[r], y1[r], x2[r], y2[r], area[r])
+                // Every later candidate, suppressed or not (a branch-free loop the compiler vectorises).
+                for q in (r + 1)..<n {
+                    let iw = min(ax2, x2[q]) - max(ax1, x1[q]) + o
+                    let ih = min(ay2, y2[q]) - max(ay1, y1[q]) + o
                     let inter = iw * ih
-                    v = inter / (area[r] + area[q] - inter)
+                    let v: Float = iw > 0 && ih > 0 ? inter / (aa + area[q] - inter) : 0
+                    let drop = v > threshold || (atThreshold && v == threshold)
+                    suppressed[q] |= drop ? 1 : 0
                 }
-                if v > threshold || (convention.suppressAtThreshold && v == threshold) { suppressed[q] = true }
             }
-        }
+        } } } } } }
         let result = torchvision ? kept : kept.sorted()
         return limit > 0 ? Array(result.prefix(limit)) : result
     }

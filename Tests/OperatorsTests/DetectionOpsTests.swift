@@ -64,6 +64,33 @@ struct DetectionOpsTests {
         #expect(Boxes.nms(boxes, scores: scores, threshold: Float(50) / 150) == [1, 2])
     }
 
+    @Test("topIndices is descendingOrder's prefix (ties included); NMS with a limit keeps the first `limit` of the full result, ties at the cut too")
+    func selectionAndLimit() throws {
+        var rng = TestRNG(31)
+        for trial in 0..<20 {
+            // Scores on a coarse grid: many ties.
+            let scores = (0..<(50 + trial * 37)).map { _ in Float(Int(rng.array(1, 0, 1)[0] * 12)) / 12 }
+            for count in [1, 7, scores.count / 2, scores.count - 1, scores.count] {
+                #expect(Boxes.topIndices(scores, count: count) == Array(Boxes.descendingOrder(scores).prefix(count)), "trial \(trial), count \(count)")
+            }
+            let boxes = (0..<scores.count).flatMap { _ -> [Float] in
+                let v = rng.array(4, 0, 60)
+                return [v[0], v[1], v[0] + v[2], v[1] + v[3]]
+            }
+            // As given, and sorted by descending score as GenerateProposals hands them over (the early stop's case).
+            let byScore = Boxes.descendingOrder(scores)
+            let sortedBoxes = byScore.flatMap { Array(boxes[4 * $0..<4 * $0 + 4]) }, sortedScores = byScore.map { scores[$0] }
+            for (b, sc) in [(boxes, scores), (sortedBoxes, sortedScores)] {
+                for convention in [BoxConvention.detectron, .torchvision] {
+                    let full = Boxes.nms(b, scores: sc, threshold: 0.5, convention: convention)
+                    for limit in [1, 5, 20] {
+                        #expect(Boxes.nms(b, scores: sc, threshold: 0.5, convention: convention, limit: limit) == Array(full.prefix(limit)))
+                    }
+                }
+            }
+        }
+    }
+
     @Test("torchvision's convention: no +1, clip to the size, NMS suppresses above the threshold, kept by score")
     func torchvisionConvention() {
         // Two 10×10 boxes overlapping in a 5×10 strip: 50 / (100 + 100 − 50) = 1/3.

@@ -11,6 +11,8 @@ public struct BenchmarkResult: Sendable {
     public var peakRSSMB: Double
     public var threads: Int
     public var proposals: Int
+    /// Inference: the detections of the first image (nil for training).
+    public var detections: Int? = nil
 
     public var median: Double { seconds.sorted()[seconds.count / 2] }
 }
@@ -39,11 +41,12 @@ public enum ModelBenchmark {
         return 0
     }
 
-    /// Inference per image (random weights: the time does not depend on them), after warm-up.
-    /// With `profile`, the timed runs' op times are added to it.
+    /// Inference per image, after warm-up: with random weights (the networks' time does not depend
+    /// on them), or with `weights` when the work after them does (Mask R-CNN's mask net runs on as
+    /// many detections as the weights give). With `profile`, the timed runs' op times are added to it.
     public static func inference(_ cfg: Config, images: [Image], runs: Int, warmup: Int = 1, threads: Int? = nil,
-                                 profile: OpProfile? = nil) throws -> BenchmarkResult {
-        let detector = try Detector(config: cfg, weights: nil, threads: threads)
+                                 weights: String? = nil, profile: OpProfile? = nil) throws -> BenchmarkResult {
+        let detector = try Detector(config: cfg, weights: weights, threads: threads)
         for i in 0..<warmup { _ = try detector.detect(images[i % images.count]) }
         detector.profile = profile
         var times: [Double] = []
@@ -53,7 +56,7 @@ public enum ModelBenchmark {
             times.append(Date().timeIntervalSince(t0))
         }
         return BenchmarkResult(seconds: times, peakRSSMB: peakRSSMB(), threads: CPUBudget.detect(override: threads).threads,
-                               proposals: detector.lastProposalCount)
+                               proposals: detector.lastProposalCount, detections: try detector.detect(images[0]).count)
     }
 
     /// Training iterations of `TRAIN.IMS_PER_BATCH` images (each with one centred ground-truth box

@@ -71,8 +71,7 @@ final class GenerateProposalsOp: Operator, Sendable {
                     }
                 }
             }
-            var order = Boxes.descendingOrder(s)
-            if preTopN > 0 && preTopN < k { order = Array(order.prefix(preTopN)) }
+            let order = preTopN > 0 ? Boxes.topIndices(s, count: preTopN) : Boxes.descendingOrder(s)
             var boxes = Boxes.decode(order.flatMap { Array(anchors[4 * $0..<4 * $0 + 4]) },
                                      deltas: order.flatMap { Array(d[4 * $0..<4 * $0 + 4]) }, convention: convention)
             let (imH, imW, imScale) = (info[img * 3], info[img * 3 + 1], info[img * 3 + 2])
