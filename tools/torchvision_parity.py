@@ -52,6 +52,7 @@ REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 IMAGES = (("a", 640, 480, 11), ("b", 500, 375, 12), ("c", 333, 500, 13))
 SEED = 0
 BIAS_STD = 0.05        # std of the class predictor's and box predictor's random biases
+BBOX_PRED_STD = 0.001  # std of maskrcnn's roi_heads.box_predictor.bbox_pred.weight (Detectron's init)
 MIN_DETECTIONS = 10    # make fails when an image gets fewer (the comparison would exercise too little)
 WORST = 5              # worst pairs listed per image
 
@@ -166,6 +167,10 @@ def build_model(model_name, cls_score_std):
             predictor.cls_score.weight.normal_(0, cls_score_std)
             predictor.cls_score.bias.normal_(0, BIAS_STD)
             predictor.bbox_pred.bias.normal_(0, BIAS_STD)
+            if model_name == "maskrcnn":
+                # Detectron's bbox_pred init: with nn.Linear's default, this model's random boxes come out
+                # under a pixel wide, where a float32 difference flips a whole mask pixel or an NMS decision.
+                predictor.bbox_pred.weight.normal_(0, BBOX_PRED_STD)
         else:
             head = model.head
             head.classification_head.cls_logits.weight.normal_(0, cls_score_std)
@@ -300,7 +305,7 @@ def run_torchvision(model, model_name, path, out_dir):
                 top = torch.topk(flat, n + 1).values
                 cuts.append(float(top[n - 1] - top[n]))
     return {"base": base, "path": path, "size": (int(width), int(height)), "resized": resized, "padded": padded,
-            "detections": detections, "labels": len({d["category_id"] for d in detections}),
+            "detections": detections, "masks": masks, "labels": len({d["category_id"] for d in detections}),
             "fpn_max": {name: float(np.abs(blobs[name]).max()) for name, _ in levels},
             "proposals": blobs.get("proposals"), "proposal_scores": blobs.get("proposal_scores"), "rpn_cut_gaps": cuts}
 
@@ -320,6 +325,14 @@ def noise_floor(model, summaries):
         print("  %s: detections %d vs %d, unmatched %d+%d, max |Δbox| %.2e px, max |Δscore| %.2e"
               % (s["base"], len(s["detections"]), len(detections), len(lost), len(extra),
                  max((p[2] for p in pairs), default=0.0), max((p[3] for p in pairs), default=0.0)))
+        if s["masks"]:
+            ious = []
+            for i, j, _, _ in pairs:
+                a, b = s["masks"][i], detections[j]["mask"]
+                union = np.logical_or(a, b).sum()
+                ious.append(1.0 if union == 0 else np.logical_and(a, b).sum() / union)
+            print("  %s: masks of %d pairs, IoU min %.4f, median %.4f, %d below 0.99"
+                  % (s["base"], len(ious), min(ious), float(np.median(ious)), sum(v < 0.99 for v in ious)))
         if s["proposals"] is not None:
             for line in compare_proposals(s["proposals"].astype(np.float64), captured["proposals"].numpy(),
                                           s["proposal_scores"].astype(np.float64), captured["proposal_scores"].numpy()):
