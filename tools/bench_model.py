@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""R-50-FPN on this machine: `detectron benchmark` against torchvision's fasterrcnn_resnet50_fpn or
-retinanet_resnet50_fpn.
+"""R-50-FPN on this machine: `detectron benchmark` against torchvision's fasterrcnn_resnet50_fpn,
+retinanet_resnet50_fpn or maskrcnn_resnet50_fpn.
 
 --model fasterrcnn (default): same input (a 640×480 test pattern, or --image), same size rule
 (shorter side 500, longer ≤ 833), 1,000 proposals at test; inference seconds per image and training
@@ -18,7 +18,7 @@ does not depend on them; nothing is downloaded). Prints a Markdown table.
 
     swift build -c release --product detectron
     /tmp/venv/bin/pip install torch torchvision numpy
-    /tmp/venv/bin/python tools/bench_model.py [--model fasterrcnn|retinanet] [--runs 5]
+    /tmp/venv/bin/python tools/bench_model.py [--model fasterrcnn|retinanet|maskrcnn] [--runs 5]
 """
 import argparse
 import json

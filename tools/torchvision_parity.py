@@ -53,6 +53,7 @@ IMAGES = (("a", 640, 480, 11), ("b", 500, 375, 12), ("c", 333, 500, 13))
 SEED = 0
 BIAS_STD = 0.05        # std of the class predictor's and box predictor's random biases
 BBOX_PRED_STD = 0.001  # std of maskrcnn's roi_heads.box_predictor.bbox_pred.weight (Detectron's init)
+RPN_BBOX_PRED_STD = 1e-4  # std of maskrcnn's rpn.head.bbox_pred.weight (P2 features reach ~180)
 MIN_DETECTIONS = 10    # make fails when an image gets fewer (the comparison would exercise too little)
 WORST = 5              # worst pairs listed per image
 
@@ -168,8 +169,10 @@ def build_model(model_name, cls_score_std):
             predictor.cls_score.bias.normal_(0, BIAS_STD)
             predictor.bbox_pred.bias.normal_(0, BIAS_STD)
             if model_name == "maskrcnn":
-                # Detectron's bbox_pred init: with nn.Linear's default, this model's random boxes come out
-                # under a pixel wide, where a float32 difference flips a whole mask pixel or an NMS decision.
+                # Small random box deltas in both stages: with the default init, this model's large random
+                # features make proposals and detections under a pixel wide, whose pasted masks are a
+                # column of pixels (nothing to compare) and where a float32 difference flips a whole one.
+                model.rpn.head.bbox_pred.weight.normal_(0, RPN_BBOX_PRED_STD)
                 predictor.bbox_pred.weight.normal_(0, BBOX_PRED_STD)
         else:
             head = model.head

@@ -83,9 +83,9 @@ struct FocalLossTests {
             ([-1, 1], 0.5, term(p1[1], alpha) * 0.5),
         ] {
             let ws = Workspace(context: CPUContext())
-            ws.feedBlob("x", try tensor(x, [1, 6, 1, 1]))
-            ws.feedBlob("t", try intTensor(labels, [1, 2, 1, 1]))
-            ws.feedBlob("n", try tensor([fg], [1]))
+            ws.feedBlob("x", tensor(x, [1, 6, 1, 1]))
+            ws.feedBlob("t", intTensor(labels, [1, 2, 1, 1]))
+            ws.feedBlob("n", tensor([fg], [1]))
             try Net(NetDef(name: "n", ops: [def]), workspace: ws).run()
             let got = try ws.fetchBlob("l").toArray(as: Float.self)[0]
             #expect(abs(Double(got) - expected) < 1e-6 * max(1, expected), "labels \(labels): \(got) vs \(expected)")
@@ -94,7 +94,7 @@ struct FocalLossTests {
         }
         // GroupSpatialSoftmax gives the same per-anchor softmax.
         let ws = Workspace(context: CPUContext())
-        ws.feedBlob("x", try tensor(x, [1, 6, 1, 1]))
+        ws.feedBlob("x", tensor(x, [1, 6, 1, 1]))
         try Net(NetDef(name: "n", ops: [OperatorDef("GroupSpatialSoftmax", inputs: ["x"], outputs: ["p"], arguments: ["num_classes": .int(3)])]),
                 workspace: ws).run()
         #expect(zip(try ws.fetchBlob("p").toArray(as: Float.self), p0 + p1).allSatisfy { abs(Double($0) - $1) < 1e-6 })

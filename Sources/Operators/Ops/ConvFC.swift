@@ -440,6 +440,27 @@ struct ConvEpilogue: @unchecked Sendable {
     }
 }
 
+/// A convolution gradient's dY (input 2, checked against `dy`) and its outputs dW, db (when
+/// `hasBias`) and dX (when `computeDX`; shaped as X), all zeroed.
+func convGradientOutputs(_ io: OpIO, x: Tensor, w: Tensor, dy: [Int], hasBias: Bool, computeDX: Bool) throws(OpRunError)
+    -> (UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>, UnsafeMutableBufferPointer<Float>?, UnsafeMutableBufferPointer<Float>?) {
+    let (t, dyd) = try io.inputData(2)
+    try io.require(t.shape == dy, input: 2, "has shape \(t.shape), expected \(dy)")
+    let (_, dw) = try io.outputData(0, shape: w.shape)
+    dw.update(repeating: 0)
+    var db: UnsafeMutableBufferPointer<Float>?
+    if hasBias {
+        db = try io.outputData(1, shape: [dy[1]]).1
+        db!.update(repeating: 0)
+    }
+    var dx: UnsafeMutableBufferPointer<Float>?
+    if computeDX {
+        dx = try io.outputData(hasBias ? 2 : 1, shape: x.shape).1
+        dx!.update(repeating: 0)
+    }
+    return (dyd, dw, db, dx)
+}
+
 /// `ConvGradient(X, W, dY) -> (dW[, db][, dX])`: the `no_bias` and `compute_dX` arguments say
 /// which outputs there are.
 final class ConvGradientOp: Operator, Sendable {
@@ -460,21 +481,8 @@ final class ConvGradientOp: Operator, Sendable {
         let (x, xd) = try io.inputData(0)
         let (w, wdata) = try io.inputData(1)
         let (n, c, h, wd, m, ho, wo) = try ConvOp.shapes(io, geo, x: x, w: w)
-        let (dy, dyd) = try io.inputData(2)
-        try io.require(dy.shape == [n, m, ho, wo], input: 2, "has shape \(dy.shape), expected \([n, m, ho, wo])")
-        let (_, dw) = try io.outputData(0, shape: w.shape)
-        dw.update(repeating: 0)
-        var db: UnsafeMutableBufferPointer<Float>?
-        if hasBias {
-            db = try io.outputData(1, shape: [m]).1
-            db!.update(repeating: 0)
-        }
-        var dx: UnsafeMutableBufferPointer<Float>?
-        if computeDX {
-            dx = try io.outputData(hasBias ? 2 : 1, shape: x.shape).1
-            dx!.update(repeating: 0)
-        }
-        let g = geo.group, cg = c / g, mg = m / g, k = cg * geo.kh * geo.kw, hw = ho * wo
+        let (dyd, dw, db, dx) = try convGradientOutputs(io, x: x, w: w, dy: [n, m, ho, wo], hasBias: hasBias, computeDX: computeDX)
+        let g = geo.group, cg = c / g, k = cg * geo.kh * geo.kw, hw = ho * wo
         let bandRows = max(1, min(ho, ConvOp.bandFloats / max(1, k * wo)))
         let scratch = ctx.scratch ?? ScratchBuffers(context: io.workspace.context)
         if g == 1 && !geo.isPointwise && ConvOp.batchesImages(n: n, hw: hw) {

@@ -74,16 +74,7 @@ final class ConvTransposeOp: Operator, Sendable {
             }
             return
         }
-        let (dy, dyd) = try io.inputData(2)
-        try io.require(dy.shape == [n, m, ho, wo], input: 2, "has shape \(dy.shape), expected \([n, m, ho, wo])")
-        let (_, dw) = try io.outputData(0, shape: w.shape)
-        dw.update(repeating: 0)
-        var db: UnsafeMutableBufferPointer<Float>?
-        if hasBias {
-            db = try io.outputData(1, shape: [m]).1
-            db!.update(repeating: 0)
-        }
-        let dx = computeDX ? try io.outputData(hasBias ? 2 : 1, shape: x.shape).1 : nil
+        let (dyd, dw, db, dx) = try convGradientOutputs(io, x: x, w: w, dy: [n, m, ho, wo], hasBias: hasBias, computeDX: computeDX)
         try scratch.withBuffer(count: k * hw) { col in
             for img in 0..<n {
                 let dyi = dyd.baseAddress! + img * m * plane

@@ -8,6 +8,22 @@ func foregroundNormalizer(_ io: OpIO, _ i: Int) throws(OpRunError) -> Double {
     return max(Double(d[0]), 1)
 }
 
+/// The arguments both focal losses take: `scale` (1), `gamma` (2), `alpha` (0.25), `num_classes`.
+struct FocalLossArguments: Sendable {
+    let scale: Double
+    let gamma: Double
+    let alpha: Double
+    let numClasses: Int
+    init(_ io: OpIO, minClasses: Int, _ classesRule: String) throws(OperatorError) {
+        scale = try io.float("scale", 1)
+        gamma = try io.float("gamma", 2)
+        alpha = try io.float("alpha", 0.25)
+        numClasses = try io.int("num_classes")
+        try io.argument("num_classes", numClasses >= minClasses, classesRule)
+        try io.argument("gamma", gamma >= 0, "must be ≥ 0")
+    }
+}
+
 /// `SigmoidFocalLoss(X, labels, fg_num; scale=1, gamma=2, alpha=0.25, num_classes) -> loss`,
 /// Detectron's RetinaNet classification loss (Caffe2's `modules/detectron` op, whose kernel is
 /// 1-based: label 0 is background, −1 ignored). X is (N, A·K, H, W) with K = `num_classes`
@@ -18,26 +34,18 @@ func foregroundNormalizer(_ io: OpIO, _ i: Int) throws(OpRunError) -> Double {
 /// `SigmoidFocalLossGradient(X, labels, fg_num, dLoss) -> dX`.
 final class SigmoidFocalLossOp: Operator, Sendable {
     let io: OpIO
-    let scale: Double
-    let gamma: Double
-    let alpha: Double
-    let numClasses: Int
+    let args: FocalLossArguments
     let gradient: Bool
     init(_ io: OpIO, gradient: Bool) throws(OperatorError) {
         self.io = io
         self.gradient = gradient
-        scale = try io.float("scale", 1)
-        gamma = try io.float("gamma", 2)
-        alpha = try io.float("alpha", 0.25)
-        numClasses = try io.int("num_classes")
-        try io.argument("num_classes", numClasses >= 1, "must be ≥ 1")
-        try io.argument("gamma", gamma >= 0, "must be ≥ 0")
+        args = try FocalLossArguments(io, minClasses: 1, "must be ≥ 1")
     }
 
     func run(_ ctx: ExecutionContext) throws {
+        let (scale, gamma, alpha, k) = (args.scale, args.gamma, args.alpha, args.numClasses)
         let (x, xd) = try io.inputData(0)
         let t = try io.input(1)
-        let k = numClasses
         try io.require(x.rank == 4 && x.shape[1] % k == 0, input: 0, "must be (N, A·\(k), H, W), has shape \(x.shape)")
         let (n, a, h, w) = (x.shape[0], x.shape[1] / k, x.shape[2], x.shape[3])
         try io.require(t.shape == [n, a, h, w], input: 1, "has shape \(t.shape) but the logits need (\(n), \(a), \(h), \(w))")
@@ -200,26 +208,18 @@ final class GroupSpatialSoftmaxOp: Operator, Sendable {
 /// dLoss·scale·w·([k = t] − p_k) with w = z·(γ(1 − p_t)^(γ−1)·p_t·log p_t − (1 − p_t)^γ).
 final class SoftmaxFocalLossOp: Operator, Sendable {
     let io: OpIO
-    let scale: Double
-    let gamma: Double
-    let alpha: Double
-    let numClasses: Int
+    let args: FocalLossArguments
     let gradient: Bool
     init(_ io: OpIO, gradient: Bool) throws(OperatorError) {
         self.io = io
         self.gradient = gradient
-        scale = try io.float("scale", 1)
-        gamma = try io.float("gamma", 2)
-        alpha = try io.float("alpha", 0.25)
-        numClasses = try io.int("num_classes")
-        try io.argument("num_classes", numClasses >= 2, "must count the background too (≥ 2)")
-        try io.argument("gamma", gamma >= 0, "must be ≥ 0")
+        args = try FocalLossArguments(io, minClasses: 2, "must count the background too (≥ 2)")
     }
 
     func run(_ ctx: ExecutionContext) throws {
+        let (scale, gamma, alpha, c) = (args.scale, args.gamma, args.alpha, args.numClasses)
         let (x, xd) = try io.inputData(0)
         let t = try io.input(1)
-        let c = numClasses
         try io.require(x.rank == 4 && x.shape[1] % c == 0, input: 0, "must be (N, A·\(c), H, W), has shape \(x.shape)")
         let (n, a, h, w) = (x.shape[0], x.shape[1] / c, x.shape[2], x.shape[3])
         try io.require(t.shape == [n, a, h, w], input: 1, "has shape \(t.shape) but the logits need (\(n), \(a), \(h), \(w))")
