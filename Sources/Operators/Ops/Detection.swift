@@ -49,35 +49,35 @@ final class GenerateProposalsOp: Operator, Sendable {
         try io.require(infoT.shape == [n, 3], input: 2, "has shape \(infoT.shape), expected \([n, 3])")
         let anchorShape = legacy ? [a, 4] : [h * w * a, 4]
         try io.require(anchorsT.shape == anchorShape, input: 3, "has shape \(anchorsT.shape), expected \(anchorShape)")
-        var rois: [Float] = [], probs: [Float] = []
         let k = h * w * a
-        for img in 0..<n {
-            var s = [Float](repeating: 0, count: k), anchors = [Float](repeating: 0, count: 4 * k), d = [Float](repeating: 0, count: 4 * k)
-            for y in 0..<h {
-                for x in 0..<w {
-                    for ai in 0..<a {
-                        let idx = (y * w + x) * a + ai
-                        s[idx] = scores[((img * a + ai) * h + y) * w + x]
-                        if legacy {
-                            let sx = Float(x) * stride, sy = Float(y) * stride
-                            anchors[4 * idx] = cell[4 * ai] + sx
-                            anchors[4 * idx + 1] = cell[4 * ai + 1] + sy
-                            anchors[4 * idx + 2] = cell[4 * ai + 2] + sx
-                            anchors[4 * idx + 3] = cell[4 * ai + 3] + sy
-                        } else {
-                            for c in 0..<4 { anchors[4 * idx + c] = cell[4 * idx + c] }
-                        }
-                        for c in 0..<4 { d[4 * idx + c] = deltas[((img * 4 * a + 4 * ai + c) * h + y) * w + x] }
-                    }
-                }
+        // One image's proposals: (boxes as rows of 4, scores). Only the pre-NMS top N are decoded.
+        func proposals(_ img: Int) -> ([Float], [Float]) {
+            var s = [Float](repeating: 0, count: k)
+            for ai in 0..<a {
+                let plane = scores.baseAddress! + (img * a + ai) * h * w
+                for p in 0..<h * w { s[p * a + ai] = plane[p] }
             }
             let order = preTopN > 0 ? Boxes.topIndices(s, count: preTopN) : Boxes.descendingOrder(s)
-            var boxes = Boxes.decode(order.flatMap { Array(anchors[4 * $0..<4 * $0 + 4]) },
-                                     deltas: order.flatMap { Array(d[4 * $0..<4 * $0 + 4]) }, convention: convention)
+            var anchors = [Float](), d = [Float]()
+            anchors.reserveCapacity(4 * order.count)
+            d.reserveCapacity(4 * order.count)
+            for idx in order {
+                let ai = idx % a, p = idx / a
+                if legacy {
+                    let sx = Float(p % w) * stride, sy = Float(p / w) * stride
+                    anchors += [cell[4 * ai] + sx, cell[4 * ai + 1] + sy, cell[4 * ai + 2] + sx, cell[4 * ai + 3] + sy]
+                } else {
+                    for c in 0..<4 { anchors.append(cell[4 * idx + c]) }
+                }
+                for c in 0..<4 { d.append(deltas[(img * 4 * a + 4 * ai + c) * h * w + p]) }
+            }
+            var boxes = Boxes.decode(anchors, deltas: d, convention: convention)
             let (imH, imW, imScale) = (info[img * 3], info[img * 3 + 1], info[img * 3 + 2])
             Boxes.clip(&boxes, height: imH, width: imW, convention: convention)
             let minOrig = max(minSize, 1)
             var keptBoxes: [Float] = [], keptScores: [Float] = []
+            keptBoxes.reserveCapacity(boxes.count)
+            keptScores.reserveCapacity(order.count)
             for (j, o) in order.enumerated() {
                 let (x1, y1, x2, y2) = (boxes[4 * j], boxes[4 * j + 1], boxes[4 * j + 2], boxes[4 * j + 3])
                 let keep: Bool
@@ -89,7 +89,7 @@ final class GenerateProposalsOp: Operator, Sendable {
                     keep = x2 - x1 >= minSize && y2 - y1 >= minSize
                 }
                 if keep {
-                    keptBoxes += [x1, y1, x2, y2]
+                    keptBoxes += boxes[4 * j..<4 * j + 4]
                     keptScores.append(s[o])
                 }
             }
@@ -99,10 +99,15 @@ final class GenerateProposalsOp: Operator, Sendable {
             } else if postTopN > 0 {
                 keep = Array(keep.prefix(postTopN))
             }
-            for j in keep {
-                rois += [Float(img)] + keptBoxes[4 * j..<4 * j + 4]
-                probs.append(keptScores[j])
-            }
+            return (keep.flatMap { keptBoxes[4 * $0..<4 * $0 + 4] }, keep.map { keptScores[$0] })
+        }
+        // The images run in parallel; their proposals are concatenated in image order.
+        var perImage = [([Float], [Float])](repeating: ([], []), count: n)
+        perImage.withUnsafeMutableBufferPointer { out in ctx.parallelFor(n) { out[$0] = proposals($0) } }
+        var rois: [Float] = [], probs: [Float] = []
+        for (img, (boxes, imageScores)) in perImage.enumerated() {
+            for j in imageScores.indices { rois += [Float(img)] + boxes[4 * j..<4 * j + 4] }
+            probs += imageScores
         }
         let (_, r) = try io.outputData(0, shape: [probs.count, 5])
         _ = r.update(fromContentsOf: rois)
