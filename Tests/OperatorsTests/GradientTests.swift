@@ -121,6 +121,27 @@ struct GradientTests {
         ])
     }
 
+    @Test("ConvTranspose on many small maps (conv5_mask on every RoI) runs them in one GEMM: bitwise each image's own result",
+          arguments: [["kernel": ArgumentValue.int(2), "stride": .int(2)], ["kernel": .int(3), "stride": .int(2), "pad": .int(1), "adj": .int(1)]])
+    func convTransposeManySmallMaps(_ args: [String: ArgumentValue]) throws {
+        var rng = TestRNG(11)
+        let (n, c, h, w, m) = (9, 3, 4, 3, 5)
+        let k = args["kernel"] == .int(2) ? 2 : 3
+        let x = rng.array(n * c * h * w), wts = rng.array(c * m * k * k), b = rng.array(m)
+        let def = OperatorDef("ConvTranspose", inputs: ["x", "w", "b"], outputs: ["y"], arguments: args)
+        let ws = Workspace(context: CPUContext())
+        ws.feedBlob("x", try tensor(x, [n, c, h, w]))
+        ws.feedBlob("w", try tensor(wts, [c, m, k, k]))
+        ws.feedBlob("b", try tensor(b, [m]))
+        try Net(NetDef(name: "t", ops: [def]), workspace: ws).run()
+        let all = try ws.fetchBlob("y").toArray(as: Float.self), per = all.count / n
+        for i in 0..<n {
+            ws.feedBlob("x", try tensor(Array(x[(i * c * h * w)..<((i + 1) * c * h * w)]), [1, c, h, w]))
+            try Net(NetDef(name: "t", ops: [def]), workspace: ws).run()
+            #expect(try ws.fetchBlob("y").toArray(as: Float.self) == Array(all[(i * per)..<((i + 1) * per)]), "image \(i)")
+        }
+    }
+
     @Test("ConvTranspose: Caffe2's (C_in, C_out, kH, kW) weights; stride, padding, adj, bias",
           arguments: [
             ["kernel": ArgumentValue.int(2), "stride": .int(2)],

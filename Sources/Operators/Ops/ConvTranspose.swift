@@ -63,13 +63,37 @@ final class ConvTransposeOp: Operator, Sendable {
                 try io.require(b.count == m, input: 2, "has \(b.count) values for \(m) output channels")
                 bias = bd
             }
+            func start(_ img: Int) -> UnsafeMutablePointer<Float> {
+                let yi = y.baseAddress! + img * m * plane
+                for oc in 0..<m { (yi + oc * plane).update(repeating: bias?[oc] ?? 0, count: plane) }
+                return yi
+            }
+            if ConvOp.batchesImages(n: n, hw: hw) {
+                // Many small maps (Mask R-CNN's conv5_mask on every RoI): a band of images side by side,
+                // Xʹ (c × images·hw), one GEMM colʹ = Wᵀ · Xʹ, each image's columns folded back. Each
+                // value is the same sum as the image's own GEMM gives.
+                let perBand = max(1, min(n, ConvOp.batchBandFloats / max(1, (k + c) * hw)))
+                try scratch.withBuffer(count: (k + c) * perBand * hw) { buffer in
+                    let xb = buffer, col = buffer + c * perBand * hw
+                    for first in stride(from: 0, to: n, by: perBand) {
+                        let images = min(perBand, n - first), cols = images * hw
+                        ctx.parallelFor(images) { i in
+                            let xi = xd.baseAddress! + (first + i) * c * hw
+                            for ci in 0..<c { (xb + ci * cols + i * hw).update(from: xi + ci * hw, count: hw) }
+                        }
+                        ctx.gemm(.transpose, .none, m: k, n: cols, k: c, a: wdata.baseAddress!, b: xb, c: col)
+                        ctx.parallelFor(images) { i in
+                            geo.col2imAdd(col + i * hw, channels: m, h: ho, w: wo, ho: h, wo: wd, rows: 0..<h, dx: start(first + i), rowStride: cols)
+                        }
+                    }
+                }
+                return
+            }
             try scratch.withBuffer(count: k * hw) { col in
                 for img in 0..<n {
-                    let yi = y.baseAddress! + img * m * plane
-                    for oc in 0..<m { (yi + oc * plane).update(repeating: bias?[oc] ?? 0, count: plane) }
                     // col = Wᵀ (k × c) · X_img (c × hw), folded into Y as a convolution's input gradient is.
                     ctx.gemm(.transpose, .none, m: k, n: hw, k: c, a: wdata.baseAddress!, b: xd.baseAddress! + img * c * hw, c: col)
-                    geo.col2imAdd(ctx, col, channels: m, h: ho, w: wo, ho: h, wo: wd, rows: 0..<h, dx: yi)
+                    geo.col2imAdd(ctx, col, channels: m, h: ho, w: wo, ho: h, wo: wd, rows: 0..<h, dx: start(img))
                 }
             }
             return
