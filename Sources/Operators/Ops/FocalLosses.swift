@@ -22,6 +22,19 @@ struct FocalLossArguments: Sendable {
         try io.argument("num_classes", numClasses >= minClasses, classesRule)
         try io.argument("gamma", gamma >= 0, "must be ≥ 0")
     }
+
+    /// The logits X (N, A·`numClasses`, H, W) and the labels (N, A, H, W), checked against each
+    /// other: (X, its data, the labels' data, N, A, H, W).
+    func inputs(_ io: OpIO) throws -> (Tensor, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Int32>, Int, Int, Int, Int) {
+        let k = numClasses
+        let (x, xd) = try io.inputData(0)
+        let t = try io.input(1)
+        try io.require(x.rank == 4 && x.shape[1] % k == 0, input: 0, "must be (N, A·\(k), H, W), has shape \(x.shape)")
+        let (n, a, h, w) = (x.shape[0], x.shape[1] / k, x.shape[2], x.shape[3])
+        try io.require(t.shape == [n, a, h, w], input: 1, "has shape \(t.shape) but the logits need (\(n), \(a), \(h), \(w))")
+        let td = try io.check(1, isInput: true) { () throws(StorageError) in try t.data(as: Int32.self) }
+        return (x, xd, td, n, a, h, w)
+    }
 }
 
 /// `SigmoidFocalLoss(X, labels, fg_num; scale=1, gamma=2, alpha=0.25, num_classes) -> loss`,
@@ -44,12 +57,7 @@ final class SigmoidFocalLossOp: Operator, Sendable {
 
     func run(_ ctx: ExecutionContext) throws {
         let (scale, gamma, alpha, k) = (args.scale, args.gamma, args.alpha, args.numClasses)
-        let (x, xd) = try io.inputData(0)
-        let t = try io.input(1)
-        try io.require(x.rank == 4 && x.shape[1] % k == 0, input: 0, "must be (N, A·\(k), H, W), has shape \(x.shape)")
-        let (n, a, h, w) = (x.shape[0], x.shape[1] / k, x.shape[2], x.shape[3])
-        try io.require(t.shape == [n, a, h, w], input: 1, "has shape \(t.shape) but the logits need (\(n), \(a), \(h), \(w))")
-        let td = try io.check(1, isInput: true) { () throws(StorageError) in try t.data(as: Int32.self) }
+        let (x, xd, td, n, a, h, w) = try args.inputs(io)
         let f = scale / (try foregroundNormalizer(io, 2))
         let plane = h * w
         // Visits every logit with its label: (flat index, label, foreground class k+1).
@@ -218,12 +226,7 @@ final class SoftmaxFocalLossOp: Operator, Sendable {
 
     func run(_ ctx: ExecutionContext) throws {
         let (scale, gamma, alpha, c) = (args.scale, args.gamma, args.alpha, args.numClasses)
-        let (x, xd) = try io.inputData(0)
-        let t = try io.input(1)
-        try io.require(x.rank == 4 && x.shape[1] % c == 0, input: 0, "must be (N, A·\(c), H, W), has shape \(x.shape)")
-        let (n, a, h, w) = (x.shape[0], x.shape[1] / c, x.shape[2], x.shape[3])
-        try io.require(t.shape == [n, a, h, w], input: 1, "has shape \(t.shape) but the logits need (\(n), \(a), \(h), \(w))")
-        let td = try io.check(1, isInput: true) { () throws(StorageError) in try t.data(as: Int32.self) }
+        let (x, xd, td, n, a, h, w) = try args.inputs(io)
         let np = try foregroundNormalizer(io, 2), plane = h * w
         try io.require(td.allSatisfy { $0 >= -1 && Int($0) < c }, input: 1, "holds a label outside −1…\(c - 1)")
         /// (label, the flat index of its probability) of anchor (img, anchor, pos).
