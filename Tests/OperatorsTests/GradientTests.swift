@@ -104,13 +104,13 @@ struct GradientTests {
         let x = rng.array(n * c * h * w), wts = rng.array(m * c * 9), b = rng.array(m)
         let def = OperatorDef("Conv", inputs: ["x", "w", "b"], outputs: ["y"], arguments: ["kernel": .int(3), "pad": .int(1)])
         let ctx = CPUContext(), ws = Workspace(context: ctx)
-        ws.feedBlob("x", try tensor(x, [n, c, h, w]))
-        ws.feedBlob("w", try tensor(wts, [m, c, 3, 3]))
-        ws.feedBlob("b", try tensor(b, [m]))
+        ws.feedBlob("x", tensor(x, [n, c, h, w]))
+        ws.feedBlob("w", tensor(wts, [m, c, 3, 3]))
+        ws.feedBlob("b", tensor(b, [m]))
         try Net(NetDef(name: "t", ops: [def]), workspace: ws).run()
         let all = try ws.fetchBlob("y").toArray(as: Float.self)
         for i in 0..<n {
-            ws.feedBlob("x", try tensor(Array(x[(i * c * h * w)..<((i + 1) * c * h * w)]), [1, c, h, w]))
+            ws.feedBlob("x", tensor(Array(x[(i * c * h * w)..<((i + 1) * c * h * w)]), [1, c, h, w]))
             try Net(NetDef(name: "t", ops: [def]), workspace: ws).run()
             #expect(try ws.fetchBlob("y").toArray(as: Float.self) == Array(all[(i * m * h * w)..<((i + 1) * m * h * w)]), "image \(i)")
         }
@@ -121,7 +121,7 @@ struct GradientTests {
         ])
     }
 
-    @Test("ConvTranspose on many small maps (conv5_mask on every RoI) runs them in one GEMM: bitwise each image's own result",
+    @Test("ConvTranspose on many small maps (conv5_mask on every RoI) runs them in one GEMM: bitwise each image's own result at these sizes",
           arguments: [["kernel": ArgumentValue.int(2), "stride": .int(2)], ["kernel": .int(3), "stride": .int(2), "pad": .int(1), "adj": .int(1)]])
     func convTransposeManySmallMaps(_ args: [String: ArgumentValue]) throws {
         var rng = TestRNG(11)
@@ -130,13 +130,13 @@ struct GradientTests {
         let x = rng.array(n * c * h * w), wts = rng.array(c * m * k * k), b = rng.array(m)
         let def = OperatorDef("ConvTranspose", inputs: ["x", "w", "b"], outputs: ["y"], arguments: args)
         let ws = Workspace(context: CPUContext())
-        ws.feedBlob("x", try tensor(x, [n, c, h, w]))
-        ws.feedBlob("w", try tensor(wts, [c, m, k, k]))
-        ws.feedBlob("b", try tensor(b, [m]))
+        ws.feedBlob("x", tensor(x, [n, c, h, w]))
+        ws.feedBlob("w", tensor(wts, [c, m, k, k]))
+        ws.feedBlob("b", tensor(b, [m]))
         try Net(NetDef(name: "t", ops: [def]), workspace: ws).run()
         let all = try ws.fetchBlob("y").toArray(as: Float.self), per = all.count / n
         for i in 0..<n {
-            ws.feedBlob("x", try tensor(Array(x[(i * c * h * w)..<((i + 1) * c * h * w)]), [1, c, h, w]))
+            ws.feedBlob("x", tensor(Array(x[(i * c * h * w)..<((i + 1) * c * h * w)]), [1, c, h, w]))
             try Net(NetDef(name: "t", ops: [def]), workspace: ws).run()
             #expect(try ws.fetchBlob("y").toArray(as: Float.self) == Array(all[(i * per)..<((i + 1) * per)]), "image \(i)")
         }
