@@ -121,7 +121,7 @@ struct GradientTests {
         ])
     }
 
-    @Test("ConvTranspose on many small maps (conv5_mask on every RoI) runs them in one GEMM: bitwise each image's own result at these sizes",
+    @Test("ConvTranspose on many small maps (conv5_mask on every RoI) runs them in one GEMM: bitwise each image's own result",
           arguments: [["kernel": ArgumentValue.int(2), "stride": .int(2)], ["kernel": .int(3), "stride": .int(2), "pad": .int(1), "adj": .int(1)]])
     func convTransposeManySmallMaps(_ args: [String: ArgumentValue]) throws {
         var rng = TestRNG(11)

@@ -309,9 +309,11 @@ final class ConvOp: Operator, @unchecked Sendable {
     /// in the box and mask heads), where one GEMM per image would have a few dozen columns. Never
     /// for a minibatch of images (they are fewer than this), so training the backbone sums as before.
     static func batchesImages(n: Int, hw: Int) -> Bool { n >= 8 && hw < minBandColumns }
-    /// The columns of a band of batched images: wider than a row band's, so that each GEMM packs
-    /// the weights once for more images (Mask R-CNN's 256-channel mask head: 4 → 18 RoIs a band,
-    /// its four convolutions ~10 % faster).
+    /// The columns of a band of batched images in the forward pass: wider than a row band's, so
+    /// that each GEMM packs the weights once for more images (Mask R-CNN's 256-channel mask head:
+    /// 4 → 18 RoIs a band, its four convolutions ~10 % faster). Each output is one image's sum
+    /// whatever the band; the gradient keeps ``bandFloats``, since its dW sums over the band's
+    /// columns and a different band would round training differently.
     static let batchBandFloats = 1 << 23
 
     /// `n` small images at once: bands of whole images unfolded side by side (channel rows of
@@ -514,7 +516,7 @@ final class ConvGradientOp: Operator, Sendable {
                                  weights: UnsafePointer<Float>, m: Int, dy: UnsafePointer<Float>, ho: Int, wo: Int,
                                  dw: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?) throws {
         let k = c * geo.kh * geo.kw, hw = ho * wo
-        let perBand = max(1, min(n, ConvOp.batchBandFloats / max(1, k * hw)))
+        let perBand = max(1, min(n, ConvOp.bandFloats / max(1, k * hw)))
         try scratch.withBuffer(count: (k + m) * perBand * hw) { buffer in
             let col = buffer, dyBand = buffer + k * perBand * hw
             for first in stride(from: 0, to: n, by: perBand) {

@@ -70,9 +70,8 @@ final class ConvTransposeOp: Operator, Sendable {
             }
             if ConvOp.batchesImages(n: n, hw: hw) {
                 // Many small maps (Mask R-CNN's conv5_mask on every RoI): a band of images side by side,
-                // Xʹ (c × images·hw), one GEMM colʹ = Wᵀ · Xʹ, each image's columns folded back. Equal to
-                // the per-image path up to the GEMM's rounding (bitwise on the tested sizes; the masks
-                // tutorial's training parts from the per-image code's after ~300 iterations).
+                // Xʹ (c × images·hw), one GEMM colʹ = Wᵀ · Xʹ, each image's columns folded back. Each
+                // value is the same sum as the image's own GEMM gives.
                 let perBand = max(1, min(n, ConvOp.batchBandFloats / max(1, (k + c) * hw)))
                 try scratch.withBuffer(count: (k + c) * perBand * hw) { buffer in
                     let xb = buffer, col = buffer + c * perBand * hw
