@@ -80,6 +80,7 @@ struct WinogradTests {
         ([2, 5, 7, 9], 6, ["pad": .int(1)]), ([1, 3, 8, 8], 4, ["pad": .int(0)]),
         ([1, 4, 6, 11], 3, ["pad_t": .int(2), "pad_l": .int(0), "pad_b": .int(1), "pad_r": .int(2)]),
         ([1, 2, 3, 1], 2, ["pad": .int(1)]), ([1, 17, 37, 70], 5, ["pad": .int(1)]), ([1, 32, 60, 700], 32, ["pad": .int(1)]),
+        ([60, 64, 14, 14], 64, ["pad": .int(1)]),  // RoI features: bands of whole images, two bands for F(4×4)
     ]
 
     @Test("equals im2col (≤ 1e-5 relative for F(2×2), ≤ 3e-5 for F(4×4)) on odd sizes, paddings, several images and bands",
@@ -95,6 +96,19 @@ struct WinogradTests {
         let scale = direct.map(abs).max() ?? 1
         let worst = zip(direct, fast).map { abs($0 - $1) }.max() ?? .infinity
         #expect(worst <= (algo == "winograd_f2" ? 1e-5 : 3e-5) * max(1, scale), "worst difference \(worst), largest value \(scale)")
+    }
+
+    @Test("a band of several small images gives each image the result it has alone, bitwise", arguments: ["winograd_f2", "winograd_f4"])
+    func bandsOfImages(_ algo: String) throws {
+        let (n, c, k) = (60, 64, 64)
+        var rng = TestRNG(7)
+        let x = rng.array(n * c * 14 * 14), w = rng.array(k * c * 9), b = rng.array(k)
+        let all = try conv(algo, x: x, xShape: [n, c, 14, 14], w: w, wShape: [k, c, 3, 3], b: b, pad: ["pad": .int(1)])
+        for i in [0, 1, 55, 56, 59] {
+            let one = try conv(algo, x: Array(x[(i * c * 196)..<((i + 1) * c * 196)]), xShape: [1, c, 14, 14], w: w, wShape: [k, c, 3, 3],
+                               b: b, pad: ["pad": .int(1)])
+            #expect(one.map(\.bitPattern) == all[(i * k * 196)..<((i + 1) * k * 196)].map(\.bitPattern), "image \(i)")
+        }
     }
 
     @Test("F(4×4)'s C transforms: the AVX-512 build (where it runs) and the baseline build agree bitwise", arguments: [37, 70])
@@ -129,11 +143,15 @@ struct WinogradTests {
         def.add("Conv", ["x", "w"], ["y"], ["kernel": .int(3), "pad": .int(1), "algo": .string("winograd")])
         let ws = Workspace(context: CPUContext())
         let op = try #require(try Net(def, workspace: ws).ops.first as? ConvOp)
-        func chosen(_ c: Int, _ ho: Int, _ wo: Int) -> ObjectIdentifier? { op.choose(c: c, ho: ho, wo: wo).map { ObjectIdentifier($0) } }
+        func chosen(_ c: Int, _ ho: Int, _ wo: Int, n: Int = 1) -> ObjectIdentifier? {
+            op.choose(n: n, c: c, ho: ho, wo: wo).map { ObjectIdentifier($0) }
+        }
         #expect(chosen(256, 64, 108) == ObjectIdentifier(WinogradF4x3.self))  // P3 of a 512×864 input: 432 tiles of 4×4
         #expect(chosen(64, 128, 216) == ObjectIdentifier(WinogradF2x3.self))  // res2: 64 channels
         #expect(chosen(256, 32, 54) == ObjectIdentifier(WinogradF2x3.self))   // res4: 112 tiles of 4×4, 432 of 2×2
         #expect(chosen(512, 16, 27) == nil)                                   // res5: 112 tiles of 2×2
+        #expect(chosen(256, 14, 14, n: 100) == ObjectIdentifier(WinogradF4x3.self))  // a mask head: 1,600 tiles of 4×4
+        #expect(chosen(256, 14, 14, n: 4) == nil)                                     // 4 RoIs: 196 tiles of 2×2
     }
 
     @Test("winograd is refused for shapes it does not cover, naming the argument")

@@ -179,7 +179,7 @@ struct ConvGeometry: Sendable, Equatable {
 /// The columns are unfolded a band of output rows at a time (about 8 MB of them) into the net's
 /// shared scratch memory, so no op keeps a whole-image column buffer. With `algo` "winograd"
 /// (3×3, stride 1, no dilation, one group) it runs ``WinogradF4x3`` (4× fewer multiplications) or
-/// ``WinogradF2x3`` (2.25×) where the shapes favour them (``choose(c:ho:wo:)``); the same results
+/// ``WinogradF2x3`` (2.25×) where the shapes favour them (``choose(n:c:ho:wo:)``); the same results
 /// up to float rounding (relative differences of order 1e-6 and 1e-5).
 /// Inference nets may fuse the following AffineChannel, a Sum with a residual blob and a Relu
 /// into it (``NetDef/fusedForInference(keeping:)``): `Conv(X, W[, b][, scale, shift][, residual])`
@@ -190,7 +190,7 @@ final class ConvOp: Operator, @unchecked Sendable {
     /// How 3×3 stride-1 convolutions run (`algo`).
     enum Algorithm {
         case im2col
-        /// "winograd": per call, F(4×4, 3×3), F(2×2, 3×3) or im2col, whichever the shapes favour (see ``choose(c:ho:wo:)``).
+        /// "winograd": per call, F(4×4, 3×3), F(2×2, 3×3) or im2col, whichever the shapes favour (see ``choose(n:c:ho:wo:)``).
         case winograd
         /// "winograd_f2", "winograd_f4": that variant whatever the shapes.
         case fixed(any WinogradAlgorithm.Type)
@@ -268,13 +268,11 @@ final class ConvOp: Operator, @unchecked Sendable {
         }
         let g = geo.group, cg = c / g, mg = m / g, k = cg * geo.kh * geo.kw, hw = ho * wo
         let scratch = ctx.scratch ?? ScratchBuffers(context: io.workspace.context)
-        if let winograd = choose(c: c, ho: ho, wo: wo) {
+        if let winograd = choose(n: n, c: c, ho: ho, wo: wo) {
             try scratch.withBuffer(count: winograd.points * m * c) { u in
                 winograd.filters(ctx, wdata.baseAddress!, k: m, c: c, into: u)
-                for img in 0..<n {
-                    try winograd.run(ctx, scratch: scratch, x: xd.baseAddress! + img * c * h * wd, c: c, h: h, w: wd, u: u, k: m,
-                                     y: y.baseAddress! + img * m * hw, ho: ho, wo: wo, padT: geo.padT, padL: geo.padL, epilogue: epilogue)
-                }
+                try winograd.run(ctx, scratch: scratch, x: xd.baseAddress!, n: n, c: c, h: h, w: wd, u: u, k: m,
+                                 y: y.baseAddress!, ho: ho, wo: wo, padT: geo.padT, padL: geo.padL, epilogue: epilogue)
             }
             return
         }
@@ -344,13 +342,14 @@ final class ConvOp: Operator, @unchecked Sendable {
     /// The Winograd variant for these shapes, nil for im2col. Measured on R-50-FPN's layers (one
     /// thread, docs/benchmarks.md): the transforms cost per tile and per channel, the GEMMs lose
     /// efficiency below ~256 tiles, and the filter transform is paid on every call; so F(4×4) where
-    /// it has ≥ 256 tiles and ≥ 128 input channels, else F(2×2) where that has ≥ 256 tiles, else im2col.
-    func choose(c: Int, ho: Int, wo: Int) -> (any WinogradAlgorithm.Type)? {
+    /// the n images have ≥ 256 tiles and ≥ 128 input channels, else F(2×2) where that has ≥ 256
+    /// tiles, else im2col. (Small maps count together: ``WinogradAlgorithm/run`` bands images.)
+    func choose(n: Int, c: Int, ho: Int, wo: Int) -> (any WinogradAlgorithm.Type)? {
         switch algorithm {
         case .im2col: return nil
         case .fixed(let variant): return variant
         case .winograd:
-            func tiles(_ m: Int) -> Int { ((ho + m - 1) / m) * ((wo + m - 1) / m) }
+            func tiles(_ m: Int) -> Int { n * ((ho + m - 1) / m) * ((wo + m - 1) / m) }
             if tiles(4) >= 256 && c >= 128 { return WinogradF4x3.self }
             return tiles(2) >= 256 ? WinogradF2x3.self : nil
         }

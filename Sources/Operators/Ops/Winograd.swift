@@ -35,39 +35,63 @@ extension WinogradAlgorithm {
         }
     }
 
-    /// Y (K × ho × wo) = conv(X (C × h × w), W) for one image, then the epilogue (bias, fused ops).
-    static func run(_ ctx: ExecutionContext, scratch: ScratchBuffers, x: UnsafePointer<Float>, c: Int, h: Int, w: Int,
+    /// Y (n × K × ho × wo) = conv(X (n × C × h × w), W), then the epilogue (bias, fused ops). A
+    /// band is a run of tile rows of one image, or, where an image has few tiles (RoI features in
+    /// the mask and keypoint heads: 16 tiles of F(4×4) on 14 × 14), several whole images side by
+    /// side, so that each position's GEMM has hundreds of columns. Each tile's result is the same
+    /// sum whatever the band: a GEMM column depends on its own tile only.
+    static func run(_ ctx: ExecutionContext, scratch: ScratchBuffers, x: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int,
                     u: UnsafePointer<Float>, k: Int, y: UnsafeMutablePointer<Float>, ho: Int, wo: Int, padT: Int, padL: Int,
                     epilogue: ConvEpilogue = ConvEpilogue()) throws {
         let th = (ho + tile - 1) / tile, tw = (wo + tile - 1) / tile
-        let bandTileRows = max(1, min(th, bandFloats / (points * (c + k) * tw)))
+        let perTileRow = points * (c + k) * tw
+        let bandTileRows = max(1, min(th, bandFloats / perTileRow))
+        let imagesPerBand = bandTileRows == th ? max(1, min(n, bandFloats / (perTileRow * th))) : 1
+        try scratch.withBuffer(count: perTileRow * bandTileRows * imagesPerBand) { buffer in
+            for first in stride(from: 0, to: n, by: imagesPerBand) {
+                let images = first..<min(n, first + imagesPerBand)
+                for ty0 in stride(from: 0, to: th, by: bandTileRows) {
+                    band(ctx, x: x, images: images, rows: ty0..<min(th, ty0 + bandTileRows), c: c, h: h, w: w, u: u, k: k, y: y,
+                         ho: ho, wo: wo, tw: tw, padT: padT, padL: padL, epilogue: epilogue, buffer: buffer)
+                }
+            }
+        }
+    }
+
+    /// One band: tile rows `rows` of each of `images`, their tiles consecutive (image by image) in
+    /// the band's T columns.
+    private static func band(_ ctx: ExecutionContext, x: UnsafePointer<Float>, images: Range<Int>, rows: Range<Int>, c: Int, h: Int, w: Int,
+                             u: UnsafePointer<Float>, k: Int, y: UnsafeMutablePointer<Float>, ho: Int, wo: Int, tw: Int, padT: Int, padL: Int,
+                             epilogue: ConvEpilogue, buffer: UnsafeMutablePointer<Float>) {
+        let perImage = rows.count * tw, t = images.count * perImage
         let threads = (ctx.pool?.liveThreadCount ?? 0) + 1
-        try scratch.withBuffer(count: points * (c + k) * bandTileRows * tw) { buffer in
-            for ty0 in stride(from: 0, to: th, by: bandTileRows) {
-                let rows = ty0..<min(th, ty0 + bandTileRows), t = rows.count * tw
-                let v = buffer, m = buffer + points * c * t
-                // V (points × C × T) = Bᵀ d B for every channel and tile.
-                let cParts = min(c, threads)
-                ctx.parallelFor(cParts) { p in
-                    for ch in (c * p / cParts)..<(c * (p + 1) / cParts) {
-                        inputTransform(x + ch * h * w, h: h, w: w, rows: rows, tw: tw, padT: padT, padL: padL, v: v + ch * t, stride: c * t)
-                    }
+        let v = buffer, m = buffer + points * c * t
+        // V (points × C × T) = Bᵀ d B for every channel and tile.
+        let cParts = min(c, threads)
+        ctx.parallelFor(cParts) { p in
+            for ch in (c * p / cParts)..<(c * (p + 1) / cParts) {
+                for (i, img) in images.enumerated() {
+                    inputTransform(x + (img * c + ch) * h * w, h: h, w: w, rows: rows, tw: tw, padT: padT, padL: padL,
+                                   v: v + ch * t + i * perImage, stride: c * t)
                 }
-                // M_ξ (K × T) = U_ξ (K × C) · V_ξ (C × T) for every position ξ.
-                ctx.parallelFor(points) { xi in
-                    BLAS.sgemm(.none, .none, m: k, n: t, k: c, alpha: 1, a: u + xi * k * c, lda: c, b: v + xi * c * t, ldb: t,
-                               beta: 0, c: m + xi * k * t, ldc: t)
+            }
+        }
+        // M_ξ (K × T) = U_ξ (K × C) · V_ξ (C × T) for every position ξ.
+        ctx.parallelFor(points) { xi in
+            BLAS.sgemm(.none, .none, m: k, n: t, k: c, alpha: 1, a: u + xi * k * c, lda: c, b: v + xi * c * t, ldb: t,
+                       beta: 0, c: m + xi * k * t, ldc: t)
+        }
+        // Y tiles = Aᵀ M A, then the epilogue on the band's output rows.
+        let kParts = min(k, threads)
+        let oy0 = tile * rows.lowerBound, oy1 = min(ho, tile * rows.upperBound)
+        ctx.parallelFor(kParts) { p in
+            let o0 = k * p / kParts, o1 = k * (p + 1) / kParts
+            for (i, img) in images.enumerated() {
+                let yi = y + img * k * ho * wo
+                for o in o0..<o1 {
+                    outputTransform(m + o * t + i * perImage, stride: k * t, rows: rows, tw: tw, y: yi + o * ho * wo, ho: ho, wo: wo)
                 }
-                // Y tiles = Aᵀ M A, then the epilogue on the band's output rows.
-                let kParts = min(k, threads)
-                let oy0 = tile * rows.lowerBound, oy1 = min(ho, tile * rows.upperBound)
-                ctx.parallelFor(kParts) { p in
-                    let o0 = k * p / kParts, o1 = k * (p + 1) / kParts
-                    for o in o0..<o1 {
-                        outputTransform(m + o * t, stride: k * t, rows: rows, tw: tw, y: y + o * ho * wo, ho: ho, wo: wo)
-                    }
-                    epilogue.offset(by: o0).apply(y + o0 * ho * wo + oy0 * wo, rows: o1 - o0, stride: ho * wo, count: (oy1 - oy0) * wo)
-                }
+                epilogue.offset(by: o0).apply(yi + o0 * ho * wo + oy0 * wo, rows: o1 - o0, stride: ho * wo, count: (oy1 - oy0) * wo)
             }
         }
     }
