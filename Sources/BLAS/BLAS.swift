@@ -58,6 +58,11 @@ public enum BLAS {
     /// `op(A)` is m×k and `op(B)` is k×n; `lda`, `ldb`, `ldc` are the row strides of the stored
     /// matrices (defaulting to their packed widths). The buffers must be large enough for those
     /// shapes and strides: this is checked, and a violation is a programming error.
+    ///
+    /// With `epilogue` (`sd_epilogue`: bias, affine, residual, ReLU per row of C) our kernel
+    /// applies it to each value of C in the pass that stores it; the result says whether it was
+    /// applied, false when OpenBLAS ran (then the caller applies it). Without one it is true.
+    @discardableResult
     public static func sgemm(
         _ transA: Transpose, _ transB: Transpose,
         m: Int, n: Int, k: Int,
@@ -65,8 +70,9 @@ public enum BLAS {
         a: UnsafePointer<Float>, lda: Int? = nil,
         b: UnsafePointer<Float>, ldb: Int? = nil,
         beta: Float = 0,
-        c: UnsafeMutablePointer<Float>, ldc: Int? = nil
-    ) {
+        c: UnsafeMutablePointer<Float>, ldc: Int? = nil,
+        epilogue: UnsafePointer<sd_epilogue>? = nil
+    ) -> Bool {
         let lda = lda ?? (transA == .none ? k : m)
         let ldb = ldb ?? (transB == .none ? n : k)
         let ldc = ldc ?? n
@@ -74,15 +80,16 @@ public enum BLAS {
         precondition(lda >= max(1, transA == .none ? k : m), "sgemm: lda \(lda) too small")
         precondition(ldb >= max(1, transB == .none ? n : k), "sgemm: ldb \(ldb) too small")
         precondition(ldc >= max(1, n), "sgemm: ldc \(ldc) too small")
-        guard m > 0, n > 0 else { return }
+        guard m > 0, n > 0 else { return true }
         // Our kernel computes whole 12-row panels: below 6 rows OpenBLAS wastes less.
         if gemmKernel == .native, m >= 6,
-           sd_sgemm(transA == .none ? 0 : 1, transB == .none ? 0 : 1, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0 {
-            return
+           sd_sgemm_epilogue(transA == .none ? 0 : 1, transB == .none ? 0 : 1, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epilogue) == 0 {
+            return true
         }
         cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas,
                     blasint(m), blasint(n), blasint(k),
                     alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+        return epilogue == nil
     }
 
     /// `y = alpha · op(A) · x + beta · y`, with A stored m×n row-major.

@@ -15,6 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+// The epilogue's multiply and add stay two roundings, as in Swift.
+#pragma STDC FP_CONTRACT OFF
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -118,9 +121,10 @@ SD_AVX512 static void pack_b(int trans, const float *b, long ldb, long k0, long 
     }
 }
 
-// C[0..<mr][0..<nr] (row stride ldc) = alpha·(a · b) + (first ? beta·C : C).
+// C[0..<mr][0..<nr] (row stride ldc) = alpha·(a · b) + (first ? beta·C : C), then, when ep is
+// set (the last block along k), the epilogue; this block is C's rows row0…, columns col0….
 SD_AVX512 static void kernel(long kc, const float *restrict a, const float *restrict b, float *restrict c, long ldc,
-                             long mr, long nr, float alpha, float beta, int first) {
+                             long mr, long nr, float alpha, float beta, int first, const sd_epilogue *ep, long row0, long col0) {
     __m512 acc[2 * MR];
 #define SD_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define SD_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
@@ -156,6 +160,29 @@ SD_AVX512 static void kernel(long kc, const float *restrict a, const float *rest
             r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);
             r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), r1);
         }
+        if (ep) {
+            long row = row0 + i;
+            __m512 zero = _mm512_setzero_ps();
+            if (ep->bias) {
+                __m512 v = _mm512_set1_ps(ep->bias[row]);
+                r0 = _mm512_add_ps(r0, v);
+                r1 = _mm512_add_ps(r1, v);
+            }
+            if (ep->scale) {
+                __m512 s = _mm512_set1_ps(ep->scale[row]), t = _mm512_set1_ps(ep->shift[row]);
+                r0 = _mm512_add_ps(_mm512_mul_ps(r0, s), t);
+                r1 = _mm512_add_ps(_mm512_mul_ps(r1, s), t);
+            }
+            if (ep->residual) {
+                const float *q = ep->residual + row * ep->ldr + col0;
+                r0 = _mm512_add_ps(_mm512_add_ps(zero, r0), _mm512_maskz_loadu_ps(m0, q));
+                r1 = _mm512_add_ps(_mm512_add_ps(zero, r1), _mm512_maskz_loadu_ps(m1, q + 16));
+            }
+            if (ep->relu) {
+                r0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r0, zero, _CMP_GT_OQ), r0);
+                r1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r1, zero, _CMP_GT_OQ), r1);
+            }
+        }
         _mm512_mask_storeu_ps(ci, m0, r0);
         _mm512_mask_storeu_ps(ci + 16, m1, r1);
     }
@@ -163,8 +190,16 @@ SD_AVX512 static void kernel(long kc, const float *restrict a, const float *rest
 
 SD_AVX512 int sd_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha,
                        const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc) {
+    return sd_sgemm_epilogue(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL);
+}
+
+SD_AVX512 int sd_sgemm_epilogue(int trans_a, int trans_b, long m, long n, long k, float alpha,
+                                const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                                const sd_epilogue *epilogue) {
     if (m <= 0 || n <= 0) return 0;
+    // Without a k to sum over there is no register pass: the caller applies its epilogue.
     if (k <= 0 || alpha == 0) {
+        if (epilogue) return -1;
         for (long i = 0; i < m; i++)
             for (long j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];
         return 0;
@@ -188,7 +223,7 @@ SD_AVX512 int sd_sgemm(int trans_a, int trans_b, long m, long n, long k, float a
                 const float *panelA = ap + i0 * kc;
                 for (long jp = 0; jp < nc; jp += NR)
                     kernel(kc, panelA, bp + jp * kc, c + i0 * ldc + j0 + jp, ldc, min_l(MR, m - i0), min_l(NR, nc - jp),
-                           alpha, beta, k0 == 0);
+                           alpha, beta, k0 == 0, k0 + kc == k ? epilogue : NULL, i0, j0 + jp);
             }
         }
     }
@@ -206,6 +241,13 @@ int sd_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha,
     (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)alpha;
     (void)a; (void)lda; (void)b; (void)ldb; (void)beta; (void)c; (void)ldc;
     return -1;
+}
+
+int sd_sgemm_epilogue(int trans_a, int trans_b, long m, long n, long k, float alpha,
+                      const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                      const sd_epilogue *epilogue) {
+    (void)epilogue;
+    return sd_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 #endif

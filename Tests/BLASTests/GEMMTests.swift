@@ -159,6 +159,39 @@ struct NativeGEMMTests {
         #expect(byColumns == whole)
         #expect(byRows == whole)
     }
+
+    @Test("the epilogue in the kernel's last pass equals the same steps applied after the GEMM, bitwise",
+          arguments: [(true, false, false, false), (false, true, false, true), (true, true, true, true), (false, false, true, false)])
+    func epilogue(_ bias: Bool, _ affine: Bool, _ residual: Bool, _ relu: Bool) {
+        let m = 37, n = 700, k = 600, ldc = 710, ldr = 705  // three blocks along k, edge panels, padded rows
+        let a = Self.random(m * k, seed: 5), b = Self.random(k * n, seed: 6)
+        let bv = Self.random(m, seed: 7), sv = Self.random(m, seed: 8), tv = Self.random(m, seed: 9), rv = Self.random(m * ldr, seed: 10)
+        var plain = [Float](repeating: 0, count: m * ldc), fused = plain
+        Self.native(0, 0, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &plain, ldc: ldc)
+        for i in 0..<m {
+            for j in 0..<n {
+                var v = plain[i * ldc + j]
+                if bias { v += bv[i] }
+                if affine { v = v * sv[i] + tv[i] }
+                if residual { v = (0 + v) + rv[i * ldr + j] }
+                if relu { v = v > 0 ? v : 0 }
+                plain[i * ldc + j] = v
+            }
+        }
+        bv.withUnsafeBufferPointer { bp in
+            sv.withUnsafeBufferPointer { sp in
+                tv.withUnsafeBufferPointer { tp in
+                    rv.withUnsafeBufferPointer { rp in
+                        var e = sd_epilogue(bias: bias ? bp.baseAddress : nil, scale: affine ? sp.baseAddress : nil, shift: affine ? tp.baseAddress : nil,
+                                            residual: residual ? rp.baseAddress : nil, ldr: ldr, relu: relu ? 1 : 0)
+                        #expect(sd_sgemm_epilogue(0, 0, m, n, k, 1, a, k, b, n, 0, &fused, ldc, &e) == 0)
+                    }
+                }
+            }
+        }
+        #expect(fused.map(\.bitPattern) == plain.map(\.bitPattern))
+        #expect(!relu || (plain.contains(0) && plain.contains { $0 > 0 }))
+    }
 }
 
 extension SplitMix64 {

@@ -34,7 +34,7 @@ struct FusionTests {
     }
 
     /// Runs `net` on seeded inputs (channels 8, a 2 × 8 × 13 × 17 input) and returns the named blobs.
-    static func run(_ net: NetDef, fetching names: [String]) throws -> [[Float]] {
+    static func run(_ net: NetDef, fetching names: [String], threads: Int = 1) throws -> [[Float]] {
         var rng = TestRNG(21)
         let ctx = CPUContext()
         let ws = Workspace(context: ctx)
@@ -45,12 +45,12 @@ struct FusionTests {
             feed(w, shape)
         }
         for p in ["b1", "s1", "t1", "s2", "t2", "s3", "t3", "b5", "s5", "t5"] { feed(p, [c]) }
-        try Net(net, workspace: ws, pool: ThreadPool(threadCount: 1, name: "fuse")).run()
+        try Net(net, workspace: ws, pool: ThreadPool(threadCount: threads, name: "fuse")).run()
         return try names.map { try ws.fetchBlob($0).toArray(as: Float.self) }
     }
 
-    @Test("the fused net computes bitwise the same blobs with fewer ops", arguments: [false, true])
-    func bitwiseSame(projection: Bool) throws {
+    @Test("the fused net computes bitwise the same blobs with fewer ops, with one thread or two", arguments: [false, true], [1, 2])
+    func bitwiseSame(projection: Bool, threads: Int) throws {
         let net = Self.block(projection: projection), fused = net.fusedForInference()
         #expect(fused.ops.map(\.type) == Array(repeating: "Conv", count: projection ? 5 : 4))
         #expect(fused.ops[0].inputs == ["x", "w1", "b1", "s1", "t1"] && fused.ops[0].outputs == ["c1_bn"])
@@ -66,7 +66,7 @@ struct FusionTests {
         #expect(sumConv.arguments["fused_residual"] == .int(1) && sumConv.arguments["fused_relu"] == .int(1))
         #expect(fused.ops.last?.outputs == ["out"])
         let names = projection ? ["c1_bn", "c2", "c3_bn", "sum", "out"] : ["c1_bn", "c2", "sum", "out"]
-        let plain = try Self.run(net, fetching: names), fast = try Self.run(fused, fetching: names)
+        let plain = try Self.run(net, fetching: names, threads: threads), fast = try Self.run(fused, fetching: names, threads: threads)
         for (name, (a, b)) in zip(names, zip(plain, fast)) {
             #expect(a.map(\.bitPattern) == b.map(\.bitPattern), "blob \(name) differs")
         }

@@ -15,6 +15,23 @@ int sd_sgemm_available(void);
 int sd_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha,
              const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc);
 
+/// What sd_sgemm_epilogue does to each finished value v of C's row i, column j, in this order
+/// (each step only where its pointer is set): v += bias[i]; v = v·scale[i] + shift[i] (scale
+/// and shift together; a multiply, then an add); v = (0 + v) + residual[i·ldr + j]; with relu,
+/// v = v > 0 ? v : 0. The same operations as applying them after the GEMM, so the same values.
+typedef struct {
+    const float *bias, *scale, *shift;
+    const float *residual;
+    long ldr;
+    int relu;
+} sd_epilogue;
+
+/// sd_sgemm with `epilogue` (may be NULL) applied to each element of C as it is stored for the
+/// last time, while it is still in a register.
+int sd_sgemm_epilogue(int trans_a, int trans_b, long m, long n, long k, float alpha,
+                      const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                      const sd_epilogue *epilogue);
+
 /// Winograd F(4×4, 3×3) transforms (points 0, ±1, ±2, ∞), 16 tiles or filters per vector; the
 /// AVX-512 build of each runs where the CPU has AVX-512F, a generic one elsewhere.
 ///

@@ -1,18 +1,25 @@
 import BLAS
+import CKernels
 import Storage
 
 extension ExecutionContext {
     /// `C = alpha·op(A)·op(B) + beta·C` (row-major) split across the pool: the output's columns
     /// (or, when they are few, its rows) go to separate tasks, each one single-threaded sgemm.
     /// OpenBLAS itself runs with one thread, so pool threads and BLAS threads never compete.
+    /// `epilogue` (row r of C is its output channel r) is applied in the GEMM's last pass.
     func gemm(_ ta: Transpose, _ tb: Transpose, m: Int, n: Int, k: Int, alpha: Float = 1,
               a: UnsafePointer<Float>, lda: Int? = nil, b: UnsafePointer<Float>, ldb: Int? = nil,
-              beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
+              beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil, epilogue: ConvEpilogue = ConvEpilogue()) {
         let lda = lda ?? (ta == .none ? k : m), ldb = ldb ?? (tb == .none ? n : k), ldc = ldc ?? n
+        func one(m: Int, n: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, _ epilogue: ConvEpilogue) {
+            epilogue.fused(c, rows: m, stride: ldc, count: n) { e in
+                BLAS.sgemm(ta, tb, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, epilogue: e)
+            }
+        }
         let threads = (pool?.liveThreadCount ?? 0) + 1
         let work = m * n * k
         guard threads > 1, work >= 1 << 18 else {
-            BLAS.sgemm(ta, tb, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            one(m: m, n: n, a: a, b: b, c: c, epilogue)
             return
         }
         if n >= 64 * threads {
@@ -21,8 +28,7 @@ extension ExecutionContext {
             parallelFor(parts) { p in
                 let j0 = n * p / parts, j1 = n * (p + 1) / parts
                 guard j1 > j0 else { return }
-                let bp = tb == .none ? b + j0 : b + j0 * ldb
-                BLAS.sgemm(ta, tb, m: m, n: j1 - j0, k: k, alpha: alpha, a: a, lda: lda, b: bp, ldb: ldb, beta: beta, c: c + j0, ldc: ldc)
+                one(m: m, n: j1 - j0, a: a, b: tb == .none ? b + j0 : b + j0 * ldb, c: c + j0, epilogue)
             }
         } else {
             // Row blocks of A and C.
@@ -30,8 +36,7 @@ extension ExecutionContext {
             parallelFor(parts) { p in
                 let i0 = m * p / parts, i1 = m * (p + 1) / parts
                 guard i1 > i0 else { return }
-                let ap = ta == .none ? a + i0 * lda : a + i0
-                BLAS.sgemm(ta, tb, m: i1 - i0, n: n, k: k, alpha: alpha, a: ap, lda: lda, b: b, ldb: ldb, beta: beta, c: c + i0 * ldc, ldc: ldc)
+                one(m: i1 - i0, n: n, a: ta == .none ? a + i0 * lda : a + i0, b: b, c: c + i0 * ldc, epilogue.offset(by: i0))
             }
         }
     }
@@ -293,8 +298,9 @@ final class ConvOp: Operator, @unchecked Sendable {
                     ctx.parallelFor(blocks) { p in
                         let j0 = hw * p / blocks, j1 = hw * (p + 1) / blocks
                         guard j1 > j0 else { return }
-                        BLAS.sgemm(.none, .none, m: mg, n: j1 - j0, k: k, a: wg, lda: k, b: xg + j0, ldb: hw, c: yg + j0, ldc: hw)
-                        ep.apply(yg + j0, rows: mg, stride: hw, count: j1 - j0)
+                        ep.fused(yg + j0, rows: mg, stride: hw, count: j1 - j0) { e in
+                            BLAS.sgemm(.none, .none, m: mg, n: j1 - j0, k: k, a: wg, lda: k, b: xg + j0, ldb: hw, c: yg + j0, ldc: hw, epilogue: e)
+                        }
                     }
                 } else {
                     try unfoldAndMultiply(ctx, scratch, x: xg, channels: cg, h: h, w: wd, weights: wg, m: mg, y: yg, ho: ho, wo: wo, epilogue: ep)
@@ -376,9 +382,10 @@ final class ConvOp: Operator, @unchecked Sendable {
                     for band in stride(from: p, to: bands, by: threads) {
                         let rows = (ho * band / bands)..<(ho * (band + 1) / bands), col = buffer + p * bandSize, y0 = rows.lowerBound
                         geo.im2col(x, channels: channels, h: h, w: w, ho: ho, wo: wo, rows: rows, col: col)
-                        BLAS.sgemm(.none, .none, m: m, n: rows.count * wo, k: k, alpha: 1, a: weights, lda: k, b: col, ldb: rows.count * wo,
-                                   beta: 0, c: y + y0 * wo, ldc: hw)
-                        epilogue.apply(y + y0 * wo, rows: m, stride: hw, count: rows.count * wo)
+                        epilogue.fused(y + y0 * wo, rows: m, stride: hw, count: rows.count * wo) { e in
+                            BLAS.sgemm(.none, .none, m: m, n: rows.count * wo, k: k, alpha: 1, a: weights, lda: k, b: col, ldb: rows.count * wo,
+                                       beta: 0, c: y + y0 * wo, ldc: hw, epilogue: e)
+                        }
                     }
                 }
             }
@@ -388,13 +395,7 @@ final class ConvOp: Operator, @unchecked Sendable {
             for y0 in stride(from: 0, to: ho, by: bandRows) {
                 let rows = y0..<min(ho, y0 + bandRows)
                 geo.im2col(ctx, x, channels: channels, h: h, w: w, ho: ho, wo: wo, rows: rows, col: col)
-                ctx.gemm(.none, .none, m: m, n: rows.count * wo, k: k, a: weights, b: col, c: y + y0 * wo, ldc: hw)
-                guard !epilogue.isEmpty else { continue }
-                let parts = min(m, (ctx.pool?.liveThreadCount ?? 0) + 1)
-                ctx.parallelFor(parts) { p in
-                    let r0 = m * p / parts, r1 = m * (p + 1) / parts
-                    epilogue.offset(by: r0).apply(y + r0 * hw + y0 * wo, rows: r1 - r0, stride: hw, count: rows.count * wo)
-                }
+                ctx.gemm(.none, .none, m: m, n: rows.count * wo, k: k, a: weights, b: col, c: y + y0 * wo, ldc: hw, epilogue: epilogue)
             }
         }
     }
@@ -442,6 +443,20 @@ struct ConvEpilogue: @unchecked Sendable {
                 for i in 0..<count { p[i] = p[i] > 0 ? p[i] : 0 }
             }
         }
+    }
+
+    /// Runs `gemm`, which writes `rows` × `count` values at `c` (row stride `stride`, row r being
+    /// output channel r of this epilogue), giving it this epilogue in the GEMM kernel's form (nil
+    /// when empty) so that each value is finished in the pass that stores it; applies it
+    /// afterwards when `gemm` says it could not (OpenBLAS ran). The values are the same either way.
+    func fused(_ c: UnsafeMutablePointer<Float>, rows: Int, stride: Int, count: Int, _ gemm: (UnsafePointer<sd_epilogue>?) -> Bool) {
+        guard !isEmpty else {
+            _ = gemm(nil)
+            return
+        }
+        var kernelForm = sd_epilogue(bias: bias, scale: scale, shift: shift, residual: residual.map { UnsafePointer($0.values + (c - $0.output)) },
+                                     ldr: stride, relu: relu ? 1 : 0)
+        if !withUnsafePointer(to: &kernelForm, gemm) { apply(c, rows: rows, stride: stride, count: count) }
     }
 }
 

@@ -19,6 +19,35 @@ final class PoolOp: Operator, Sendable {
         try io.argument("count_include_pad", !(try io.bool("count_include_pad", false)), "= 1 is not supported")
     }
 
+    /// Max pooling of one plane, an output row at a time: the window's input rows reduced to one
+    /// row of column maxima (row by row, a loop the compiler vectorises), then each output's window of columns. Max is
+    /// exact, so the grouping gives the values the window-by-window loop gives.
+    static func maxPlane(_ x: UnsafePointer<Float>, h: Int, w: Int, y: UnsafeMutablePointer<Float>, ho: Int, wo: Int,
+                         window: (kh: Int, kw: Int, sh: Int, sw: Int, pt: Int, pl: Int)) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: w) { columns in
+            let cm = columns.baseAddress!
+            for oy in 0..<ho {
+                let y0 = oy * window.sh - window.pt, ys = max(y0, 0), ye = max(ys, min(y0 + window.kh, h))
+                if ys == ye {
+                    cm.update(repeating: -.infinity, count: w)
+                } else {
+                    cm.update(from: x + ys * w, count: w)
+                    for iy in (ys + 1)..<ye {
+                        let r = x + iy * w
+                        for j in 0..<w { cm[j] = max(cm[j], r[j]) }
+                    }
+                }
+                let row = y + oy * wo
+                for ox in 0..<wo {
+                    let x0 = ox * window.sw - window.pl, xs = max(x0, 0), xe = max(xs, min(x0 + window.kw, w))
+                    var m: Float = -.infinity
+                    for ix in xs..<xe { m = max(m, cm[ix]) }
+                    row[ox] = m
+                }
+            }
+        }
+    }
+
     /// The window geometry for an h×w input: (kh, kw, sh, sw, padT, padL, ho, wo).
     func window(h: Int, w: Int) -> (Int, Int, Int, Int, Int, Int, Int, Int) {
         if global { return (h, w, 1, 1, 0, 0, 1, 1) }
@@ -35,6 +64,13 @@ final class PoolOp: Operator, Sendable {
         if !gradient {
             let (_, y) = try io.outputData(0, shape: [n, c, ho, wo])
             let isMax = self.isMax
+            if isMax && !global {
+                ctx.parallelFor(n * c) { p in
+                    Self.maxPlane(xd.baseAddress! + p * h * w, h: h, w: w, y: y.baseAddress! + p * ho * wo, ho: ho, wo: wo,
+                                  window: (kh, kw, sh, sw, pt, pl))
+                }
+                return
+            }
             ctx.parallelFor(n * c) { p in
                 let xp = xd.baseAddress! + p * h * w, yp = y.baseAddress! + p * ho * wo
                 for oy in 0..<ho {

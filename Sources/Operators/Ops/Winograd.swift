@@ -103,19 +103,30 @@ struct WinogradF2x3: WinogradAlgorithm {
     static let points = 16
 
     static func filters(_ w: UnsafePointer<Float>, kc: Int, range: Range<Int>, into u: UnsafeMutablePointer<Float>) {
-        for i in range {
-            let g = w + 9 * i
-            // t = G g (4 × 3): rows g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2, g2; then U = t Gᵀ.
-            func row(_ a: Float, _ b: Float, _ d: Float, _ r: Int) {
-                u[(4 * r) * kc + i] = a
-                u[(4 * r + 1) * kc + i] = (a + b + d) * 0.5
-                u[(4 * r + 2) * kc + i] = (a - b + d) * 0.5
-                u[(4 * r + 3) * kc + i] = d
+        // Blocks of 64 filters transformed into a local 16 × 64 buffer, then each position's 64
+        // values copied out together: written one filter at a time, the 16 positions' streams
+        // (kc floats apart, often a power of two) would evict each other from the cache.
+        let block = 64
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 16 * block) { local in
+            let t = local.baseAddress!
+            for i0 in stride(from: range.lowerBound, to: range.upperBound, by: block) {
+                let count = min(block, range.upperBound - i0)
+                for l in 0..<count {
+                    let g = w + 9 * (i0 + l)
+                    // t = G g (4 × 3): rows g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2, g2; then U = t Gᵀ.
+                    func row(_ a: Float, _ b: Float, _ d: Float, _ r: Int) {
+                        t[(4 * r) * block + l] = a
+                        t[(4 * r + 1) * block + l] = (a + b + d) * 0.5
+                        t[(4 * r + 2) * block + l] = (a - b + d) * 0.5
+                        t[(4 * r + 3) * block + l] = d
+                    }
+                    row(g[0], g[1], g[2], 0)
+                    row((g[0] + g[3] + g[6]) * 0.5, (g[1] + g[4] + g[7]) * 0.5, (g[2] + g[5] + g[8]) * 0.5, 1)
+                    row((g[0] - g[3] + g[6]) * 0.5, (g[1] - g[4] + g[7]) * 0.5, (g[2] - g[5] + g[8]) * 0.5, 2)
+                    row(g[6], g[7], g[8], 3)
+                }
+                for position in 0..<16 { (u + position * kc + i0).update(from: t + position * block, count: count) }
             }
-            row(g[0], g[1], g[2], 0)
-            row((g[0] + g[3] + g[6]) * 0.5, (g[1] + g[4] + g[7]) * 0.5, (g[2] + g[5] + g[8]) * 0.5, 1)
-            row((g[0] - g[3] + g[6]) * 0.5, (g[1] - g[4] + g[7]) * 0.5, (g[2] - g[5] + g[8]) * 0.5, 2)
-            row(g[6], g[7], g[8], 3)
         }
     }
 
