@@ -12,13 +12,14 @@ model and post-processing), with 1 and 2 threads. For maskrcnn both sides run th
 weights (written once as a state_dict for ours), so that both mask heads run on the same 100
 detections; ours prints how many it had.
 
-Medians after a warm-up, and each run's peak resident memory (every torchvision measurement runs in
+Medians after a warm-up (with --pairs N, the medians over N measurements of each side taken in
+turn, and the median of the N pairs' ratios), and each run's peak resident memory (every torchvision measurement runs in
 its own process; its RSS includes torch's ~690 MB of libraries). Random weights on both sides (timing
 does not depend on them; nothing is downloaded). Prints a Markdown table.
 
     swift build -c release --product detectron
     /tmp/venv/bin/pip install torch torchvision numpy
-    /tmp/venv/bin/python tools/bench_model.py [--model fasterrcnn|retinanet|maskrcnn] [--runs 5]
+    /tmp/venv/bin/python tools/bench_model.py [--model fasterrcnn|retinanet|maskrcnn] [--runs 5] [--pairs 3]
 """
 import argparse
 import json
@@ -35,6 +36,9 @@ import torchvision
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--runs", type=int, default=5)
+ap.add_argument("--pairs", type=int, default=1,
+                help="measure torchvision and ours this many times in turn (A B A B …) and report the medians and each pair's ratio: "
+                     "the machine's speed drifts over minutes, so a ratio holds best within a pair")
 ap.add_argument("--detectron", default=os.path.join(os.path.dirname(__file__), "..", ".build", "release", "detectron"))
 ap.add_argument("--model", choices=("fasterrcnn", "retinanet", "maskrcnn"), default="fasterrcnn")
 ap.add_argument("--cfg", help="our config (default: the model's; see above)")
@@ -112,11 +116,16 @@ if args.child:
 
 if args.model == "maskrcnn":
     torchvision_time(False, 1)   # writes the weights both sides run
-print("| run | threads | torchvision (s) | ours (s) | ratio ours/torchvision | peak RSS torchvision / ours (MB) |")
-print("|---|---:|---:|---:|---:|---:|")
+print("| run | threads | torchvision (s) | ours (s) | ratio ours/torchvision | peak RSS torchvision / ours (MB) |"
+      + (" ratio of each pair |" if args.pairs > 1 else ""))
+print("|---|---:|---:|---:|---:|---:|" + ("---|" if args.pairs > 1 else ""))
 for train in (False, True) if args.model == "fasterrcnn" else (False,):
     for threads in (1, 2):
-        tv = torchvision_child(train, threads)
-        o = ours(train, threads)
-        print("| %s | %d | %.3f | %.3f | %.2f | %.0f / %.0f |" % ("training iteration (2 images)" if train else "inference (1 image)", threads,
-                                                            tv["median_s"], o["median_s"], o["median_s"] / tv["median_s"], tv["peak_rss_mb"], o["peak_rss_mb"]))
+        pairs = [(torchvision_child(train, threads), ours(train, threads)) for _ in range(args.pairs)]
+        tv = statistics.median(p[0]["median_s"] for p in pairs)
+        o = statistics.median(p[1]["median_s"] for p in pairs)
+        ratios = [p[1]["median_s"] / p[0]["median_s"] for p in pairs]
+        print("| %s | %d | %.3f | %.3f | %.2f | %.0f / %.0f |%s" % (
+            "training iteration (2 images)" if train else "inference (1 image)", threads, tv, o, statistics.median(ratios),
+            max(p[0]["peak_rss_mb"] for p in pairs), max(p[1]["peak_rss_mb"] for p in pairs),
+            (" " + ", ".join("%.2f" % r for r in ratios) + " |") if args.pairs > 1 else ""))
