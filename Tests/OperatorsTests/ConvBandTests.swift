@@ -149,6 +149,7 @@ struct WinogradTests {
         #expect(chosen(256, 64, 108) == ObjectIdentifier(WinogradF4x3.self))  // P3 of a 512×864 input: 432 tiles of 4×4
         #expect(chosen(64, 128, 216) == ObjectIdentifier(WinogradF2x3.self))  // res2: 64 channels
         #expect(chosen(256, 32, 54) == ObjectIdentifier(WinogradF2x3.self))   // res4: 112 tiles of 4×4, 432 of 2×2
+        #expect(chosen(256, 50, 76) == ObjectIdentifier(WinogradF4x3.self))   // P4 of an 800×1,216 input: 247 tiles of 4×4
         #expect(chosen(512, 16, 27) == nil)                                   // res5: 112 tiles of 2×2
         #expect(chosen(256, 14, 14, n: 100) == ObjectIdentifier(WinogradF4x3.self))  // a mask head: 1,600 tiles of 4×4
         #expect(chosen(256, 14, 14, n: 4) == nil)                                     // 4 RoIs: 196 tiles of 2×2

@@ -348,15 +348,16 @@ final class ConvOp: Operator, @unchecked Sendable {
     /// The Winograd variant for these shapes, nil for im2col. Measured on R-50-FPN's layers (one
     /// thread, docs/benchmarks.md): the transforms cost per tile and per channel, the GEMMs lose
     /// efficiency below ~256 tiles, and the filter transform is paid on every call; so F(4×4) where
-    /// the n images have ≥ 256 tiles and ≥ 128 input channels, else F(2×2) where that has ≥ 256
-    /// tiles, else im2col. (Small maps count together: ``WinogradAlgorithm/run`` bands images.)
+    /// the n images have ≥ 200 tiles of 4 × 4 and ≥ 128 input channels (at 247 tiles, RetinaNet's
+    /// P4 towers at 800 × 1,216, F(4×4) took 19 ms where F(2×2) took 28), else F(2×2) where that
+    /// has ≥ 256 tiles, else im2col. (Small maps count together: ``WinogradAlgorithm/run`` bands images.)
     func choose(n: Int, c: Int, ho: Int, wo: Int) -> (any WinogradAlgorithm.Type)? {
         switch algorithm {
         case .im2col: return nil
         case .fixed(let variant): return variant
         case .winograd:
             func tiles(_ m: Int) -> Int { n * ((ho + m - 1) / m) * ((wo + m - 1) / m) }
-            if tiles(4) >= 256 && c >= 128 { return WinogradF4x3.self }
+            if tiles(4) >= 200 && c >= 128 { return WinogradF4x3.self }
             return tiles(2) >= 256 ? WinogradF2x3.self : nil
         }
     }
