@@ -221,6 +221,15 @@ struct MaxPoolDirectTests {
     @Test("kernels, strides and paddings, rows wider than a vector and windows in the padding",
           arguments: [(3, 2, [1, 1, 1, 1]), (2, 2, [0, 0, 0, 0]), (3, 1, [1, 2, 0, 1]), (1, 2, [0, 0, 0, 0]), (3, 3, [2, 2, 2, 2])])
     func direct(_ kernel: Int, _ stride: Int, _ pads: [Int]) throws {
+        try check(kernel, stride, pads, global: false)
+    }
+
+    @Test("global max pooling: each plane's maximum")
+    func global() throws {
+        try check(1, 1, [0, 0, 0, 0], global: true)
+    }
+
+    func check(_ kernel: Int, _ stride: Int, _ pads: [Int], global: Bool) throws {
         let (n, c, h, w) = (2, 3, 11, 37)
         var rng = TestRNG(UInt64(kernel * 10 + stride))
         let x = rng.array(n * c * h * w)
@@ -228,19 +237,21 @@ struct MaxPoolDirectTests {
         let ws = Workspace(context: ctx)
         ws.feedBlob("x", try Tensor(x, shape: [n, c, h, w], context: ctx))
         var def = NetDef(name: "p", externalInputs: ["x"])
-        def.add("MaxPool", ["x"], ["y"], ["kernel": .int(kernel), "stride": .int(stride), "pad_t": .int(pads[0]), "pad_l": .int(pads[1]),
-                                          "pad_b": .int(pads[2]), "pad_r": .int(pads[3])])
+        def.add("MaxPool", ["x"], ["y"], global ? ["global_pooling": .int(1)] :
+                    ["kernel": .int(kernel), "stride": .int(stride), "pad_t": .int(pads[0]), "pad_l": .int(pads[1]),
+                     "pad_b": .int(pads[2]), "pad_r": .int(pads[3])])
         try Net(def, workspace: ws, pool: ThreadPool(threadCount: 1, name: "pool")).run()
         let y = try ws.fetchBlob("y")
-        let ho = (h + pads[0] + pads[2] - kernel) / stride + 1, wo = (w + pads[1] + pads[3] - kernel) / stride + 1
+        let (kh, kw) = global ? (h, w) : (kernel, kernel)
+        let ho = (h + pads[0] + pads[2] - kh) / stride + 1, wo = (w + pads[1] + pads[3] - kw) / stride + 1
         #expect(y.shape == [n, c, ho, wo])
         var expected: [Float] = []
         for p in 0..<(n * c) {
             for oy in 0..<ho {
                 for ox in 0..<wo {
                     var m = -Float.infinity
-                    for ky in 0..<kernel {
-                        for kx in 0..<kernel {
+                    for ky in 0..<kh {
+                        for kx in 0..<kw {
                             let iy = oy * stride - pads[0] + ky, ix = ox * stride - pads[1] + kx
                             if iy >= 0 && iy < h && ix >= 0 && ix < w { m = max(m, x[(p * h + iy) * w + ix]) }
                         }

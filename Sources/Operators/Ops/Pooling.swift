@@ -19,9 +19,10 @@ final class PoolOp: Operator, Sendable {
         try io.argument("count_include_pad", !(try io.bool("count_include_pad", false)), "= 1 is not supported")
     }
 
-    /// Max pooling of one plane, an output row at a time: the window's input rows reduced to one
-    /// row of column maxima (row by row, a loop the compiler vectorises), then each output's window of columns. Max is
-    /// exact, so the grouping gives the values the window-by-window loop gives.
+    /// Max pooling of one plane (global pooling too: one window over it all), an output row at a
+    /// time: the window's input rows reduced to one row of column maxima (row by row, a loop the
+    /// compiler vectorises), then each output's window of columns. Max is exact, so the order of
+    /// the reductions does not change a value. An empty window gives −∞.
     static func maxPlane(_ x: UnsafePointer<Float>, h: Int, w: Int, y: UnsafeMutablePointer<Float>, ho: Int, wo: Int,
                          window: (kh: Int, kw: Int, sh: Int, sw: Int, pt: Int, pl: Int)) {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: w) { columns in
@@ -63,29 +64,26 @@ final class PoolOp: Operator, Sendable {
         try io.require(ho > 0 && wo > 0, input: 0, "of size \(h)×\(w) is smaller than the pooling window")
         if !gradient {
             let (_, y) = try io.outputData(0, shape: [n, c, ho, wo])
-            let isMax = self.isMax
-            if isMax && !global {
+            if isMax {
                 ctx.parallelFor(n * c) { p in
                     Self.maxPlane(xd.baseAddress! + p * h * w, h: h, w: w, y: y.baseAddress! + p * ho * wo, ho: ho, wo: wo,
                                   window: (kh, kw, sh, sw, pt, pl))
                 }
                 return
             }
+            // Average: the window's sum over the cells inside the input.
             ctx.parallelFor(n * c) { p in
                 let xp = xd.baseAddress! + p * h * w, yp = y.baseAddress! + p * ho * wo
                 for oy in 0..<ho {
                     let y0 = oy * sh - pt, y1 = min(y0 + kh, h), ys = max(y0, 0)
                     for ox in 0..<wo {
                         let x0 = ox * sw - pl, x1 = min(x0 + kw, w), xs = max(x0, 0)
-                        var acc: Float = isMax ? -.infinity : 0
+                        var acc: Float = 0
                         for iy in ys..<max(ys, y1) {
-                            for ix in xs..<max(xs, x1) {
-                                let v = xp[iy * w + ix]
-                                if isMax { acc = max(acc, v) } else { acc += v }
-                            }
+                            for ix in xs..<max(xs, x1) { acc += xp[iy * w + ix] }
                         }
                         let cells = (max(ys, y1) - ys) * (max(xs, x1) - xs)
-                        yp[oy * wo + ox] = isMax ? acc : acc / Float(max(cells, 1))
+                        yp[oy * wo + ox] = acc / Float(max(cells, 1))
                     }
                 }
             }
