@@ -11,12 +11,14 @@ the 12 stats and per-category AP agree, and prints both.
     /work/venv/bin/python tools/bench_cocoeval.py [--images 5000] [--iou-type segm]
 """
 import argparse
+import atexit
 import contextlib
 import io
 import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -137,6 +139,7 @@ for i in range(1, args.images + 1):
         gts.append((a, b))
     dets += make_detections(i, w, h, gts)
 tmp = tempfile.mkdtemp()
+atexit.register(shutil.rmtree, tmp, True)
 gt_path, dt_path = os.path.join(tmp, "gt.json"), os.path.join(tmp, "dt.json")
 json.dump({"images": images, "annotations": anns, "categories": cats}, open(gt_path, "w"))
 json.dump(dets, open(dt_path, "w"))

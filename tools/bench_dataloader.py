@@ -17,8 +17,10 @@ pays for glibc returning its buffers to the kernel. Prints a Markdown table.
     /tmp/venv/bin/python tools/bench_dataloader.py [--decoder pil|cv2] [--repeats 3]
 """
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,6 +94,7 @@ def main():
     if not folder:
         from PIL import Image
         folder = tempfile.mkdtemp(prefix="sd-bench-jpegs-")
+        atexit.register(shutil.rmtree, folder, True)
         rng = np.random.RandomState(0)
         yy, xx = np.mgrid[0:480, 0:640]
         for i in range(256):

@@ -7,11 +7,13 @@ agrees with pycocotools on it, boxes and masks (ground truth jittered into detec
     /work/venv/bin/python tools/check_shapes_with_pycocotools.py [--detectron .build/debug/detectron]
 """
 import argparse
+import atexit
 import contextlib
 import io
 import json
 import os
 import random
+import shutil
 import subprocess
 import tempfile
 
@@ -25,6 +27,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--detectron", default=os.path.join(os.path.dirname(__file__), "..", ".build", "debug", "detectron"))
 args = ap.parse_args()
 out = tempfile.mkdtemp()
+atexit.register(shutil.rmtree, out, True)
 subprocess.run([args.detectron, "make-shapes", "--out", out, "--train", "10", "--val", "60", "--seed", "4"], check=True)
 path = os.path.join(out, "annotations", "instances_val.json")
 with contextlib.redirect_stdout(io.StringIO()):

@@ -31,6 +31,7 @@ struct DatasetTests {
     @Test("roidb: sorted images, contiguous classes in file order, +1 boxes, clipping, crowd, ignore and degenerate boxes")
     func roidb() throws {
         let dir = tempDir("roidb")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = write(smallGT, "gt.json", in: dir)
         let ds = try JSONDataset(name: "small", annotationFile: path, imageDirectory: dir)
         #expect(ds.classes == ["__background__", "dog", "person"])
@@ -52,6 +53,7 @@ struct DatasetTests {
     @Test("training roidb: flipped copies (flip twice is identity) and images with only crowd boxes dropped")
     func trainingRoidb() throws {
         let dir = tempDir("train")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let ds = try JSONDataset(name: "small", annotationFile: write(smallGT, "gt.json", in: dir), imageDirectory: dir)
         let (entries, stats) = try ds.trainingRoidb(flipped: true, checkImages: false)
         #expect(entries.count == 2)  // image 3 and its flip; image 7 (crowd only) twice dropped
@@ -65,6 +67,7 @@ struct DatasetTests {
     @Test("a missing image names the annotation file, the image id and the path")
     func missingImage() throws {
         let dir = tempDir("missing")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let ds = try JSONDataset(name: "small", annotationFile: write(smallGT, "gt.json", in: dir), imageDirectory: dir)
         #expect(throws: COCOError.missingImage(file: dir + "/gt.json", imageID: 3, path: dir + "/a.jpg")) { try ds.roidb(checkImages: true) }
     }
@@ -72,6 +75,7 @@ struct DatasetTests {
     @Test("bad inputs: malformed JSON, missing keys, unknown category, bad bbox, duplicate ids, unknown image in results")
     func badInputs() throws {
         let dir = tempDir("bad")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         func message(_ json: String) -> String {
             do {
                 _ = try COCOFile.load(write(json, "f.json", in: dir))
@@ -121,6 +125,7 @@ struct DatasetTests {
     @Test("results round trip: write, read back equal; Detectron's corner boxes get +1 widths")
     func resultsRoundTrip() throws {
         let dir = tempDir("results")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let dets = [Detection(imageID: 3, categoryID: 18, x1: 10, y1: 5, x2: 19, y2: 14, score: 0.875),
                     Detection(imageID: 7, categoryID: 1, bbox: [1.5, 2.25, 3, 4], score: 0.5)]
         #expect(dets[0].bbox == [10, 5, 10, 10])
@@ -146,6 +151,7 @@ struct DatasetTests {
         #expect(a.image == b.image)
         #expect(ShapesDataset(seed: 6).sample(split: "train", index: 3).image != a.image)
         let dir = tempDir("shapes")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let file = try ShapesDataset(seed: 1).write(split: "val", count: 40, to: dir)
         let areas = file.annotations.filter { !$0.isCrowd }.map(\.evaluationArea)
         #expect(areas.contains { $0 < 32 * 32 } && areas.contains { $0 >= 32 * 32 && $0 <= 96 * 96 } && areas.contains { $0 > 96 * 96 })

@@ -59,6 +59,7 @@ struct SegmentationFileTests {
     @Test("mask results: written as Detectron writes them (no bbox), read back equal; pycocotools' loadRes rules")
     func maskResults() throws {
         let dir = tempDir("segm-results")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let mask = try RLE.encode([0, 1, 1, 1, 0, 0], height: 2, width: 3, order: .rowMajor)
         let dets = [Detection(imageID: 2, categoryID: 1, segmentation: mask, score: 0.75),
                     Detection(imageID: 2, categoryID: 1, segmentation: RLE.merge([mask, mask], intersect: true), score: 0.5)]

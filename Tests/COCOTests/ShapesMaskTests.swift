@@ -44,6 +44,7 @@ struct ShapesMaskTests {
     @Test("make-shapes writes the masks, and the file reads back with them")
     func written() throws {
         let dir = tempDir("shapes-masks")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let file = try ShapesDataset(seed: 1).write(split: "val", count: 6, to: dir)
         let loaded = try COCOFile.load(dir + "/annotations/instances_val.json")
         #expect(loaded.annotations.map(\.segmentation) == file.annotations.map(\.segmentation))

@@ -45,6 +45,7 @@ struct ProcessWorkerTests {
     @Test("with respawn, a worker that died once is replaced and the epoch completes with the same batches")
     func respawn() throws {
         let marker = NSTemporaryDirectory() + "sd-crash-once-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: marker) }
         let (_, lines) = try runProbe(["--kind", "processes", "--workers", "2", "--crash-at", "9", "--respawn"], env: ["PROBE_CRASH_ONCE": marker])
         #expect(lines.contains { $0.hasPrefix("warning: DataLoader worker") && $0.contains("starting a replacement") }, "\(lines)")
         #expect(lines.contains { $0.contains("identical") }, "\(lines)")
@@ -75,6 +76,7 @@ struct ProcessWorkerTests {
           arguments: ["processes", "threads"])
     func leaks(kind: String) throws {
         let dir = try makeJPEGFolder(256)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let (status, lines) = try runProbe(["--images", dir, "--kind", kind, "--workers", "2", "--epochs", "50", "--batch", "8"], timeout: 600)
         #expect(status.isSuccess, "\(lines.suffix(3))")
         let epochs = lines.filter { $0.hasPrefix("epoch") }.map { $0.split(separator: " ").map(String.init) }
@@ -104,6 +106,7 @@ struct ImagePipelineTests {
     @Test("a corrupt JPEG in the dataset gives an error naming the file")
     func corruptJPEG() throws {
         let dir = try makeJPEGFolder(6, corruptAt: 3)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let ds = try ImageFolderDataset(directory: dir, scale: 32, maxSize: 64)
         var o = DataLoaderOptions()
         o.batchSize = 2
@@ -121,6 +124,7 @@ struct ImagePipelineTests {
     @Test("images are prepared the Detectron way and collated into a padded blob")
     func collate() throws {
         let dir = try makeJPEGFolder(3)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let ds = try ImageFolderDataset(directory: dir, scale: 32, maxSize: 64)
         var rng = SampleRNG(seed: 0)
         let a = try ds.element(at: 0, rng: &rng), b = try ds.element(at: 1, rng: &rng)

@@ -41,6 +41,7 @@ struct ConfigZooTests {
     @Test("each config either builds its model, trains one iteration and detects, or is refused naming an unimplemented key")
     func everyConfig() throws {
         let (spec, _, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         var refused: [String: String] = [:], built: [String] = []
         var representatives: [String: String] = [:]
         for f in try shippedConfigs() {
@@ -97,6 +98,8 @@ struct ConfigZooTests {
             let detections = try Detector(config: c, weights: final).detect(try JPEG.decode(contentsOf: dir + "/a.jpg"))
             #expect(detections.allSatisfy { $0.score.isFinite && $0.bbox.allSatisfy(\.isFinite) }, "\(f)")
             #expect(detections.allSatisfy { ($0.mask != nil) == c.bool("MODEL.MASK_ON") }, "\(f)")
+            // The full-size models' weights take up to 0.8 GB each.
+            try? FileManager.default.removeItem(atPath: out)
         }
     }
 }

@@ -174,6 +174,7 @@ struct DataParallelTests {
     @Test("NUM_GPUS 2 trains two in-process replicas: summed losses logged, snapshots written once")
     func trainerWithTwoReplicas() throws {
         let (spec, _, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let out = dir + "/dp"
         var args = ["train", "--skip-test", "--cfg", shapesConfig] + tinyConfig(dataset: spec, output: out, maxIter: 20)
         args += ["NUM_GPUS", "2", "TRAIN.USE_FLIPPED", "True"]
@@ -218,6 +219,7 @@ struct DataParallelTests {
     func mpiMatchesInProcess() throws {
         let mpirunPath = try #require(Self.mpirunPath), env = mpiEnvironment
         let (spec, _, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         func args(_ out: String) -> [String] {
             ["train", "--skip-test", "--cfg", shapesConfig] + tinyConfig(dataset: spec, output: dir + "/" + out, maxIter: 10)
                 + ["NUM_GPUS", "2", "TRAIN.USE_FLIPPED", "True"]
@@ -244,6 +246,7 @@ struct DataParallelTests {
     func mpiRankError() throws {
         let mpirunPath = try #require(Self.mpirunPath), env = mpiEnvironment
         let (spec, _, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         // The image turns unreadable after the roidb is built: whichever rank loads it first fails.
         let args = ["-np", "2", detectronExecutable, "train", "--skip-test", "--cfg", shapesConfig]
             + tinyConfig(dataset: spec, output: dir + "/mpi-error", maxIter: 100_000) + ["NUM_GPUS", "2", "TRAIN.USE_FLIPPED", "True"]
@@ -265,6 +268,7 @@ struct DataParallelTests {
     func mpiRankDeath() throws {
         let mpirunPath = try #require(Self.mpirunPath), env = mpiEnvironment
         let (spec, _, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let out = dir + "/mpi-kill"
         let args = ["-np", "2", detectronExecutable, "train", "--skip-test", "--cfg", shapesConfig]
             + tinyConfig(dataset: spec, output: out, maxIter: 100_000) + ["NUM_GPUS", "2", "TRAIN.USE_FLIPPED", "True"]
@@ -307,6 +311,7 @@ struct MultiWorkerTestingTests {
     @Test("--multi-worker-testing gives the same detections as one process, and a failing worker fails the run naming its file, leaving no process behind")
     func sameDetectionsAndFailures() throws {
         let (_, _, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let spec = "\(dir)/shapes/annotations/instances_train.json::\(dir)/shapes/train"
         var env = ProcessInfo.processInfo.environment
         env["DETECTRON_NUM_THREADS"] = "1"

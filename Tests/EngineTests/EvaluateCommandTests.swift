@@ -7,6 +7,7 @@ struct EvaluateCommandTests {
     @Test("--iou-type segm compares masks (box AP by default); a segmentation it cannot rasterise is an error naming the annotation")
     func iouType() throws {
         let dir = NSTemporaryDirectory() + "sd-evaluate-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // A 10×10 square; the result has its box but a mask of only its left half: box AP 1, mask IoU 0.5.

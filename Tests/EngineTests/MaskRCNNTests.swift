@@ -134,6 +134,7 @@ struct MaskRCNNTests {
     @Test("overfitting one image with polygon masks: each class's best detection has a mask of IoU ≥ 0.8 with its ground truth", .timeLimit(.minutes(5)))
     func overfit() throws {
         let dir = NSTemporaryDirectory() + "sd-mask-overfit-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // A triangle and an L on a grey 64 × 64 image, painted where pycocotools rasterises their polygons.

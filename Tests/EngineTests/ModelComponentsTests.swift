@@ -60,6 +60,7 @@ struct ModelComponentsTests {
 
         // Trained through the Trainer (5 iterations), then detecting through the Detector.
         let (spec, _, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         var small = try smallConfig(tinyConfig(dataset: spec, output: dir + "/out", maxIter: 5))
         try small.merge(overrides: ["FAST_RCNN.ROI_BOX_HEAD", "my_heads.add_roi_1mlp_head", "TRAIN.AUTO_RESUME", "False"])
         let final = try Trainer(config: small, components: components, logger: .silent).run()

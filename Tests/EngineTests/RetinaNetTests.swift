@@ -157,6 +157,7 @@ struct RetinaNetTests {
     @Test("overfitting one image: the loss falls below 25 % of its start and the detections recover both boxes (IoU ≥ 0.7)")
     func overfit() throws {
         let (spec, boxes, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let c = try tinyRetinaNet(spec, dir + "/out", maxIter: 150)
         let first = Locked<Float?>(nil), last = Locked<Float?>(nil)
         let final = try Trainer(config: c, logger: .silent).run { e in
@@ -177,6 +178,7 @@ struct RetinaNetTests {
     @Test("the RetinaNet training dataset survives its description (process workers): same samples, bytes round-trip")
     func transport() throws {
         let (spec, _, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let c = try tinyRetinaNet(spec, dir + "/out", maxIter: 1)
         let model = try ModelComponents.standard.build(c, train: true)
         var roidb: [RoidbEntry] = []

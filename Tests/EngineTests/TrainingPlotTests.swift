@@ -22,6 +22,7 @@ struct TrainingPlotTests {
         #expect(chart.series.last?.axis == .secondary)
         #expect(chart.series.first { $0.name.hasPrefix("box AP") }?.style == .markers)
         let dir = NSTemporaryDirectory() + "sd-plot-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try TrainingPlot.write(stats: Self.stats, to: dir + "/loss_curve")

@@ -49,6 +49,7 @@ struct TrainingTests {
     @Test("overfitting one image in 200 iterations: the loss falls below 10 % of its start and the detections recover the boxes (IoU ≥ 0.7)")
     func overfit() throws {
         let (spec, boxes, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = try smallConfig(tinyConfig(dataset: spec, output: dir + "/out", maxIter: 200))
         try c.merge(overrides: ["TRAIN.AUTO_RESUME", "False"])
         let first = Locked<Float?>(nil), last = Locked<Float?>(nil)
@@ -73,6 +74,7 @@ struct TrainingTests {
     @Test("a NaN loss stops training with a clear message naming the last good snapshot, which stays intact")
     func divergence() throws {
         let (spec, _, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = try smallConfig(tinyConfig(dataset: spec, output: dir + "/out", maxIter: 60, snapshot: 5))
         try c.merge(overrides: ["SOLVER.BASE_LR", "1000000.0", "SOLVER.WARM_UP_ITERS", "0", "TRAIN.AUTO_RESUME", "False"])
         do {
@@ -92,6 +94,7 @@ struct TrainingTests {
     @Test("process workers train exactly as thread workers and the calling thread: same json_stats, no fallback")
     func processWorkers() throws {
         let (spec, _, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let exe = detectronExecutable, cfgPath = shapesConfig
         var stats: [String: [String]] = [:]
         for (name, workers, kind) in [("main", "0", "threads"), ("threads", "2", "threads"), ("processes", "2", "processes")] {
@@ -121,7 +124,8 @@ struct TrainingTests {
 
     @Test("the training dataset survives its description: a rebuilt one gives the same samples, bytes round-trip")
     func trainingDatasetTransport() throws {
-        let (spec, _, _) = try tinyDataset()
+        let (spec, _, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         var cfg = Config()
         try cfg.merge(file: shapesConfig)
         try cfg.merge(overrides: tinyConfig(dataset: spec, output: "/tmp/unused", maxIter: 1) + ["TRAIN.USE_FLIPPED", "True"])

@@ -34,6 +34,7 @@ struct DrawingTests {
         let inside = (55 * 120 + 55) * 3
         #expect(Array(img.pixels[inside..<inside + 3]) == [0, 0, 0])
         let path = NSTemporaryDirectory() + "sd-draw-\(UInt32.random(in: 0...UInt32.max)).png"
+        defer { try? FileManager.default.removeItem(atPath: path) }
         try img.write(to: path)
         #expect(FileManager.default.fileExists(atPath: path))
         #expect(throws: JPEGError.self) { try img.write(to: path + ".gif") }

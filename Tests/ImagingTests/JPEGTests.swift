@@ -164,6 +164,7 @@ struct JPEGTests {
         #expect(t.shape == [2, 4, 3] && t.dtype == .uint8)
         #expect(try t.toArray(as: UInt8.self) == img.pixels)
         let path = NSTemporaryDirectory() + "/sd-jpeg-\(UInt32.random(in: 0...UInt32.max)).jpg"
+        defer { try? FileManager.default.removeItem(atPath: path) }
         try JPEG.write(pattern(width: 8, height: 8), to: path)
         #expect(try JPEG.decode(contentsOf: path).width == 8)
     }

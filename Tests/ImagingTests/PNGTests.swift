@@ -82,6 +82,7 @@ struct PNGTests {
     @Test("files are read by content: a PNG named .jpg, a JPEG named .png")
     func byContent() throws {
         let dir = NSTemporaryDirectory() + "sd-png-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let jpeg = try JPEG.encode(pattern(width: 16, height: 8), quality: 90)

@@ -60,6 +60,7 @@ struct PickleTests {
         }
         let zip = [UInt8](try Data(contentsOf: URL(fileURLWithPath: try fixturePath("torch_state.pth"))))
         let dir = NSTemporaryDirectory() + "sd-pickle-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for cut in stride(from: 0, to: zip.count, by: 7) {

@@ -9,6 +9,7 @@ extension Spawning {
         @Test("an atomic write replaces the file and sets the mode, less the umask")
         func atomicWrite() throws {
             let dir = makeTempDirectory("atomic")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
             let path = dir + "/out.txt"
             try Files.writeAtomically(Array("one".utf8), to: path)
             try Files.writeAtomically(Array("two".utf8), to: path, permissions: [.ownerReadWrite])
@@ -22,6 +23,7 @@ extension Spawning {
         @Test("a writer killed between write and rename leaves the old file intact")
         func killBeforeRename() throws {
             let dir = makeTempDirectory("atomickill")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
             let path = dir + "/model_final.pkl"
             try Files.writeAtomically(Array("good".utf8), to: path)
             var env = ProcessInfo.processInfo.environment
@@ -45,6 +47,7 @@ extension Spawning {
         @Test("the writability check names the path, the missing permission, and owner versus mode bits")
         func unwritableNamed() throws {
             let dir = makeTempDirectory("perm")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
             let locked = dir + "/locked"
             try FileManager.default.createDirectory(atPath: locked, withIntermediateDirectories: false)
             chmod(locked, 0o555)
@@ -75,6 +78,7 @@ extension Spawning {
         @Test("an atomic write into an unwritable directory fails with the named error, not a crash")
         func atomicWriteUnwritable() throws {
             let dir = makeTempDirectory("permwrite")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
             chmod(dir, 0o555)
             let args = (isRoot ? ["--as-nobody"] : []) + ["atomic-write", dir + "/x.json", "{}"]
             let r = try probe(args)
@@ -85,6 +89,7 @@ extension Spawning {
         @Test("makeDirectory creates parents, and names the ancestor that stops it and why")
         func makeDirectory() throws {
             let dir = makeTempDirectory("mkdir")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
             try Files.makeDirectory(dir + "/a/b/c")
             try Files.makeDirectory(dir + "/a/b/c")  // existing: fine
             #expect(Files.isWritableDirectory(dir + "/a/b/c"))
@@ -100,6 +105,7 @@ extension Spawning {
         func temporaryDirectory() throws {
             #expect(try Files.temporaryDirectory(environment: ["TMPDIR": "/nonexistent"]) == "/tmp")
             let out = makeTempDirectory("tmpout")
+            defer { try? FileManager.default.removeItem(atPath: out) }
             #expect(try Files.temporaryDirectory(environment: ["TMPDIR": out]) == out)
         }
     }
@@ -109,6 +115,7 @@ extension Spawning {
 struct CPUBudgetTests {
     func fixture(_ files: [String: String]) -> String {
         let root = makeTempDirectory("cgroup")
+        defer { try? FileManager.default.removeItem(atPath: root) }
         for (path, text) in files {
             let full = root + path
             try! FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -182,7 +189,9 @@ struct CPUBudgetTests {
 struct HostReportTests {
     @Test("the report has every documented key and a verdict; JSON parses")
     func keys() throws {
-        let report = HostReport.collect(outputDirectory: makeTempDirectory("doctor"))
+        let out = makeTempDirectory("doctor")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let report = HostReport.collect(outputDirectory: out)
         let keys = Set(report.facts.map(\.key))
         for k in ["kernel", "distribution", "glibc", "glibc.required", "cpu.model", "cpu.isa", "cores.online", "cores.affinity",
                   "cores.cgroup_quota", "cores.usable", "memory.total_mb", "memory.cgroup_limit_mb", "shm.dev_shm",

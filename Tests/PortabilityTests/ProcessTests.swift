@@ -87,6 +87,7 @@ extension Spawning {
                 try Processes.spawn(ProcessConfiguration(executable: "no-such-program-xyz"))
             }
             let dir = makeTempDirectory("noexec")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
             let script = dir + "/script.sh"
             _ = FileManager.default.createFile(atPath: script, contents: Data("#!/bin/sh\nexit 0\n".utf8))
             chmod(script, 0o644)
@@ -114,6 +115,7 @@ extension Spawning {
         @Test("only the descriptors given are inherited; stdio can be null")
         func descriptors() throws {
             let dir = makeTempDirectory("fds")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
             let fd = open(dir + "/f", O_CREAT | O_RDWR, 0o600)  // not CLOEXEC on purpose: must not leak
             defer { close(fd) }
             var config = ProcessConfiguration(executable: probePath, arguments: ["fds"])

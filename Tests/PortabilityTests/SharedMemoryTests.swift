@@ -64,6 +64,7 @@ extension Spawning {
                 return
             }
             let dir = makeTempDirectory("smallshm")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
             let script = """
                 mount -t tmpfs -o size=1m tmpfs \(dir) || exit 99
                 exec \(probePath) shm-select \(dir) 4194304
