@@ -115,7 +115,6 @@ extension Spawning {
 struct CPUBudgetTests {
     func fixture(_ files: [String: String]) -> String {
         let root = makeTempDirectory("cgroup")
-        defer { try? FileManager.default.removeItem(atPath: root) }
         for (path, text) in files {
             let full = root + path
             try! FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -131,6 +130,7 @@ struct CPUBudgetTests {
             "/sys/fs/cgroup/docker/abc/cpu.max": "150000 100000\n",
             "/sys/fs/cgroup/docker/cpu.max": "max 100000\n",
         ])
+        defer { try? FileManager.default.removeItem(atPath: root) }
         let b = CPUBudget.detect(root: root, environment: [:], affinity: 8, online: 16)
         #expect(b.cgroupQuota == 1.5)
         #expect(b.threads == 2)
@@ -143,6 +143,7 @@ struct CPUBudgetTests {
             "/sys/fs/cgroup/a/b/cpu.max": "400000 100000\n",
             "/sys/fs/cgroup/a/cpu.max": "100000 100000\n",
         ])
+        defer { try? FileManager.default.removeItem(atPath: root) }
         #expect(CPUBudget.detect(root: root, environment: [:], affinity: 8, online: 8).threads == 1)
     }
 
@@ -153,6 +154,7 @@ struct CPUBudgetTests {
             "/sys/fs/cgroup/cpu,cpuacct/x/cpu.cfs_quota_us": "300000\n",
             "/sys/fs/cgroup/cpu,cpuacct/x/cpu.cfs_period_us": "100000\n",
         ])
+        defer { try? FileManager.default.removeItem(atPath: root) }
         let b = CPUBudget.detect(root: root, environment: [:], affinity: 8, online: 8)
         #expect(b.cgroupQuota == 3)
         #expect(b.threads == 3)
@@ -164,6 +166,7 @@ struct CPUBudgetTests {
             "/proc/self/cgroup": "0::/\n",
             "/sys/fs/cgroup/cpu.max": "max 100000\n",
         ])
+        defer { try? FileManager.default.removeItem(atPath: root) }
         let b = CPUBudget.detect(root: root, environment: [:], affinity: 3, online: 8)
         #expect(b.cgroupQuota == nil)
         #expect(b.threads == 3)
@@ -172,6 +175,7 @@ struct CPUBudgetTests {
     @Test("the environment variable, then a config value, override the decision")
     func overrides() {
         let root = fixture([:])
+        defer { try? FileManager.default.removeItem(atPath: root) }
         #expect(CPUBudget.detect(root: root, environment: ["DETECTRON_NUM_THREADS": "5"], affinity: 2, online: 2).threads == 5)
         #expect(CPUBudget.detect(root: root, environment: ["DETECTRON_NUM_THREADS": "5"], affinity: 2, online: 2, override: 1).threads == 1)
         #expect(CPUBudget.detect(root: root, environment: ["DETECTRON_NUM_THREADS": "zero"], affinity: 2, online: 2).threads == 2)
