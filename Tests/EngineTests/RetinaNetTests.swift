@@ -201,3 +201,65 @@ struct RetinaNetTests {
         #expect(t.foregroundCount > 0)
     }
 }
+
+@Suite("RetinaNet's training net")
+struct RetinaNetGradientTests {
+    /// Central differences of the summed losses, in doubles over the float net, against the
+    /// gradients the net computes: for the largest-gradient elements of parameters from the body
+    /// to the shared towers and predictors, on a two-image batch (an image and its flip).
+    @Test("the whole net's gradients agree with central differences of its summed losses (body, FPN, shared towers with GroupNorm, predictors)")
+    func wholeNet() throws {
+        let (spec, _, dir) = try tinyDataset()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var c = Config()
+        try c.merge(file: repoRoot + "/configs/getting_started/tutorial_shapes_retinanet_gn_R-18-FPN.yaml")
+        try c.merge(overrides: tinyConfig(dataset: spec, output: dir + "/out", maxIter: 1) + ["RETINANET.NUM_CONVS", "2", "RETINANET.SCALES_PER_OCTAVE", "2"])
+        let session = try ModelSession(c, train: true, components: .standard, threads: 1)
+        let model = session.model, ws = try session.makeWorkspace()
+        let nets = try makeTrainingNet(c, model: model, ws: ws, registry: session.registry)
+        let net = try Net(nets.forwardBackward, workspace: ws, registry: session.registry, seed: 1)
+        var roidb: [RoidbEntry] = []
+        for d in try loadDatasets(c, key: "TRAIN.DATASETS") { roidb += try d.trainingRoidb(flipped: true).entries }
+        let dataset = TrainingDataset(roidb: roidb, scales: c.ints("TRAIN.SCALES"), maxSize: c.int("TRAIN.MAX_SIZE"),
+                                      pixelMeans: pixelMeans(c), targets: model.trainingTargets!)
+        var rng = SampleRNG(seed: 7, epoch: 0, index: 0)
+        let samples = try [0, 1].map { try dataset.element(at: $0, rng: &rng) }
+        let batch = try MinibatchCollate.collate(samples, targets: model.trainingTargets!, stride: c.int("FPN.COARSEST_STRIDE"), context: session.context)
+        for (name, tensor) in batch.blobs { ws.feedBlob(name, tensor) }
+        ws.feed("roidb", value: batch.roidb)
+        func loss() throws -> Double {
+            try net.run()
+            return try model.losses.reduce(0) { $0 + Double(try ws.fetchBlob($1).toArray(as: Float.self)[0]) }
+        }
+        let first = try loss(), again = try loss()
+        #expect(first == again, "the forward is not a function of the parameters: \(first), then \(again)")
+        let gradient = Dictionary(uniqueKeysWithValues: zip(nets.trainable.map(\.name), nets.gradients))
+        let checked = ["conv1_w", "conv1_gn_s", "conv1_gn_b", "res2_0_branch2a_gn_s", "res2_0_branch2a_w", "res5_1_branch2b_w", "fpn_inner_res5_1_sum_w", "fpn_res3_1_sum_gn_s", "res4_0_branch1_w", "res3_1_branch2b_gn_s", "fpn_6_w", "fpn_7_w",
+                       "retnet_cls_conv_n0_fpn3_w", "retnet_cls_conv_n1_fpn3_w", "retnet_cls_conv_n1_fpn3_gn_s", "retnet_cls_conv_n0_fpn3_gn_b",
+                       "retnet_bbox_conv_n1_fpn3_w", "retnet_cls_pred_fpn3_w", "retnet_cls_pred_fpn3_b", "retnet_bbox_pred_fpn3_w", "retnet_bbox_pred_fpn3_b"]
+        var report: [String] = []
+        for name in checked {
+            guard let g = gradient[name] else {
+                Issue.record("no gradient for \(name) among \(gradient.keys.sorted())")
+                continue
+            }
+            let analytic = try ws.fetchBlob(g).toArray(as: Float.self)
+            let param = try ws.fetchBlob(name).mutableData(as: Float.self)
+            // The three largest gradients of this parameter.
+            for i in analytic.indices.sorted(by: { abs(analytic[$0]) > abs(analytic[$1]) }).prefix(3) {
+                let original = param[i], eps: Float = 2e-3
+                param[i] = original + eps
+                let up = try loss()
+                param[i] = original - eps
+                let down = try loss()
+                param[i] = original
+                let numeric = (up - down) / Double(2 * eps)
+                let a = Double(analytic[i])
+                let ok = abs(numeric - a) <= 0.05 * max(abs(a), abs(numeric)) + 2e-3
+                report.append("\(ok ? "ok " : "BAD") \(name)[\(i)] analytic \(a) numeric \(numeric)")
+                #expect(ok, "\(name)[\(i)]: analytic \(a), central difference \(numeric)")
+            }
+        }
+        print(report.joined(separator: "\n"))
+    }
+}

@@ -263,6 +263,21 @@ struct GradientTests {
                           inputs: [CheckInput(name: "x", tensor: tensor(rng.array(2 * 2 * 3 * 4), [2, 2, 3, 4]), check: true)])
     }
 
+    @Test("MaxPool's gradient with ties: each window's dY goes to its first maximal cell once (a flat region's shift moves the max by the shift)")
+    func maxPoolTies() throws {
+        let ctx = CPUContext(), ws = Workspace(context: ctx)
+        // A flat 3 × 3 plane but for one larger cell, 2 × 2 windows at stride 1.
+        ws.feedBlob("x", try Tensor([1, 1, 1, 1, 1, 1, 1, 1, 2] as [Float], shape: [1, 1, 3, 3], context: ctx))
+        ws.feedBlob("dy", try Tensor([1, 10, 100, 1000] as [Float], shape: [1, 1, 2, 2], context: ctx))
+        let args: [String: ArgumentValue] = ["kernel": .int(2), "stride": .int(1)]
+        try Net(NetDef(name: "pool", ops: [OperatorDef("MaxPool", inputs: ["x"], outputs: ["y"], arguments: args),
+                                           OperatorDef("MaxPoolGradient", inputs: ["x", "y", "dy"], outputs: ["dx"], arguments: args)]),
+                workspace: ws).run()
+        #expect(try ws.fetchBlob("y").toArray(as: Float.self) == [1, 1, 1, 2])
+        // Windows at (0,0), (0,1), (1,0) are flat: their first cells are (0,0), (0,1), (1,0); the last one's max is (2,2).
+        #expect(try ws.fetchBlob("dx").toArray(as: Float.self) == [1, 10, 0, 100, 0, 0, 0, 0, 1000])
+    }
+
     @Test("Softmax and the losses")
     func softmaxAndLosses() throws {
         var rng = TestRNG(8)

@@ -88,7 +88,11 @@ final class PoolOp: Operator, Sendable {
                 }
             }
         } else {
-            // (X, Y, dY) -> dX. Max: every cell equal to the window's max gets dY (Caffe2's CPU rule).
+            // (X, Y, dY) -> dX. Max: the window's first cell (row-major) equal to its max gets dY, as
+            // cuDNN's and PyTorch's max pooling do. Caffe2's CPU op gives dY to every tied cell
+            // instead, which multiplies the gradient of a flat region (a plain background, the zero
+            // padding of a batch) by the ties: shifting the tied values together moves the max by
+            // the shift, not by the number of ties times it.
             let (_, yd) = try io.inputData(1)
             let (dy, dyd) = try io.inputData(2)
             try io.require(dy.shape == [n, c, ho, wo], input: 2, "has shape \(dy.shape), expected \([n, c, ho, wo])")
@@ -104,14 +108,17 @@ final class PoolOp: Operator, Sendable {
                         let x0 = ox * sw - pl, x1 = min(x0 + kw, w), xs = max(x0, 0)
                         let cells = (max(ys, y1) - ys) * (max(xs, x1) - xs)
                         let g = dyp[oy * wo + ox], m = yp[oy * wo + ox]
-                        for iy in ys..<max(ys, y1) {
-                            for ix in xs..<max(xs, x1) {
-                                if isMax {
-                                    if xp[iy * w + ix] == m { dxp[iy * w + ix] += g }
-                                } else {
-                                    dxp[iy * w + ix] += g / Float(max(cells, 1))
+                        if isMax {
+                            window: for iy in ys..<max(ys, y1) {
+                                for ix in xs..<max(xs, x1) where xp[iy * w + ix] == m {
+                                    dxp[iy * w + ix] += g
+                                    break window
                                 }
                             }
+                            continue
+                        }
+                        for iy in ys..<max(ys, y1) {
+                            for ix in xs..<max(xs, x1) { dxp[iy * w + ix] += g / Float(max(cells, 1)) }
                         }
                     }
                 }
