@@ -233,21 +233,24 @@ struct RetinaNetGradientTests {
         }
         let first = try loss(), again = try loss()
         #expect(first == again, "the forward is not a function of the parameters: \(first), then \(again)")
-        let gradient = Dictionary(uniqueKeysWithValues: zip(nets.trainable.map(\.name), nets.gradients))
-        let checked = ["conv1_w", "conv1_gn_s", "conv1_gn_b", "res2_0_branch2a_gn_s", "res2_0_branch2a_w", "res5_1_branch2b_w", "fpn_inner_res5_1_sum_w", "fpn_res3_1_sum_gn_s", "res4_0_branch1_w", "res3_1_branch2b_gn_s", "fpn_6_w", "fpn_7_w",
+        // Every gradient at the unperturbed parameters, before any central difference reruns the net.
+        let gradient = Dictionary(uniqueKeysWithValues: try zip(nets.trainable, nets.gradients).map { p, g in
+            (p.name, try ws.fetchBlob(g).toArray(as: Float.self))
+        })
+        let checked = ["conv1_w", "conv1_gn_s", "conv1_gn_b", "res2_0_branch2a_gn_s", "res2_0_branch2a_w", "res3_1_branch2b_gn_s",
+                       "res4_0_branch1_w", "res5_1_branch2b_w", "fpn_inner_res5_1_sum_w", "fpn_res3_1_sum_gn_s",
                        "retnet_cls_conv_n0_fpn3_w", "retnet_cls_conv_n1_fpn3_w", "retnet_cls_conv_n1_fpn3_gn_s", "retnet_cls_conv_n0_fpn3_gn_b",
-                       "retnet_bbox_conv_n1_fpn3_w", "retnet_cls_pred_fpn3_w", "retnet_cls_pred_fpn3_b", "retnet_bbox_pred_fpn3_w", "retnet_bbox_pred_fpn3_b"]
-        var report: [String] = []
+                       "retnet_bbox_conv_n1_fpn3_w", "retnet_cls_pred_fpn3_w", "retnet_cls_pred_fpn3_b", "retnet_bbox_pred_fpn3_w",
+                       "retnet_bbox_pred_fpn3_b"]
         for name in checked {
-            guard let g = gradient[name] else {
+            guard let analytic = gradient[name] else {
                 Issue.record("no gradient for \(name) among \(gradient.keys.sorted())")
                 continue
             }
-            let analytic = try ws.fetchBlob(g).toArray(as: Float.self)
             let param = try ws.fetchBlob(name).mutableData(as: Float.self)
             // The three largest gradients of this parameter.
             for i in analytic.indices.sorted(by: { abs(analytic[$0]) > abs(analytic[$1]) }).prefix(3) {
-                let original = param[i], eps: Float = 2e-3
+                let original = param[i], eps: Float = 5e-4
                 param[i] = original + eps
                 let up = try loss()
                 param[i] = original - eps
@@ -255,11 +258,8 @@ struct RetinaNetGradientTests {
                 param[i] = original
                 let numeric = (up - down) / Double(2 * eps)
                 let a = Double(analytic[i])
-                let ok = abs(numeric - a) <= 0.05 * max(abs(a), abs(numeric)) + 2e-3
-                report.append("\(ok ? "ok " : "BAD") \(name)[\(i)] analytic \(a) numeric \(numeric)")
-                #expect(ok, "\(name)[\(i)]: analytic \(a), central difference \(numeric)")
+                #expect(abs(numeric - a) <= 0.05 * max(abs(a), abs(numeric)) + 5e-4, "\(name)[\(i)]: analytic \(a), central difference \(numeric)")
             }
         }
-        print(report.joined(separator: "\n"))
     }
 }

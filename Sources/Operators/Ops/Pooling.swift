@@ -89,10 +89,10 @@ final class PoolOp: Operator, Sendable {
             }
         } else {
             // (X, Y, dY) -> dX. Max: the window's first cell (row-major) equal to its max gets dY, as
-            // cuDNN's and PyTorch's max pooling do. Caffe2's CPU op gives dY to every tied cell
-            // instead, which multiplies the gradient of a flat region (a plain background, the zero
-            // padding of a batch) by the ties: shifting the tied values together moves the max by
-            // the shift, not by the number of ties times it.
+            // cuDNN's max pooling (the engine of Detectron's GPU runs) and PyTorch's do. Caffe2's own
+            // CPU and CUDA ops give dY to every tied cell instead, which multiplies the gradient of
+            // a flat region (a plain background, the zero padding of a batch) by the ties: shifting
+            // the tied values together moves the max by the shift, not by the ties times it.
             let (_, yd) = try io.inputData(1)
             let (dy, dyd) = try io.inputData(2)
             try io.require(dy.shape == [n, c, ho, wo], input: 2, "has shape \(dy.shape), expected \([n, c, ho, wo])")
