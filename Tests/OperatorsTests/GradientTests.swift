@@ -68,6 +68,49 @@ struct GradientTests {
         ])
     }
 
+    @Test("Concat and BatchPermutation of RoI-feature sizes copy in pieces over a pool: equal to direct loops; a gradient's indices must be a permutation")
+    func largeCopies() throws {
+        var rng = TestRNG(11)
+        let ctx = CPUContext(), ws = Workspace(context: ctx)
+        let rows = [40, 30, 50], row = 256 * 7 * 7, n = rows.reduce(0, +)
+        let parts = rows.map { rng.array($0 * row) }
+        for (k, r) in rows.enumerated() { ws.feedBlob("p\(k)", tensor(parts[k], [r, 256, 7, 7])) }
+        var perm = Array(0..<n)
+        for i in stride(from: n - 1, to: 0, by: -1) { perm.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        ws.feedBlob("idx", intTensor(perm.map(Int32.init), [n]))
+        // Axis 1 of [1, rows, …] views: many blocks per input.
+        for k in 0..<3 { ws.feedBlob("q\(k)", tensor(parts[k], [2, rows[k] / 2, 256, 7, 7])) }
+        var def = NetDef(name: "copies")
+        def.add("Concat", ["p0", "p1", "p2"], ["cat0"], ["axis": .int(0)])
+        def.add("Concat", ["q0", "q1", "q2"], ["cat1"], ["axis": .int(1)])
+        def.add("BatchPermutation", ["cat0", "idx"], ["perm"])
+        def.add("BatchPermutationGradient", ["idx", "perm"], ["back"])
+        try Net(def, workspace: ws, pool: ThreadPool(threadCount: 1, name: "copies")).run()
+        let all = parts.flatMap { $0 }
+        #expect(try ws.fetchBlob("cat0").toArray(as: Float.self) == all)
+        var halves: [Float] = []
+        for h in 0..<2 {
+            for k in 0..<3 {
+                let half = rows[k] / 2 * row
+                halves += parts[k][(h * half)..<((h + 1) * half)]
+            }
+        }
+        #expect(try ws.fetchBlob("cat1").toArray(as: Float.self) == halves)
+        var permuted: [Float] = []
+        for j in perm { permuted += all[(j * row)..<((j + 1) * row)] }
+        #expect(try ws.fetchBlob("perm").toArray(as: Float.self) == permuted)
+        #expect(try ws.fetchBlob("back").toArray(as: Float.self) == all)
+        ws.feedBlob("idx", intTensor(perm.map(Int32.init).dropLast() + [Int32(perm[0])], [n]))
+        var grad = NetDef(name: "twice")
+        grad.add("BatchPermutationGradient", ["idx", "perm"], ["back"])
+        do {
+            try Net(grad, workspace: ws).run()
+            Issue.record("a repeated index was accepted")
+        } catch {
+            #expect("\(error)".contains("appears twice") && "\(error)".contains("not a permutation"), "\(error)")
+        }
+    }
+
     @Test("Conv: padding, stride, dilation, groups, bias, and the 1×1 path",
           arguments: [
             ["kernel": ArgumentValue.int(3), "pad": .int(1)],

@@ -36,13 +36,15 @@ final class ConcatOp: Operator, Sendable {
         let outer = first[..<axis].reduce(1, *)
         let inner = first[(axis + 1)...].reduce(1, *)
         var offset = 0
+        var copies: [Copy] = []
         for (t, d) in inputs {
             let block = t.shape[axis] * inner
             for o in 0..<outer where block > 0 {
-                (y.baseAddress! + o * total * inner + offset).update(from: d.baseAddress! + o * block, count: block)
+                copies.append(Copy(to: y.baseAddress! + o * total * inner + offset, from: d.baseAddress! + o * block, count: block))
             }
             offset += block
         }
+        Copy.run(copies, ctx)
         if io.outputCount > 1 {
             let info = try io.output(1, shape: [inputs.count], dtype: .int32)
             let p = try io.check(1, isInput: false) { () throws(StorageError) in try info.mutableData(as: Int32.self) }
@@ -262,15 +264,45 @@ final class BatchPermutationOp: Operator, Sendable {
         try io.require(idx.count == n, input: gradient ? 0 : 1, "holds \(idx.count) indices for \(n) rows")
         let row = n > 0 ? src.count / n : 0
         let (_, y) = try io.outputData(0, shape: src.shape)
+        var copies: [Copy] = []
+        copies.reserveCapacity(n)
+        // The gradient writes row idx[i]: a permutation, or two copies would race for a row.
+        var written = [Bool](repeating: false, count: gradient ? n : 0)
         for i in 0..<n {
             let j = Int(idx[i])
             try io.require(j >= 0 && j < n, input: gradient ? 0 : 1, "index \(j) at position \(i) is outside 0..<\(n)")
             if gradient {
-                (y.baseAddress! + j * row).update(from: sd.baseAddress! + i * row, count: row)
-            } else {
-                (y.baseAddress! + i * row).update(from: sd.baseAddress! + j * row, count: row)
+                try io.require(!written[j], input: 0, "index \(j) appears twice (at position \(i) again): not a permutation")
+                written[j] = true
+            }
+            let (to, from) = gradient ? (j, i) : (i, j)
+            if row > 0 { copies.append(Copy(to: y.baseAddress! + to * row, from: sd.baseAddress! + from * row, count: row)) }
+        }
+        Copy.run(copies, ctx)
+    }
+}
+
+/// A copy of `count` floats. `run` spreads a list of them over the pool in pieces of at most
+/// 64 Ki floats: the RoI features that Concat and BatchPermutation move (1,000 boxes × 256 × 7 × 7,
+/// 50 MB each) took a core for 9–10 ms apiece while the other idled.
+struct Copy {
+    let to: UnsafeMutablePointer<Float>
+    let from: UnsafePointer<Float>
+    let count: Int
+
+    static func run(_ copies: [Copy], _ ctx: ExecutionContext) {
+        let piece = 1 << 16
+        var pieces: [Copy] = []
+        for c in copies {
+            for start in stride(from: 0, to: c.count, by: piece) {
+                pieces.append(Copy(to: c.to + start, from: c.from + start, count: min(piece, c.count - start)))
             }
         }
+        guard pieces.count > 1, copies.reduce(0, { $0 + $1.count }) > piece else {
+            for p in pieces { p.to.update(from: p.from, count: p.count) }
+            return
+        }
+        ctx.parallelFor(pieces.count) { k in pieces[k].to.update(from: pieces[k].from, count: pieces[k].count) }
     }
 }
 
