@@ -106,9 +106,9 @@ final class PoolOp: Operator, Sendable {
                     let y0 = oy * sh - pt, y1 = min(y0 + kh, h), ys = max(y0, 0)
                     for ox in 0..<wo {
                         let x0 = ox * sw - pl, x1 = min(x0 + kw, w), xs = max(x0, 0)
-                        let cells = (max(ys, y1) - ys) * (max(xs, x1) - xs)
-                        let g = dyp[oy * wo + ox], m = yp[oy * wo + ox]
+                        let g = dyp[oy * wo + ox]
                         if isMax {
+                            let m = yp[oy * wo + ox]
                             window: for iy in ys..<max(ys, y1) {
                                 for ix in xs..<max(xs, x1) where xp[iy * w + ix] == m {
                                     dxp[iy * w + ix] += g
@@ -117,6 +117,7 @@ final class PoolOp: Operator, Sendable {
                             }
                             continue
                         }
+                        let cells = (max(ys, y1) - ys) * (max(xs, x1) - xs)
                         for iy in ys..<max(ys, y1) {
                             for ix in xs..<max(xs, x1) { dxp[iy * w + ix] += g / Float(max(cells, 1)) }
                         }

@@ -292,15 +292,16 @@ struct Copy {
 
     static func run(_ copies: [Copy], _ ctx: ExecutionContext) {
         let piece = 1 << 16
+        // Up to one piece in all, on the calling thread.
+        guard copies.reduce(0, { $0 + $1.count }) > piece else {
+            for c in copies { c.to.update(from: c.from, count: c.count) }
+            return
+        }
         var pieces: [Copy] = []
         for c in copies {
             for start in stride(from: 0, to: c.count, by: piece) {
                 pieces.append(Copy(to: c.to + start, from: c.from + start, count: min(piece, c.count - start)))
             }
-        }
-        guard pieces.count > 1, copies.reduce(0, { $0 + $1.count }) > piece else {
-            for p in pieces { p.to.update(from: p.from, count: p.count) }
-            return
         }
         ctx.parallelFor(pieces.count) { k in pieces[k].to.update(from: pieces[k].from, count: pieces[k].count) }
     }
